@@ -1,0 +1,43 @@
+"""What every benchmark shares: the images, the seeded random weights, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import numpy as np
+import torch
+
+from stylecore import Engine, VGGFeatures, random_state_dict
+
+WEIGHTS_SEED = 0  # VGG19 ImageNet weights cannot be downloaded here: seeded random ones
+
+
+def bench_images(longest: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Content: a photograph (scikit-image's coffee, 600x400), resized to `longest`
+    as the CLI does with --size, so results and objective share one size. Style: a
+    textured, colourful image (scikit-image's immunohistochemistry slide, 512x512)."""
+    from PIL import Image
+    from skimage import data
+
+    content = Image.fromarray(data.coffee())
+    k = longest / max(content.size)
+    content = content.resize((round(content.width * k), round(content.height * k)), Image.LANCZOS)
+    return np.asarray(content), data.immunohistochemistry()
+
+
+def bench_engine() -> Engine:
+    return Engine(VGGFeatures.from_state_dict(random_state_dict(WEIGHTS_SEED)))
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads, {gpu}"
+    )

@@ -1,0 +1,169 @@
+"""The `style-transfer` command.
+
+    style-transfer stylize CONTENT STYLE [STYLE ...] -o OUT [options]
+    style-transfer presets
+
+Every engine option is generated from the fields of stylecore.params.StyleParams,
+so the CLI cannot drift from the engine. Bad input ends with one line on stderr
+and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stylecore.params import PRESETS, ParamError, StyleParams, preset
+
+from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
+
+EXIT_USAGE = 2  # bad input: arguments, files, weights
+EXIT_FAILED = 1  # the job itself failed
+EXIT_CANCELLED = 130
+
+
+class UsageError(Exception):
+    """Bad input that is not a parameter or an image: exit status 2."""
+
+
+# --- options from the parameters dataclass --------------------------------------------
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+_PARSERS = {"int": int, "float": float, "str": str, "tuple[float, ...]": _float_list}
+
+
+def add_param_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("engine options (defaults come from --preset)")
+    group.add_argument("--preset", default="default", help=f"starting values: {', '.join(PRESETS)} (default: default)")
+    for f in dataclasses.fields(StyleParams):
+        group.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=_PARSERS[str(f.type)], default=None,
+            metavar=f.name.upper(), help=f.metadata["help"],
+        )
+
+
+def params_from_args(args: argparse.Namespace) -> StyleParams:
+    """The preset, with every option the user gave on top. Raises ParamError."""
+    base = preset(args.preset)
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(StyleParams)}
+    return base.replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+# --- commands --------------------------------------------------------------------------
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    names = [f.name for f in dataclasses.fields(StyleParams)]
+    print(f"{'option':<22}" + "".join(f"{p:>14}" for p in PRESETS))
+    for name in names:
+        cells = "".join(f"{_show(getattr(p, name)):>14}" for p in PRESETS.values())
+        print(f"--{name.replace('_', '-'):<20}{cells}")
+    return 0
+
+
+def _show(v: object) -> str:
+    if isinstance(v, tuple):
+        return ",".join(f"{x:g}" for x in v) or "-"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .progress import ProgressBar
+
+    params = params_from_args(args)
+    if args.save_every < 0:
+        raise UsageError(f"--save-every: must not be negative, got {args.save_every}")
+    if args.max_pixels < 1:
+        raise UsageError(f"--max-pixels: must be positive, got {args.max_pixels}")
+    output = check_output_path(args.output)
+    content = read_image(args.content, args.max_pixels, "content")
+    styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
+    if not args.keep_size:
+        # The output's longest side is --size (never enlarged); the engine then works
+        # at the image's own size and alpha is carried through at that size.
+        content = shrink(content, params.size)
+    if output.suffix.lower() in (".jpg", ".jpeg") and content.shape[2] in (2, 4):
+        raise ImageError(f"output {output}: JPEG cannot store the content's transparency; write .png instead")
+
+    from stylecore import Engine, Preview, Result
+
+    from .weights import load
+
+    weights = load(args.weights, download=not args.no_download)
+    bar = ProgressBar(quiet=args.quiet)
+    if not args.quiet:
+        print(f"weights: {weights.describe()}", file=sys.stderr)
+    for event in Engine(weights.model).run(content, styles, params, preview_every=args.save_every):
+        bar.update(event)
+        if isinstance(event, Preview):
+            write_image(output.with_name(f"{output.stem}.scale{event.scale}.step{event.step:04d}.png"), event.image)
+        elif isinstance(event, Result):
+            write_image(output, event.image)
+            if not args.quiet:
+                print(f"wrote {output} ({event.image.shape[1]}x{event.image.shape[0]})", file=sys.stderr)
+    return 0
+
+
+# --- parser and entry point ----------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="style-transfer",
+        description="Neural style transfer (Gatys et al. 2016, VGG19) for GIMP and the command line.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("stylize", help="stylize an image", description="Stylize CONTENT after one or more STYLE images.")
+    p.add_argument("content", metavar="CONTENT", help="the photograph (PNG, JPEG, WebP, TIFF, ...)")
+    p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); blend them with --style-blend")
+    p.add_argument("-o", "--output", required=True, help="result file (.png, .jpg, .webp, .tif)")
+    p.add_argument("--weights", help=f"VGG19 weights file (default: ${'{'}STYLE_TRANSFER_WEIGHTS{'}'} or torch hub's cache)")
+    p.add_argument("--no-download", action="store_true", help="never download the weights")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write the image every N steps")
+    p.add_argument("--keep-size", action="store_true", help="output at the content's full size (work at --size, upscale)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    add_param_options(p)
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("presets", help="list the presets and their values")
+    p.set_defaults(func=cmd_presets)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .weights import WeightsError
+
+    try:
+        return args.func(args)
+    except (ParamError, ImageError, WeightsError, UsageError) as e:
+        print(f"style-transfer: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\nstyle-transfer: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if os.environ.get("STYLE_TRANSFER_DEBUG"):
+            raise
+        print(f"style-transfer: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

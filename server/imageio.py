@@ -1,0 +1,145 @@
+"""Image files <-> (H, W, C) uint8 buffers, with every failure turned into a
+one-line ImageError that names the file and what is wrong with it."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# A guard against decompression bombs: the size is read from the header and
+# checked before any pixel is decoded. 64 megapixels is a 8000x8000 photo.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+class ImageError(ValueError):
+    """A file or buffer that is not a usable image."""
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image") -> np.ndarray:
+    """Read a file as (H, W, C) uint8, C = 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA).
+    EXIF orientation is applied."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{what} {path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+    return decode_image(data, max_pixels, f"{what} {path}")
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image") -> np.ndarray:
+    """Encoded bytes (PNG, JPEG, WebP, TIFF, ...) -> (H, W, C) uint8."""
+    if not data:
+        raise ImageError(f"{what}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            check_size(img.width, img.height, max_pixels, what)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{what}: not a readable image ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{what}: corrupt or truncated image ({e})") from None
+    return to_buffer(img, what)
+
+
+def check_size(width: int, height: int, max_pixels: int, what: str = "image") -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{what}: image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{what}: {width}x{height} is {width * height:,} pixels, more than the limit of {max_pixels:,} "
+            "(raise it with --max-pixels)"
+        )
+
+
+def to_buffer(img: Image.Image, what: str = "image") -> np.ndarray:
+    """Any PIL mode -> (H, W, C) uint8 keeping gray as gray and alpha as alpha."""
+    mode = img.mode
+    if mode == "P" or mode == "PA":
+        img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
+    elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
+        return (np.clip(arr / top, 0, 1) * 255).round().astype(np.uint8)[:, :, None]
+    elif mode == "F":
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        return (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)[:, :, None]
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGBA" if "A" in mode else "RGB")  # CMYK, YCbCr, LAB, RGBX, ...
+    arr = np.asarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return np.ascontiguousarray(arr)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail early, before a long job, if the result could not be written there."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE:
+        raise ImageError(f"output {path}: unknown format {path.suffix!r}; use one of {', '.join(WRITABLE)}")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ImageError(f"output {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ImageError(f"output {path}: folder {parent} is not writable")
+    if path.is_dir():
+        raise ImageError(f"output {path}: is a folder")
+    return path
+
+
+def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    """(H, W, C) uint8 -> encoded bytes. JPEG cannot hold alpha: refused, not dropped."""
+    channels = array.shape[2]
+    if fmt == "JPEG" and channels in (2, 4):
+        raise ImageError("JPEG cannot store transparency; write PNG, WebP or TIFF instead")
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+    img = Image.fromarray(array[:, :, 0] if channels == 1 else array, mode)
+    out = io.BytesIO()
+    img.save(out, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    return out.getvalue()
+
+
+def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write atomically: a temporary file in the same folder, renamed over the target,
+    so an existing file is never left half-written."""
+    path = check_output_path(path)
+    data = encode_image(array, WRITABLE[path.suffix.lower()])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def shrink(array: np.ndarray, longest: int) -> np.ndarray:
+    """Downscale (H, W, C) uint8 so its longest side is `longest`; smaller images are
+    returned as they are. Lanczos; Pillow weights colour by alpha when resizing RGBA/LA."""
+    h, w, c = array.shape
+    if max(h, w) <= longest:
+        return array
+    k = longest / max(h, w)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
+    img = Image.fromarray(array[:, :, 0] if c == 1 else array, mode).resize(size, Image.LANCZOS)
+    return to_buffer(img)

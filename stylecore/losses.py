@@ -1,0 +1,101 @@
+"""The loss terms of Gatys et al. 2016, as small functions and one objective module.
+
+Every reduction here runs in fp32, whatever precision the network ran in: a Gram
+matrix sums H*W products per entry, which overflows fp16 at ordinary image sizes
+(a known source of NaN in other implementations) and loses the small differences
+the style loss is made of in bf16.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """features: (B, C, H, W), any float dtype -> (B, C, C) fp32.
+
+    G = F Fᵀ with F the (C, H*W) matrix of one image's activations (paper eq. 3).
+    With `normalize`, G is divided by H*W so that images of different sizes compare.
+    """
+    b, c, h, w = features.shape
+    f = features.float().reshape(b, c, h * w)  # (B, C, N) fp32
+    g = torch.bmm(f, f.transpose(1, 2))  # (B, C, C)
+    return g / (h * w) if normalize else g
+
+
+def content_loss(target: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the content layer's activations (paper eq. 1 up to a
+    constant factor, as in the reference notebook). Scalar fp32."""
+    return (target.float() - content.float()).pow(2).mean()
+
+
+def style_layer_loss(target_features: torch.Tensor, style_gram: torch.Tensor) -> torch.Tensor:
+    """One layer's style term, in the reference notebook's scaling:
+
+        mean((G_target - G_style)²) / (C·H·W)       with unnormalized G = F Fᵀ.
+
+    Computed with H*W-normalized Grams g = G / (H·W), which is the same number:
+        (H·W)² · mean((g_t - g_s)²) / (C·H·W) = (H·W / C) · mean((g_t - g_s)²)
+    but keeps the fp32 values small. It also lets the style image have its own size:
+    its Gram is normalized by its own H·W. Scalar fp32.
+    """
+    _, c, h, w = target_features.shape
+    g = gram_matrix(target_features)
+    return (g - style_gram).pow(2).mean() * (h * w / c)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of neighbouring pixels; 0 on a constant image.
+    image: (B, 3, H, W). A smoothness prior (Mahendran & Vedaldi 2015), not in Gatys."""
+    x = image.float()
+    dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() if x.shape[-2] > 1 else x.new_zeros(())
+    dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean() if x.shape[-1] > 1 else x.new_zeros(())
+    return dh + dw
+
+
+def blend_grams(grams: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Several style images as one target: the weighted mean of their Grams
+    (jcjohnson/neural-style's -style_blend_weights)."""
+    return sum(w * g for w, g in zip(weights, grams))  # type: ignore[return-value]
+
+
+class Objective(torch.nn.Module):
+    """total = content_weight·content + style_weight·Σ_l w_l·style_l + tv_weight·tv."""
+
+    def __init__(
+        self,
+        content_layer: str,
+        content_target: torch.Tensor,
+        style_grams: Mapping[str, torch.Tensor],
+        style_layer_weights: Mapping[str, float],
+        content_weight: float,
+        style_weight: float,
+        tv_weight: float,
+    ):
+        super().__init__()
+        self.content_layer = content_layer
+        self.content_target = content_target  # (1, C, H, W), detached
+        self.style_grams = dict(style_grams)  # {layer: (1, C, C) fp32}, detached
+        self.style_layer_weights = dict(style_layer_weights)
+        self.content_weight = content_weight
+        self.style_weight = style_weight
+        self.tv_weight = tv_weight
+
+    @property
+    def layers(self) -> list[str]:
+        """The network layers this objective reads."""
+        return [*self.style_grams, self.content_layer]
+
+    def forward(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """features: {layer: activations}; image: (1, 3, H, W) in [0, 1] (for TV).
+        Returns the scalar fp32 terms: content, style, tv and total."""
+        c = content_loss(features[self.content_layer], self.content_target)
+        s = sum(
+            self.style_layer_weights[name] * style_layer_loss(features[name], gram)
+            for name, gram in self.style_grams.items()
+        )
+        tv = total_variation(image) if self.tv_weight else image.new_zeros((), dtype=torch.float32)
+        total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
+        return {"content": c, "style": s, "tv": tv, "total": total}

@@ -1,0 +1,231 @@
+"""The parameters of one style-transfer job, and the named presets.
+
+`StyleParams` is the single source of truth: the CLI builds its options from
+these fields, the gRPC layer converts to and from them, and the tests read
+them. It validates itself on construction, so an invalid job cannot exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+# VGG19 layers the method reads (Gatys et al. 2016, sec. 2): content from
+# conv4_2, style from the first conv of each block. Names follow the paper;
+# the values are the ReLU outputs, as in the paper and the reference notebook.
+CONTENT_LAYER = "conv4_2"
+STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "gray")
+POOLINGS = ("max", "avg")
+PRESERVE_COLORS = ("none", "luminance", "match")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _f(default: Any, help: str) -> Any:
+    """A field with its help text, which the CLI and the gRPC contract's docs show."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+class ParamError(ValueError):
+    """An invalid parameter. `field` names it, the message says what is wrong."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class StyleParams:
+    """Everything that decides the result of a job (besides the images and the weights)."""
+
+    # --- resolution and schedule ---
+    size: int = _f(512, "longest side of the working image in px (the input is never upscaled)")
+    scales: int = _f(1, "coarse-to-fine pyramid levels, ending at SIZE")
+    min_scale: int = _f(128, "longest side of the coarsest level in px")
+    steps: int = _f(100, "optimizer steps at the final scale")
+    coarse_steps: int = _f(100, "optimizer steps at each coarser scale")
+    optimizer: str = _f("lbfgs", "lbfgs or adam")
+    lr: float = _f(1.0, "step size (for L-BFGS a multiplier on its own step length)")
+    average: float = _f(0.0, "adam only: decay of the moving average that is returned (0 = off)")
+    init: str = _f("content", "starting image: content, noise or gray")
+
+    # --- objective ---
+    content_weight: float = _f(1.0, "weight of the content loss (conv4_2)")
+    style_weight: float = _f(1e6, "weight of the style loss (Gram matrices)")
+    tv_weight: float = _f(0.0, "weight of the total-variation smoothness loss")
+    style_layer_weights: tuple[float, ...] = _f(
+        (1.0, 0.7, 0.5, 0.3, 0.2), "weights of conv1_1,conv2_1,conv3_1,conv4_1,conv5_1"
+    )
+    style_blend: tuple[float, ...] = _f((), "relative weights of several style images (default: equal)")
+    style_scale: float = _f(
+        1.0, "style image's longest side relative to the working image's; 0 = resize it to the content's shape"
+    )
+    pooling: str = _f("max", "max or avg (Gatys et al. prefer avg)")
+    preserve_colors: str = _f("none", "none, luminance (luminance-only transfer) or match (colour matching)")
+
+    # --- execution ---
+    seed: int = _f(0, "random seed; the same seed and settings give the same output on CPU")
+    precision: str = _f("auto", "auto, fp32 or bf16 (auto: bf16 only where the hardware is fast at it)")
+    device: str = _f("auto", "auto, cpu or cuda (auto: CUDA when present)")
+
+    def __post_init__(self) -> None:
+        _check_int(self, "size", 1, 16384)
+        _check_int(self, "scales", 1, 8)
+        _check_int(self, "min_scale", 16, 16384)
+        _check_int(self, "steps", 1, 100_000)
+        _check_int(self, "coarse_steps", 0, 100_000)
+        _check_int(self, "seed", 0, 2**63 - 1)
+        _check_choice(self, "optimizer", OPTIMIZERS)
+        _check_choice(self, "init", INITS)
+        _check_choice(self, "pooling", POOLINGS)
+        _check_choice(self, "preserve_colors", PRESERVE_COLORS)
+        _check_choice(self, "precision", PRECISIONS)
+        _check_choice(self, "device", DEVICES)
+        for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
+            _check_float(self, name)
+        if not (0.0 < self.lr < math.inf):
+            raise ParamError("lr", f"must be a positive finite number, got {self.lr!r}")
+        if not (0.0 <= self.average < 1.0):
+            raise ParamError("average", f"must be in [0, 1), got {self.average!r}")
+        if self.style_scale and not (0.01 <= self.style_scale <= 8.0):
+            raise ParamError("style_scale", f"must be 0 or in [0.01, 8], got {self.style_scale!r}")
+        if len(self.style_layer_weights) != len(STYLE_LAYERS):
+            raise ParamError(
+                "style_layer_weights",
+                f"needs {len(STYLE_LAYERS)} values ({', '.join(STYLE_LAYERS)}), "
+                f"got {len(self.style_layer_weights)}",
+            )
+        for w in self.style_layer_weights:
+            _check_number("style_layer_weights", w)
+        for w in self.style_blend:
+            _check_number("style_blend", w)
+        if self.style_blend and sum(self.style_blend) <= 0:
+            raise ParamError("style_blend", "at least one weight must be positive")
+        if self.style_weight == 0 and self.content_weight == 0 and self.tv_weight == 0:
+            raise ParamError("style_weight", "all loss weights are zero: nothing to optimize")
+
+    def replace(self, **changes: Any) -> "StyleParams":
+        """A copy with some fields changed (validated like any new instance)."""
+        return dataclasses.replace(self, **changes)
+
+    def scale_sizes(self) -> list[int]:
+        """Longest side of each pyramid level, coarsest first, ending at `size`.
+
+        Levels are spaced geometrically, as in crowsonkb/style-transfer-pytorch.
+        """
+        if self.scales == 1 or self.min_scale >= self.size:
+            return [self.size]
+        ratio = (self.size / self.min_scale) ** (1.0 / (self.scales - 1))
+        return [round(self.min_scale * ratio**i) for i in range(self.scales - 1)] + [self.size]
+
+    def blend_weights(self, n_styles: int) -> list[float]:
+        """Normalized blend weights for `n_styles` style images."""
+        if n_styles < 1:
+            raise ParamError("styles", "at least one style image is needed")
+        if not self.style_blend:
+            return [1.0 / n_styles] * n_styles
+        if len(self.style_blend) != n_styles:
+            raise ParamError(
+                "style_blend",
+                f"has {len(self.style_blend)} weights for {n_styles} style images",
+            )
+        total = sum(self.style_blend)
+        return [w / total for w in self.style_blend]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_int(p: StyleParams, name: str, lo: int, hi: int) -> None:
+    v = getattr(p, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ParamError(name, f"must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise ParamError(name, f"must be between {lo} and {hi}, got {v}")
+
+
+def _check_number(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ParamError(name, f"must be a number, got {v!r}")
+    if not math.isfinite(v):
+        raise ParamError(name, f"must be finite, got {v!r}")
+    if v < 0:
+        raise ParamError(name, f"must not be negative, got {v!r}")
+
+
+def _check_float(p: StyleParams, name: str) -> None:
+    _check_number(name, getattr(p, name))
+
+
+def _check_choice(p: StyleParams, name: str, choices: tuple[str, ...]) -> None:
+    v = getattr(p, name)
+    if v not in choices:
+        raise ParamError(name, f"must be one of {', '.join(choices)}; got {v!r}")
+
+
+# --- presets --------------------------------------------------------------------
+
+# The reference notebook exactly (../shared/reference): Adam lr 0.003 on the
+# ImageNet-normalized image for 3000 steps at 400 px, fp32, max pooling, the
+# style image resized to the content's shape, target initialized from content.
+SEED = StyleParams(
+    size=400,
+    scales=1,
+    steps=3000,
+    coarse_steps=0,
+    optimizer="adam",
+    lr=0.003,
+    init="content",
+    content_weight=1.0,
+    style_weight=1e6,
+    tv_weight=0.0,
+    style_scale=0.0,
+    pooling="max",
+    precision="fp32",
+)
+
+# Chosen from measurements (see README, "Choosing the default preset"): L-BFGS
+# reaches a given objective in far fewer VGG passes than Adam, and a coarse-to-fine
+# pyramid puts most of those passes at low resolution where they are cheap.
+DEFAULT = StyleParams(
+    size=512,
+    scales=3,
+    min_scale=128,
+    steps=60,
+    coarse_steps=60,
+    optimizer="lbfgs",
+    lr=1.0,
+    init="content",
+    tv_weight=0.0,
+)
+
+# Previews: fewer steps at a smaller size.
+DRAFT = DEFAULT.replace(size=256, scales=2, steps=30, coarse_steps=30)
+
+# More steps at the final scale for print-quality results.
+HIGH = DEFAULT.replace(size=1024, scales=4, steps=150, coarse_steps=80)
+
+PRESETS: dict[str, StyleParams] = {
+    "default": DEFAULT,
+    "draft": DRAFT,
+    "high": HIGH,
+    "seed": SEED,
+}
+
+
+def preset(name: str) -> StyleParams:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ParamError("preset", f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(StyleParams))
+__all__ = [
+    "StyleParams", "ParamError", "PRESETS", "preset", "FIELDS", "CONTENT_LAYER", "STYLE_LAYERS",
+]
