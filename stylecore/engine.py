@@ -235,7 +235,10 @@ class _Optimizer:
             self.opt = torch.optim.Adam([self.x], lr=params.lr)
         # Adam's iterate is noisy; an exponential moving average of it is a better image
         # (crowsonkb/style-transfer-pytorch). avg starts at 0 and is bias-corrected.
-        self.avg = torch.zeros_like(self.x) if params.average else None
+        self.avg = torch.zeros_like(self.x) if params.average and params.optimizer == "adam" else None
+        # L-BFGS without line search is not monotone (an early step can overshoot by
+        # orders of magnitude and come back): it returns the best iterate it evaluated.
+        self.best: tuple[float, torch.Tensor] | None = None
         self.n = 0
 
     def _closure(self) -> torch.Tensor:
@@ -243,6 +246,10 @@ class _Optimizer:
         with self.autocast:
             feats = self.net(self.x.contiguous(memory_format=torch.channels_last), self.layers, self.params.pooling)
         terms = self.objective(feats, images.denormalize(self.x))  # fp32
+        if self.params.optimizer == "lbfgs":
+            total = terms["total"].item()  # device sync
+            if math.isfinite(total) and (self.best is None or total < self.best[0]):
+                self.best = (total, self.x.detach().clone())
         terms["total"].backward()
         # The gradient comes back in channels_last strides; L-BFGS flattens it with view().
         self.x.grad = self.x.grad.contiguous()
@@ -257,9 +264,13 @@ class _Optimizer:
         return {k: v.item() for k, v in self._terms.items()}  # device sync
 
     def current(self) -> torch.Tensor:
-        if self.avg is None:
-            return self.x.detach()
-        return self.avg / (1 - self.params.average**self.n)
+        """The iterate this scale delivers: the best (L-BFGS), the average (Adam with
+        `average`), else the last."""
+        if self.best is not None:
+            return self.best[1]
+        if self.avg is not None:
+            return self.avg / (1 - self.params.average**self.n)
+        return self.x.detach()
 
 
 def _autocast(device: torch.device, dtype: torch.dtype):

@@ -1,0 +1,51 @@
+"""Shared fixtures: seeded random VGG19 weights written in the real file format,
+an engine on them, and small real photographs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stylecore import Engine, VGGFeatures, random_state_dict
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def state_dict() -> dict[str, torch.Tensor]:
+    return random_state_dict(seed=0, features_only=True)
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory, state_dict) -> str:
+    """A features-only VGG19 checkpoint, as torch.save writes the real one."""
+    path = tmp_path_factory.mktemp("weights") / "vgg19-random-seed0.pth"
+    torch.save(state_dict, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def engine(state_dict) -> Engine:
+    return Engine(VGGFeatures.from_state_dict(state_dict))
+
+
+def _photo(name: str, longest: int) -> np.ndarray:
+    from skimage import data
+
+    img = Image.fromarray(getattr(data, name)())
+    k = longest / max(img.size)
+    return np.asarray(img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.LANCZOS))
+
+
+@pytest.fixture(scope="session")
+def content() -> np.ndarray:
+    """A photograph, 64x43 RGB (scikit-image's coffee)."""
+    return _photo("coffee", 64)
+
+
+@pytest.fixture(scope="session")
+def style() -> np.ndarray:
+    """A colourful texture, 64x64 RGB (scikit-image's immunohistochemistry slide)."""
+    return _photo("immunohistochemistry", 64)

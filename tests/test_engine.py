@@ -1,0 +1,185 @@
+"""Runs of the engine on the real-shaped VGG19 (seeded random weights), small images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stylecore import Cancelled, Preview, Progress, Result, Started, preset
+from stylecore.losses import gram_matrix
+from stylecore.params import ParamError
+
+FAST = preset("default").replace(size=64, scales=1, steps=10)
+
+
+def run(engine, content, styles, params=FAST, **kw):
+    return list(engine.run(content, styles, params, **kw))
+
+
+def result_of(events) -> np.ndarray:
+    assert isinstance(events[-1], Result)
+    return events[-1].image
+
+
+def test_events_come_in_order_with_monotone_steps_and_previews(engine, content, style):
+    params = FAST.replace(size=64, scales=2, min_scale=32, steps=4, coarse_steps=3)
+    events = run(engine, content, [style], params, preview_every=2)
+    assert isinstance(events[0], Started) and isinstance(events[-1], Result)
+    assert events[0].device == "cpu" and events[0].dtype in ("float32", "bfloat16")
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert [(p.scale, p.step) for p in progress] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (2, 4)]
+    assert all(a.elapsed <= b.elapsed for a, b in zip(progress, progress[1:]))
+    assert progress[-1].eta == 0.0
+    previews = [(e.scale, e.step) for e in events if isinstance(e, Preview)]
+    assert previews == [(1, 2), (2, 2), (2, 4)]
+    assert events[0].sizes == ((32, 32), (43, 64))  # no side below images.MIN_SIDE
+
+
+def test_style_loss_falls_by_a_large_factor_and_content_stays_bounded(engine, content, style):
+    params = FAST.replace(steps=30)
+    progress = [e for e in run(engine, content, [style], params) if isinstance(e, Progress)]
+    first, last = progress[0].losses, progress[-1].losses
+    assert last["style"] < first["style"] / 20
+    # From the content image, content loss starts at 0; it must stay small next to
+    # the style term that dominates the objective (content_weight 1, style_weight 1e6).
+    assert last["content"] * params.content_weight < 0.05 * first["style"] * params.style_weight
+
+
+def test_result_grams_move_toward_the_style(engine, content, style):
+    import torch
+
+    from stylecore import images
+
+    net = engine.network(torch.device("cpu"))
+
+    def grams(rgb_uint8):
+        x = images.normalize(images.split(rgb_uint8).rgb)
+        with torch.no_grad():
+            return {k: gram_matrix(v) for k, v in net(x, ["conv1_1", "conv3_1"]).items()}
+
+    out = result_of(run(engine, content, [style], FAST.replace(steps=30, style_scale=0.0)))
+    g_style, g_before, g_after = grams(style), grams(content), grams(out)
+    for layer in g_style:
+        before = (g_before[layer] - g_style[layer]).pow(2).mean()
+        after = (g_after[layer] - g_style[layer]).pow(2).mean()
+        assert after < before / 5, layer
+
+
+def test_same_seed_gives_the_same_output(engine, content, style):
+    params = FAST.replace(init="noise", seed=7)
+    a = result_of(run(engine, content, [style], params))
+    b = result_of(run(engine, content, [style], params))
+    c = result_of(run(engine, content, [style], params.replace(seed=8)))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_cancel_stops_within_one_step(engine, content, style):
+    calls = {"progress": 0}
+
+    def cancel():
+        return calls["progress"] >= 3
+
+    events = engine.run(content, [style], FAST.replace(steps=50), cancel=cancel)
+    with pytest.raises(Cancelled):
+        for e in events:
+            if isinstance(e, Progress):
+                calls["progress"] += 1
+    assert calls["progress"] == 3
+
+
+def test_alpha_is_carried_through_bit_exactly(engine, content, style):
+    rng = np.random.default_rng(0)
+    alpha = rng.integers(0, 256, content.shape[:2], dtype=np.uint8)
+    rgba = np.concatenate([content, alpha[:, :, None]], axis=2)
+    out = result_of(run(engine, rgba, [style]))
+    assert out.shape == rgba.shape
+    assert np.array_equal(out[:, :, 3], alpha)
+    assert not np.array_equal(out[:, :, :3], content)  # the colour was stylized
+
+
+def test_alpha_is_kept_when_the_work_size_is_smaller(engine, content, style):
+    big = np.repeat(np.repeat(content, 3, axis=0), 3, axis=1)  # 192x129
+    alpha = np.full(big.shape[:2], 200, np.uint8)
+    alpha[::7] = 0
+    out = result_of(run(engine, np.dstack([big, alpha]), [style]))  # works at 64 px, upscales
+    assert out.shape == (*big.shape[:2], 4)
+    assert np.array_equal(out[:, :, 3], alpha)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(40, 40, 1), (40, 40, 2), (37, 53, 3), (53, 37, 4), (1, 50, 3), (50, 1, 3), (1, 1, 3), (3, 2, 1)],
+    ids=["gray", "gray+alpha", "odd-wide", "odd-tall-rgba", "1px-high", "1px-wide", "1x1", "tiny-gray"],
+)
+def test_any_layout_and_shape_round_trips(engine, style, shape):
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    out = result_of(run(engine, img, [style], FAST.replace(steps=2)))
+    assert out.shape == shape and out.dtype == np.uint8
+    if shape[2] in (2, 4):
+        assert np.array_equal(out[:, :, -1], img[:, :, -1])
+
+
+def test_grayscale_and_rgba_styles_are_accepted(engine, content, style):
+    gray_style = style.mean(axis=2, keepdims=True).astype(np.uint8)
+    rgba_style = np.dstack([style, np.full(style.shape[:2], 255, np.uint8)])
+    out = result_of(run(engine, content, [gray_style, rgba_style], FAST.replace(steps=2, style_blend=(1, 2))))
+    assert out.shape == content.shape
+
+
+def test_several_styles_blend(engine, content, style):
+    other = np.ascontiguousarray(style[::-1, :, ::-1])  # flipped, channels swapped
+    a = result_of(run(engine, content, [style, other], FAST.replace(style_blend=(1, 0))))
+    b = result_of(run(engine, content, [style], FAST))
+    c = result_of(run(engine, content, [style, other], FAST.replace(style_blend=(1, 1))))
+    assert np.array_equal(a, b)  # weight 0 removes a style
+    assert not np.array_equal(a, c)
+
+
+def test_preserve_colors_luminance_keeps_the_contents_chroma(engine, content, style):
+    from stylecore import images
+
+    out = result_of(run(engine, content, [style], FAST.replace(steps=8, preserve_colors="luminance")))
+    plain = result_of(run(engine, content, [style], FAST.replace(steps=8)))
+
+    def chroma(a):
+        yiq = images._rgb_to_yiq(images.split(a).rgb)
+        return yiq[:, 1:]
+
+    base = chroma(content)
+    assert (chroma(out) - base).abs().mean() < 0.5 * (chroma(plain) - base).abs().mean()
+
+
+def test_preserve_colors_match_moves_style_colours_to_the_content(engine, content, style):
+    from stylecore import images
+
+    s, c = images.split(style).rgb, images.split(content).rgb
+    matched = images.match_colors(s, c)
+    assert (matched.mean((2, 3)) - c.mean((2, 3))).abs().max() < 0.02
+    out = result_of(run(engine, content, [style], FAST.replace(preserve_colors="match")))
+    assert out.shape == content.shape
+
+
+@pytest.mark.parametrize("changes", [
+    {"optimizer": "adam", "lr": 0.05, "average": 0.9},
+    {"init": "gray"}, {"init": "noise"}, {"pooling": "avg"}, {"tv_weight": 10.0},
+    {"style_scale": 0.5}, {"precision": "bf16", "steps": 1},
+])
+def test_options_run_and_produce_an_image(engine, content, style, changes):
+    events = run(engine, content, [style], FAST.replace(**changes))
+    assert result_of(events).shape == content.shape
+    assert all(np.isfinite(v) for v in events[-1].losses.values())
+
+
+def test_bad_inputs_raise_named_errors(engine, content, style):
+    with pytest.raises(ParamError, match="styles: at least one style image"):
+        run(engine, content, [])
+    with pytest.raises(ValueError, match="content: image is empty"):
+        run(engine, np.zeros((0, 5, 3), np.uint8), [style])
+    with pytest.raises(ValueError, match="style 1: expected 8-bit"):
+        run(engine, content, [style.astype(np.float32)])
+    with pytest.raises(ValueError, match=r"content: expected shape \(height, width, 1..4 channels\)"):
+        run(engine, np.zeros((4, 4, 5), np.uint8), [style])
+    with pytest.raises(ParamError, match="style_blend: has 1 weights for 2 style images"):
+        run(engine, content, [style, style], FAST.replace(style_blend=(1.0,)))

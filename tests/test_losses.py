@@ -1,0 +1,115 @@
+"""The loss terms on tiny tensors with known answers, and the `seed` preset's
+objective against an independent, line-by-line re-implementation of the
+reference notebook (torchvision's VGG19, unnormalized Grams)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stylecore import Progress, preset
+from stylecore.losses import content_loss, gram_matrix, style_layer_loss, total_variation
+
+
+def test_gram_matrix_of_a_known_tensor():
+    # Two channels over a 2x2 image: F = [[1, 2, 3, 4], [0, 1, 0, 1]].
+    f = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [0.0, 1.0]]]])
+    expected = torch.tensor([[[30.0, 6.0], [6.0, 2.0]]])  # F Fᵀ
+    assert torch.equal(gram_matrix(f, normalize=False), expected)
+    assert torch.allclose(gram_matrix(f), expected / 4)
+
+
+def test_gram_matrix_is_fp32_for_half_inputs_and_does_not_overflow():
+    # 64 channels of value 100 over 128x128: entries are 1.6e8, far beyond fp16's 65504.
+    f = torch.full((1, 64, 128, 128), 100.0, dtype=torch.float16)
+    g = gram_matrix(f, normalize=False)
+    assert g.dtype == torch.float32
+    assert torch.isfinite(g).all() and g[0, 0, 0].item() == pytest.approx(100.0 * 100.0 * 128 * 128)
+
+
+def test_content_loss_is_zero_at_the_target():
+    x = torch.randn(1, 8, 5, 7)
+    assert content_loss(x, x.clone()).item() == 0.0
+    assert content_loss(x + 1, x).item() == pytest.approx(1.0)
+
+
+def test_total_variation_is_zero_on_a_constant_image():
+    assert total_variation(torch.full((1, 3, 9, 13), 0.37)).item() == 0.0
+    ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 3, 2, 4)
+    assert total_variation(ramp).item() == pytest.approx(1.0)  # every horizontal step is 1
+
+
+def test_style_layer_loss_equals_the_notebook_scaling():
+    f, s = torch.randn(1, 6, 5, 4), torch.randn(1, 6, 5, 4)
+    g_t, g_s = gram_matrix(f, normalize=False)[0], gram_matrix(s, normalize=False)[0]
+    expected = torch.mean((g_t - g_s) ** 2) / (6 * 5 * 4)
+    assert style_layer_loss(f, gram_matrix(s)).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- the reference notebook, written out independently ------------------------------------
+
+
+def _notebook_objective_trace(state_dict, content_rgb, style_rgb, steps):
+    """The notebook's loop (torchvision VGG19, in-place ReLUs, its get_features and
+    gram_matrix), on tensors already at the working size. Returns the total loss of
+    each step."""
+    import torchvision
+
+    vgg = torchvision.models.vgg19().features
+    vgg.load_state_dict({k.removeprefix("features."): v for k, v in state_dict.items()})
+    for p in vgg.parameters():
+        p.requires_grad_(False)
+    mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+    content, style = (content_rgb - mean) / std, (style_rgb - mean) / std
+
+    def get_features(image):
+        layers = {"0": "conv1_1", "5": "conv2_1", "10": "conv3_1", "19": "conv4_1", "21": "conv4_2", "28": "conv5_1"}
+        features, x = {}, image
+        for name, layer in vgg._modules.items():
+            x = layer(x)
+            if name in layers:
+                features[layers[name]] = x
+        return features
+
+    def gram(t):
+        _, d, h, w = t.size()
+        t = t.view(d, h * w)
+        return torch.mm(t, t.t())
+
+    content_features = get_features(content)
+    style_grams = {k: gram(v) for k, v in get_features(style).items()}
+    target = content.clone().requires_grad_(True)
+    style_weights = {"conv1_1": 1.0, "conv2_1": 0.7, "conv3_1": 0.5, "conv4_1": 0.3, "conv5_1": 0.2}
+    optimizer = torch.optim.Adam([target], lr=0.003)
+    totals = []
+    for _ in range(steps):
+        tf = get_features(target)
+        c_loss = torch.mean((tf["conv4_2"] - content_features["conv4_2"]) ** 2)
+        s_loss = 0
+        for layer, w in style_weights.items():
+            _, d, h, w_ = tf[layer].shape
+            s_loss = s_loss + w * torch.mean((gram(tf[layer]) - style_grams[layer]) ** 2) / (d * h * w_)
+        total = s_loss * 1e6 + c_loss * 1
+        totals.append(total.item())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    return totals
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def test_seed_preset_matches_the_reference_notebook(engine, state_dict, content, style):
+    params = preset("seed").replace(steps=4)
+    ours = [e.losses["total"] for e in engine.run(content, [style], params) if isinstance(e, Progress)]
+    c = _as_tensor(content)
+    # The seed preset resizes the style to the content's shape (bicubic, antialiased).
+    s = F.interpolate(_as_tensor(style), size=c.shape[-2:], mode="bicubic", antialias=True, align_corners=False)
+    theirs = _notebook_objective_trace(state_dict, c, s, steps=4)
+    assert ours == pytest.approx(theirs, rel=1e-4)
+    assert theirs[-1] < theirs[0]  # the trace moves: it is a real comparison
