@@ -51,11 +51,23 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = 
             img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{what}: not a readable image ({e})") from None
+    except UnidentifiedImageError:
+        size = _png_header_size(data)
+        if size is not None:
+            check_size(*size, max_pixels, what)  # Pillow refuses 0-sized PNGs without saying why
+        raise ImageError(f"{what}: not an image in a format Pillow reads (PNG, JPEG, WebP, TIFF, BMP, ...)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{what}: refused as a decompression bomb ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{what}: corrupt or truncated image ({e})") from None
     return to_buffer(img, what)
+
+
+def _png_header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or None if `data` is no PNG."""
+    if len(data) >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return None
 
 
 def check_size(width: int, height: int, max_pixels: int, what: str = "image") -> None:
