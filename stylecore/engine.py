@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import images
+from .lbfgs import BoxLBFGS
 from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, blend_grams, gram_matrix
 from .params import CONTENT_LAYER, STYLE_LAYERS, ParamError, StyleParams
@@ -224,13 +225,12 @@ class _Optimizer:
         self.autocast = _autocast(x.device, dtype)
         self.x = x.detach().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
         self.layers = objective.layers
+        # The valid pixel range [0, 1], in the normalized space x lives in: (1, 3, 1, 1).
+        lower = images.normalize(torch.zeros(1, 3, 1, 1, device=x.device)) if params.clamp else None
+        upper = images.normalize(torch.ones(1, 3, 1, 1, device=x.device)) if params.clamp else None
+        self.bounds = (lower, upper)
         if params.optimizer == "lbfgs":
-            # One L-BFGS iteration per step, no line search: one network evaluation per
-            # step, like jcjohnson/neural-style. History persists across steps.
-            self.opt = torch.optim.LBFGS(
-                [self.x], lr=params.lr, max_iter=1, history_size=20,
-                tolerance_grad=0.0, tolerance_change=0.0,
-            )
+            self.opt = BoxLBFGS(self.x, lower, upper, lr=params.lr)
         else:
             self.opt = torch.optim.Adam([self.x], lr=params.lr)
         # Adam's iterate is noisy; an exponential moving average of it is a better image
@@ -242,7 +242,7 @@ class _Optimizer:
         self.n = 0
 
     def _closure(self) -> torch.Tensor:
-        self.opt.zero_grad(set_to_none=True)
+        self.x.grad = None
         with self.autocast:
             feats = self.net(self.x.contiguous(memory_format=torch.channels_last), self.layers, self.params.pooling)
         terms = self.objective(feats, images.denormalize(self.x))  # fp32
@@ -251,13 +251,17 @@ class _Optimizer:
             if math.isfinite(total) and (self.best is None or total < self.best[0]):
                 self.best = (total, self.x.detach().clone())
         terms["total"].backward()
-        # The gradient comes back in channels_last strides; L-BFGS flattens it with view().
+        # The gradient comes back in channels_last strides; L-BFGS flattens it.
         self.x.grad = self.x.grad.contiguous()
         self._terms = terms
         return terms["total"]
 
     def step(self) -> dict[str, float]:
         self.opt.step(self._closure)
+        if self.params.optimizer == "adam" and self.params.clamp:
+            lower, upper = self.bounds
+            with torch.no_grad():
+                self.x.copy_(torch.maximum(torch.minimum(self.x, upper), lower))
         self.n += 1
         if self.avg is not None:
             self.avg.mul_(self.params.average).add_(self.x.detach(), alpha=1 - self.params.average)

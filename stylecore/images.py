@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .buffers import check_buffer
 from .vgg import IMAGENET_MEAN, IMAGENET_STD
 
 # VGG19 halves the resolution four times before conv5_1; below 32 px the deepest
@@ -36,21 +37,6 @@ class SplitImage:
     @property
     def width(self) -> int:
         return self.rgb.shape[-1]
-
-
-def check_buffer(array: np.ndarray, name: str) -> np.ndarray:
-    """Validate an (H, W, C) or (H, W) uint8 buffer; returns it as (H, W, C)."""
-    if not isinstance(array, np.ndarray):
-        raise ValueError(f"{name}: expected a numpy array, got {type(array).__name__}")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"{name}: expected shape (height, width, 1..4 channels), got {array.shape}")
-    if array.shape[0] < 1 or array.shape[1] < 1:
-        raise ValueError(f"{name}: image is empty ({array.shape[1]}x{array.shape[0]})")
-    if array.dtype != np.uint8:
-        raise ValueError(f"{name}: expected 8-bit pixels (uint8), got {array.dtype}")
-    return array
 
 
 def split(array: np.ndarray, name: str = "image") -> SplitImage:

@@ -53,6 +53,7 @@ class StyleParams:
     lr: float = _f(1.0, "step size (for L-BFGS a multiplier on its own step length)")
     average: float = _f(0.0, "adam only: decay of the moving average that is returned (0 = off)")
     init: str = _f("content", "starting image: content, noise or gray")
+    clamp: int = _f(1, "1: keep every pixel in the valid range while optimizing (0: the notebook's unbounded image)")
 
     # --- objective ---
     content_weight: float = _f(1.0, "weight of the content loss (conv4_2)")
@@ -80,6 +81,7 @@ class StyleParams:
         _check_int(self, "steps", 1, 100_000)
         _check_int(self, "coarse_steps", 0, 100_000)
         _check_int(self, "seed", 0, 2**63 - 1)
+        _check_int(self, "clamp", 0, 1)
         _check_choice(self, "optimizer", OPTIMIZERS)
         _check_choice(self, "init", INITS)
         _check_choice(self, "pooling", POOLINGS)
@@ -180,6 +182,7 @@ SEED = StyleParams(
     coarse_steps=0,
     optimizer="adam",
     lr=0.003,
+    clamp=0,
     init="content",
     content_weight=1.0,
     style_weight=1e6,

@@ -183,3 +183,24 @@ def test_bad_inputs_raise_named_errors(engine, content, style):
         run(engine, np.zeros((4, 4, 5), np.uint8), [style])
     with pytest.raises(ParamError, match="style_blend: has 1 weights for 2 style images"):
         run(engine, content, [style, style], FAST.replace(style_blend=(1.0,)))
+
+
+@pytest.mark.parametrize("optimizer, lr", [("lbfgs", 1.0), ("adam", 0.5)])
+def test_clamped_optimizers_keep_every_pixel_in_range(engine, content, style, optimizer, lr):
+    """Unbounded L-BFGS parks pixels far outside [0, 1]; the delivered image is then
+    clamped and scores far worse than the iterate. Clamped runs stay inside."""
+    import torch
+
+    from stylecore import images
+    from stylecore.engine import _Optimizer
+
+    params = FAST.replace(optimizer=optimizer, lr=lr)
+    net = engine.network(torch.device("cpu"))
+    c = images.split(content)
+    scale = engine._scale(net, torch.device("cpu"), torch.float32, params, c, [images.split(style)], [1.0],
+                          (c.height, c.width), 1)
+    opt = _Optimizer(net, scale.objective, images.normalize(c.rgb), params, torch.float32)
+    for _ in range(8):
+        opt.step()
+        px = images.denormalize(opt.x.detach())
+        assert px.min() >= -1e-5 and px.max() <= 1 + 1e-5

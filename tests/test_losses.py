@@ -21,6 +21,17 @@ def test_gram_matrix_of_a_known_tensor():
     assert torch.allclose(gram_matrix(f), expected / 4)
 
 
+def test_gram_matrix_gradient_matches_autograd_of_the_plain_formula():
+    f = torch.randn(1, 6, 5, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    w = torch.randn(1, 6, 6)
+    (gram_matrix(f) * w).sum().backward()
+    ours = f.grad.clone()
+    f.grad = None
+    flat = f.reshape(1, 6, 35)
+    ((flat @ flat.transpose(1, 2) / 35) * w).sum().backward()
+    assert torch.allclose(ours, f.grad, atol=1e-5)
+
+
 def test_gram_matrix_is_fp32_for_half_inputs_and_does_not_overflow():
     # 64 channels of value 100 over 128x128: entries are 1.6e8, far beyond fp16's 65504.
     f = torch.full((1, 64, 128, 128), 100.0, dtype=torch.float16)

@@ -20,6 +20,7 @@ def test_seed_preset_is_the_reference_notebook():
     assert (p.content_weight, p.style_weight) == (1.0, 1e6)
     assert p.style_layer_weights == (1.0, 0.7, 0.5, 0.3, 0.2)
     assert (p.init, p.pooling, p.precision, p.style_scale) == ("content", "max", "fp32", 0.0)
+    assert p.clamp == 0  # the notebook never clamps its image
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,126 @@
+"""The Python client other tools import: the same typed events as the engine.
+
+    from styleserver.client import Client
+    client = Client("127.0.0.1:50051")
+    for event in client.stylize(content, [style], preset="draft", preview_every=10):
+        ...  # Queued, Started, Progress, Preview, then Result
+    client.info()  # a dict
+
+Needs no torch. Closing the event generator (or breaking out of the loop)
+cancels the call, and the server stops the job within one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+from google.protobuf.json_format import MessageToDict
+
+from stylecore.buffers import check_buffer
+from stylecore.params import StyleParams, preset as get_preset
+from styletransfer.v1 import style_transfer_pb2 as pb
+from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
+
+from . import convert
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+class ServerUnavailable(Exception):
+    """No server answers at the address; the message says how to start one."""
+
+
+class RemoteError(Exception):
+    """The server refused or failed the call; `code` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{details} [{code.name}]")
+        self.code = code
+        self.details = details
+
+
+class Client:
+    def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
+                 connect_timeout: float = 5.0):
+        self.address = address
+        self.connect_timeout = connect_timeout
+        self._metadata = [("authorization", f"Bearer {token}")] if token else []
+        options = [("grpc.max_receive_message_length", 8 * convert.CHUNK_BYTES)]
+        if tls_ca is not None:
+            creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes() if tls_ca else None)
+            self._channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(address, options=options)
+        self._stub = pb_grpc.StyleTransferStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connect(self) -> None:
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout)
+        except grpc.FutureTimeoutError:
+            raise ServerUnavailable(self._unavailable_message()) from None
+
+    def _unavailable_message(self) -> str:
+        port = self.address.rsplit(":", 1)[-1]
+        return (f"no style-transfer server answers at {self.address}; "
+                f"start one with: style-transfer serve --port {port}")
+
+    def _error(self, e: grpc.RpcError) -> Exception:
+        if e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" not in (e.details() or "") \
+                and "loading" not in (e.details() or ""):
+            return ServerUnavailable(self._unavailable_message())
+        return RemoteError(e.code(), e.details() or "")
+
+    def info(self) -> dict:
+        self._connect()
+        try:
+            reply = self._stub.GetInfo(pb.GetInfoRequest(), metadata=self._metadata, timeout=30)
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+        return MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+    def stylize(
+        self,
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        params: StyleParams | None = None,
+        preset: str = "default",
+        preview_every: int = 0,
+        preview_max_side: int = 0,
+        result_format: int = pb.IMAGE_FORMAT_RAW,
+    ) -> Iterator:
+        """Send (H, W, C) uint8 images; yield Queued, Started, Progress, Preview, Result.
+        `params` defaults to the preset; only the fields that differ travel."""
+        content = check_buffer(content, "content")
+        styles = [check_buffer(s, f"style {i + 1}") for i, s in enumerate(styles)]
+        base = get_preset(preset)
+        header = pb.Header(
+            preset=preset,
+            params=convert.params_to_proto(params, base) if params is not None else pb.Params(),
+            preview_every=preview_every, preview_max_side=preview_max_side, result_format=result_format,
+            content=convert.image_meta(content), styles=[convert.image_meta(s) for s in styles],
+        )
+        images = [np.ascontiguousarray(a).tobytes() for a in (content, *styles)]
+        self._connect()
+        call = self._stub.Stylize(convert.request_stream(header, images), metadata=self._metadata)
+        decoder = convert.EventDecoder()
+        try:
+            for message in call:
+                event = decoder.decode(message)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+        finally:
+            call.cancel()  # a no-op after a finished call; stops the job when the caller quits early
