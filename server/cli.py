@@ -1,6 +1,8 @@
 """The `style-transfer` command.
 
-    style-transfer stylize CONTENT STYLE [STYLE ...] -o OUT [options]
+    style-transfer stylize CONTENT STYLE [STYLE ...] -o OUT [--server HOST:PORT] [options]
+    style-transfer serve [--host 127.0.0.1] [--port 50051] [options]
+    style-transfer info --server HOST:PORT
     style-transfer presets
 
 Every engine option is generated from the fields of stylecore.params.StyleParams,
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -19,15 +22,12 @@ from pathlib import Path
 
 from stylecore.params import PRESETS, ParamError, StyleParams, preset
 
+from .errors import UsageError
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
 
 EXIT_USAGE = 2  # bad input: arguments, files, weights
 EXIT_FAILED = 1  # the job itself failed
 EXIT_CANCELLED = 130
-
-
-class UsageError(Exception):
-    """Bad input that is not a parameter or an image: exit status 2."""
 
 
 # --- options from the parameters dataclass --------------------------------------------
@@ -98,15 +98,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if output.suffix.lower() in (".jpg", ".jpeg") and content.shape[2] in (2, 4):
         raise ImageError(f"output {output}: JPEG cannot store the content's transparency; write .png instead")
 
-    from stylecore import Engine, Preview, Result
-
-    from .weights import load
-
-    weights = load(args.weights, download=not args.no_download)
     bar = ProgressBar(quiet=args.quiet)
-    if not args.quiet:
-        print(f"weights: {weights.describe()}", file=sys.stderr)
-    for event in Engine(weights.model).run(content, styles, params, preview_every=args.save_every):
+    if args.server:
+        events = _remote_events(args, content, styles, params)
+    else:
+        events = _local_events(args, content, styles, params)
+    from stylecore.events import Preview, Result
+
+    for event in events:
         bar.update(event)
         if isinstance(event, Preview):
             write_image(output.with_name(f"{output.stem}.scale{event.scale}.step{event.step:04d}.png"), event.image)
@@ -115,6 +114,61 @@ def cmd_stylize(args: argparse.Namespace) -> int:
             if not args.quiet:
                 print(f"wrote {output} ({event.image.shape[1]}x{event.image.shape[0]})", file=sys.stderr)
     return 0
+
+
+def _local_events(args, content, styles, params):
+    from stylecore import Engine
+
+    from .weights import load
+
+    weights = load(args.weights, download=not args.no_download)
+    if not args.quiet:
+        print(f"weights: {weights.describe()}", file=sys.stderr)
+    return Engine(weights.model).run(content, styles, params, preview_every=args.save_every)
+
+
+def _remote_events(args, content, styles, params):
+    client = _client(args)
+    base = preset(args.preset)
+    # --device is the server's business: it runs where it was started.
+    return client.stylize(content, styles, params.replace(device=base.device), preset=args.preset,
+                          preview_every=args.save_every, preview_max_side=max(content.shape[:2]))
+
+
+def _client(args):
+    from .client import Client
+
+    token = _read_text(args.token_file, "--token-file") if args.token_file else None
+    return Client(args.server, token=token, tls_ca=args.tls_ca)
+
+
+def _read_text(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as e:
+        raise UsageError(f"{option}: cannot read {path} ({e.strerror or e})") from None
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = _client(args).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    limits = info["limits"]
+    flag = "" if info["model_verified"] else "   <-- NOT the ImageNet VGG19 weights: results are meaningless"
+    print(f"server   {args.server} (version {info['server_version']})")
+    print(f"device   {info['device']} ({info['dtype']})")
+    print(f"model    {info['model']}{flag}")
+    print(f"limits   {int(limits['max_pixels']):,} pixels per image, queue of {limits['max_queue']}, "
+          f"{int(limits['chunk_bytes']) // 1024} KiB chunks")
+    print(f"presets  {', '.join(p['name'] for p in info['presets'])}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(args)
 
 
 # --- parser and entry point ----------------------------------------------------------
@@ -138,23 +192,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _add_client_options(p, required=False)
     add_param_options(p)
     p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=50051, help="port (0: any free port; default 50051)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs")
+    p.add_argument("--weights", help="VGG19 weights file (default: $STYLE_TRANSFER_WEIGHTS or torch hub's cache)")
+    p.add_argument("--no-download", action="store_true", help="never download the weights")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="largest image accepted")
+    p.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs that may wait for the device")
+    p.add_argument("--token-file", help="require 'authorization: Bearer TOKEN' with the token in this file")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
+    p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", help="... and this private key (PEM)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds running jobs get at shutdown (default 10)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("info", help="what a server runs", description="Ask a server what it runs and accepts.")
+    _add_client_options(p, required=True)
+    p.add_argument("--json", action="store_true", help="print the raw reply as JSON")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("presets", help="list the presets and their values")
     p.set_defaults(func=cmd_presets)
     return parser
 
 
+def _add_client_options(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--server", required=required, metavar="HOST:PORT",
+                   help="use a style-transfer server instead of the local engine" if not required else "the server")
+    p.add_argument("--token-file", help="file with the server's bearer token")
+    p.add_argument("--tls-ca", nargs="?", const="", default=None, metavar="PEM",
+                   help="connect with TLS (optionally trusting this CA file)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .client import RemoteError, ServerUnavailable
     from .weights import WeightsError
 
     try:
         return args.func(args)
-    except (ParamError, ImageError, WeightsError, UsageError) as e:
+    except (ParamError, ImageError, WeightsError, UsageError, ServerUnavailable) as e:
         print(f"style-transfer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except RemoteError as e:
+        print(f"style-transfer: the server refused the job: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("\nstyle-transfer: cancelled; nothing was written", file=sys.stderr)
         return EXIT_CANCELLED

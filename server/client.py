@@ -100,18 +100,25 @@ class Client:
         preview_max_side: int = 0,
         result_format: int = pb.IMAGE_FORMAT_RAW,
     ) -> Iterator:
-        """Send (H, W, C) uint8 images; yield Queued, Started, Progress, Preview, Result.
-        `params` defaults to the preset; only the fields that differ travel."""
-        content = check_buffer(content, "content")
-        styles = [check_buffer(s, f"style {i + 1}") for i, s in enumerate(styles)]
+        """Send images, each an (H, W, C) uint8 buffer or an encoded file's bytes; yield
+        Queued, Started, Progress, Preview, then Result. `params` defaults to the preset;
+        only the fields that differ from it travel."""
+        metas, images = [], []
+        for i, image in enumerate((content, *styles)):
+            if isinstance(image, (bytes, bytearray)):
+                metas.append(convert.encoded_meta(bytes(image)))
+                images.append(bytes(image))
+            else:
+                array = np.ascontiguousarray(check_buffer(image, "content" if i == 0 else f"style {i}"))
+                metas.append(convert.image_meta(array))
+                images.append(array.tobytes())
         base = get_preset(preset)
         header = pb.Header(
             preset=preset,
             params=convert.params_to_proto(params, base) if params is not None else pb.Params(),
             preview_every=preview_every, preview_max_side=preview_max_side, result_format=result_format,
-            content=convert.image_meta(content), styles=[convert.image_meta(s) for s in styles],
+            content=metas[0], styles=metas[1:],
         )
-        images = [np.ascontiguousarray(a).tobytes() for a in (content, *styles)]
         self._connect()
         call = self._stub.Stylize(convert.request_stream(header, images), metadata=self._metadata)
         decoder = convert.EventDecoder()

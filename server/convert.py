@@ -74,6 +74,19 @@ def image_meta(array: np.ndarray) -> pb.ImageMeta:
     return pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=w, height=h, channels=c, size_bytes=array.nbytes)
 
 
+_MAGIC = ((b"\x89PNG", pb.IMAGE_FORMAT_PNG), (b"\xff\xd8", pb.IMAGE_FORMAT_JPEG),
+          (b"II*\x00", pb.IMAGE_FORMAT_TIFF), (b"MM\x00*", pb.IMAGE_FORMAT_TIFF))
+
+
+def encoded_meta(data: bytes) -> pb.ImageMeta:
+    """Meta for an encoded file's bytes, its format told by its first bytes (the server
+    decodes whatever Pillow reads; unknown formats travel as PNG-labelled bytes)."""
+    fmt = next((f for magic, f in _MAGIC if data.startswith(magic)), None)
+    if fmt is None:
+        fmt = pb.IMAGE_FORMAT_WEBP if data[8:12] == b"WEBP" else pb.IMAGE_FORMAT_PNG
+    return pb.ImageMeta(format=fmt, size_bytes=len(data))
+
+
 def check_meta(meta: pb.ImageMeta, max_pixels: int, what: str) -> None:
     """Before any byte arrives: sizes consistent, within the limit. Raises ImageError;
     ResourceLimit for an image over the limit."""

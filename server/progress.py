@@ -8,6 +8,8 @@ from typing import TextIO
 
 from stylecore.events import Progress, Result, Started
 
+from .scheduler import Queued
+
 
 def _clock(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
@@ -32,7 +34,9 @@ class ProgressBar:
     def update(self, event: object) -> None:
         if self.quiet:
             return
-        if isinstance(event, Started):
+        if isinstance(event, Queued):
+            self._print(f"queued: {event.position} job(s) ahead")
+        elif isinstance(event, Started):
             self._total = max(1, event.total_steps)
             sizes = ", ".join(f"{w}x{h}" for h, w in event.sizes)
             self._print(f"running on {event.device} in {event.dtype}; scales {sizes}; {event.total_steps} steps")

@@ -25,13 +25,14 @@ from grpc_reflection.v1alpha import reflection
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 
+from .errors import UsageError
 from .service import Limits, Model, StyleTransferService
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name  # "styletransfer.v1.StyleTransfer"
 log = logging.getLogger("styleserver")
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A server option that cannot work; the message says which and why."""
 
 

@@ -121,7 +121,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         finally:
             log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s",
-                     job, sizes, preset, self.device, time.monotonic() - t0, outcome)
+                     job, sizes, preset, self.model.device, time.monotonic() - t0, outcome)
 
     def _receive(self, request_iterator) -> tuple[pb.Header, list]:
         """The header, then every image complete and decoded. Raises ImageError/ValueError
@@ -146,6 +146,9 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                 current += 1
             if current == len(metas):
                 raise ImageError(f"chunk: image {chunk.image} at offset {chunk.offset} is beyond what the header announced")
+            if chunk.image == current + 1 and chunk.offset == 0 and buffers[current]:
+                got, want = len(buffers[current]), metas[current].size_bytes
+                raise ImageError(f"{names[current]}: truncated: got {got} of {want} bytes before the next image began")
             if (chunk.image, chunk.offset) != (current, len(buffers[current])):
                 raise ImageError(
                     f"chunk: out of order: got image {chunk.image} at offset {chunk.offset}, "

@@ -1,0 +1,5 @@
+"""Errors that end a command with exit status 2: the user can fix them."""
+
+
+class UsageError(Exception):
+    """Bad input or configuration that is not a parameter, an image or the weights."""
