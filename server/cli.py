@@ -165,6 +165,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gimp(args: argparse.Namespace) -> int:
+    import stylegimp
+
+    plugins = Path(args.dir) if args.dir else None
+    if args.action == "install":
+        target = stylegimp.install(plugins)
+        print(f"installed the GIMP plug-in in {target}")
+        print("restart GIMP; it is under Filters > Artistic > Style Transfer... (start a server first: "
+              "style-transfer serve)")
+        return 0
+    if args.action == "uninstall":
+        removed = stylegimp.uninstall(plugins)
+        print(f"removed {removed}" if removed else "the plug-in was not installed there; nothing to do")
+        return 0
+    checks = stylegimp.doctor(plugins, args.server or "127.0.0.1:50051")
+    for ok, text in checks:
+        print(f"[{'ok' if ok else '!!'}] {text}")
+    return 0 if all(ok for ok, _ in checks) else 1
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import run
 
@@ -210,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="... and this private key (PEM)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds running jobs get at shutdown (default 10)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("gimp", help="install, remove or check the GIMP 3 plug-in",
+                       description="Manage the GIMP 3 plug-in (Filters > Artistic > Style Transfer...).")
+    p.add_argument("action", choices=("install", "uninstall", "doctor"))
+    p.add_argument("--dir", help="GIMP's plug-ins folder (default: the one of your GIMP 3 profile)")
+    p.add_argument("--server", help="doctor: the server address to check (default 127.0.0.1:50051)")
+    p.set_defaults(func=cmd_gimp)
 
     p = sub.add_parser("info", help="what a server runs", description="Ask a server what it runs and accepts.")
     _add_client_options(p, required=True)
