@@ -199,19 +199,19 @@ DEFAULT = StyleParams(
     size=512,
     scales=3,
     min_scale=128,
-    steps=60,
-    coarse_steps=60,
+    steps=10,
+    coarse_steps=20,
     optimizer="lbfgs",
     lr=1.0,
     init="content",
     tv_weight=0.0,
 )
 
-# Previews: fewer steps at a smaller size.
-DRAFT = DEFAULT.replace(size=256, scales=2, steps=30, coarse_steps=30)
+# Previews: two small scales.
+DRAFT = DEFAULT.replace(size=256, scales=2, steps=10, coarse_steps=20)
 
-# More steps at the final scale for print-quality results.
-HIGH = DEFAULT.replace(size=1024, scales=4, steps=150, coarse_steps=80)
+# Print quality: a fourth, larger scale and more steps at each.
+HIGH = DEFAULT.replace(size=1024, scales=4, steps=30, coarse_steps=30)
 
 PRESETS: dict[str, StyleParams] = {
     "default": DEFAULT,

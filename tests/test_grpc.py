@@ -296,3 +296,24 @@ def test_server_down_is_one_clear_error(content, style):
         events_of(c, content, [style])
     assert str(err.value) == ("no style-transfer server answers at 127.0.0.1:9; "
                               "start one with: style-transfer serve --port 9")
+
+
+def test_tls(engine, tmp_path, content, style):
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    running = start(make_model(engine), port=0, tls=(cert.read_bytes(), key.read_bytes()))
+    running.set_serving(True)
+    try:
+        with Client(f"localhost:{running.port}", tls_ca=str(cert)) as secure:
+            assert isinstance(events_of(secure, content, [style])[-1], Result)
+        with Client(f"localhost:{running.port}", connect_timeout=2) as plain, pytest.raises(ServerUnavailable):
+            plain.info()  # a plaintext client cannot talk to a TLS server
+    finally:
+        running.shutdown(0)
