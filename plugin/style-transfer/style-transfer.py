@@ -46,9 +46,8 @@ def read_pixels(drawable, x, y, w, h):
 
 
 def fail(procedure, message):
-    return procedure.new_return_values(
-        Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error.new_literal(Gimp.PlugIn.error_quark(), message, 0)
-    )
+    """An error GIMP shows to the user (and returns to a script); the image is untouched."""
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(message))
 
 
 class Previewer:
@@ -221,16 +220,15 @@ class StyleTransfer(Gimp.PlugIn):
         flags = GObject.ParamFlags.READWRITE
         procedure.add_file_argument("style-file", "Style _image", "The style image file",
                                     Gimp.FileChooserAction.OPEN, True, None, flags)
-        procedure.add_layer_argument("style-layer", "...or style _layer",
+        procedure.add_layer_argument("style-layer", "...or style la_yer",
                                      "A layer of this image to take the style from (if no file is chosen)",
                                      True, flags)
         procedure.add_double_argument("strength", "Style _strength", "Multiplies the style weight",
                                       0.01, 100.0, 1.0, flags)
-        procedure.add_choice_argument(
-            "quality", "_Quality", "Speed against quality",
-            Gimp.Choice.new_with_values([("draft", 0, "Draft", ""), ("standard", 1, "Standard", ""),
-                                         ("high", 2, "High", "")]),
-            "standard", flags)
+        quality = Gimp.Choice.new()
+        for index, (nick, label) in enumerate((("draft", "Draft"), ("standard", "Standard"), ("high", "High"))):
+            quality.add(nick, index, label, "")
+        procedure.add_choice_argument("quality", "_Quality", "Speed against quality", quality, "standard", flags)
         procedure.add_int_argument("max-size", "_Maximum size", "Longest side the server works at, px",
                                    32, 4096, 512, flags)
         procedure.add_boolean_argument("preserve-colors", "_Preserve colours",

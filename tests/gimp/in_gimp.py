@@ -1,0 +1,137 @@
+# Runs INSIDE GIMP 3 (python-fu-eval; Gimp, Gegl, Gio, GLib are already imported).
+# Reads its parameters from the JSON file named by PARAMS (set by the -b command
+# before this file is exec'd), calls the installed plug-in through the PDB as a
+# script would, and writes what it observed to params["out"] as JSON. The host
+# side (tests/test_gimp_real.py) makes the assertions.
+import json
+import traceback
+
+P = json.load(open(PARAMS))  # noqa: F821 - defined by the batch command
+pdb = Gimp.get_pdb()
+report = {"cases": {}}
+
+
+def native_format(drawable):
+    if drawable.is_gray():
+        return ("Y'A u8", 2) if drawable.has_alpha() else ("Y' u8", 1)
+    return ("R'G'B'A u8", 4) if drawable.has_alpha() else ("R'G'B' u8", 3)
+
+
+def pixels(drawable):
+    fmt, n = native_format(drawable)
+    rect = Gegl.Rectangle.new(0, 0, drawable.get_width(), drawable.get_height())
+    return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP)), n
+
+
+def style_transfer(image, layer, **props):
+    proc = pdb.lookup_procedure("plug-in-style-transfer")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for key, value in props.items():
+        config.set_property(key, value)
+    result = proc.run(config)
+    status = result.index(0)
+    message = "" if status == Gimp.PDBStatusType.SUCCESS else (pdb.get_last_error() or "")
+    return status.value_nick, message
+
+
+def load(path):
+    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+
+
+def case_selection():
+    """A photograph with alpha on a larger canvas (layer offsets), a rectangular selection."""
+    image = load(P["photo"])
+    try:
+        image.resize(image.get_width() + 20, image.get_height() + 14, 12, 7)  # moves the layer to (12, 7)
+        source = image.get_layers()[0]
+        before, n = pixels(source)
+        sel = P["selection"]  # [x, y, w, h] in image coordinates
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, *sel)
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "quality": "draft", "max-size": 48, "seed": 3, "live-preview": True})
+        layers = image.get_layers()
+        out = {"status": status, "message": message, "layer_names": [l.get_name() for l in layers],
+               "channels": n, "width": source.get_width(), "height": source.get_height(),
+               "source_offsets": list(source.get_offsets()[1:]), "source_unchanged": pixels(source)[0] == before}
+        if len(layers) == 2:
+            new = layers[0]
+            after, _ = pixels(new)
+            out.update(new_size=[new.get_width(), new.get_height()], new_offsets=list(new.get_offsets()[1:]))
+            ox, oy = out["source_offsets"]
+            sx, sy, sw, sh = sel
+            inside_diff = outside_diff = alpha_diff = 0
+            w = source.get_width()
+            for y in range(source.get_height()):
+                for x in range(w):
+                    i = (y * w + x) * n
+                    a, b = before[i:i + n], after[i:i + n]
+                    if a[-1] != b[-1]:
+                        alpha_diff += 1
+                    inside = sx <= x + ox < sx + sw and sy <= y + oy < sy + sh
+                    if a != b:
+                        if inside:
+                            inside_diff += 1
+                        else:
+                            outside_diff += 1
+            out.update(inside_changed=inside_diff, outside_changed=outside_diff, alpha_changed=alpha_diff)
+        return out
+    finally:
+        image.delete()
+
+
+def case_server_down():
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": "127.0.0.1:9",
+                              "quality": "draft", "max-size": 48})
+        return {"status": status, "message": message, "layers": len(image.get_layers())}
+    finally:
+        image.delete()
+
+
+def case_gray_style_layer():
+    """A grayscale image; the style comes from another layer of the same image."""
+    image = load(P["photo"])
+    try:
+        image.convert_grayscale()
+        source = image.get_layers()[0]
+        style = Gimp.Layer.new_from_drawable(source, image)
+        image.insert_layer(style, None, 1)
+        style.set_name("style layer")
+        before, n = pixels(source)
+        status, message = style_transfer(
+            image, source, **{"style-layer": style, "server": P["server"], "quality": "draft", "max-size": 40,
+                              "live-preview": False})
+        new = image.get_layers()[0]
+        return {"status": status, "message": message, "channels": n, "layers": len(image.get_layers()),
+                "new_is_gray": new.is_gray(), "source_unchanged": pixels(source)[0] == before}
+    finally:
+        image.delete()
+
+
+def case_long_job():
+    """For the kill test: a job the host kills the plug-in in the middle of."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "quality": "high", "max-size": 96, "live-preview": False})
+        return {"status": status, "message": message, "layers": len(image.get_layers())}
+    finally:
+        image.delete()
+
+
+for name in P["cases"]:
+    try:
+        report["cases"][name] = globals()["case_" + name]()
+    except Exception:
+        report["cases"][name] = {"error": traceback.format_exc()}
+    with open(P["out"], "w") as f:
+        json.dump(report, f, indent=1)
