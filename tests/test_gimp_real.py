@@ -151,3 +151,37 @@ def test_killing_the_plugin_stops_the_job_at_once(root, server, work, content, s
         assert isinstance(events[-1], Result)
     finally:
         gimp.wait(120)
+
+
+def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
+    """The full UI under Xvfb: libgimp 3.0 has no undo call, so Ctrl+Z is pressed
+    in the image window. Also screenshots the dialog (README's pictures)."""
+    if root == ROOT and not Path(ROOT, "usr/bin/xvfb-run").exists():
+        subprocess.run(["bash", str(HERE / "make_root.sh"), ROOT], check=True, timeout=900,
+                       env=dict(os.environ, WITH_GUI="1"))
+    elif root == "/" and not Path("/usr/bin/xvfb-run").exists():
+        pytest.skip("needs xvfb, xauth, x11-apps and xdotool")
+    from skimage import data
+
+    Image.fromarray(data.astronaut()).resize((384, 384), Image.LANCZOS).save(work / "astronaut.png")
+    params = {"server": f"127.0.0.1:{server.port}", "photo": str(work / "astronaut.png"), "style": str(work / "style.png"),
+              "selection": [60, 40, 260, 300], "shots": str(work / "shots"), "out": str(work / "gui.json")}
+    (work / "gui.params.json").write_text(json.dumps(params))
+    proc = subprocess.run(
+        ["bash", str(HERE / "gimp_batch.sh"), "--gui", "--root", root, "--plugins", str(work / "plug-ins"),
+         "--bind", str(HERE),
+         f"PARAMS = {str(work / 'gui.params.json')!r}; exec(open({str(HERE / 'in_gimp_gui.py')!r}).read())"],
+        capture_output=True, text=True, timeout=600)
+    report_file = work / "gui.json"
+    assert report_file.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert "error" not in report, report["error"]
+    assert report["status"] == "success"
+    assert report["layers_after_run"] == ["Background - style (seed 1)", "Background"]
+    assert report["layers_after_one_undo"] == ["Background"]  # one undo step removed the result
+    assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
+    assert (work / "shots" / "dialog.png").exists() and (work / "shots" / "result.png").exists()
+    if os.environ.get("STYLE_TRANSFER_SCREENSHOTS"):  # refresh the README's pictures
+        for name in ("dialog", "result"):
+            shot = Image.open(work / "shots" / f"{name}.png").convert("RGB")
+            shot.crop(shot.getbbox()).save(Path(os.environ["STYLE_TRANSFER_SCREENSHOTS"]) / f"gimp-{name}.png")

@@ -1,0 +1,89 @@
+# Runs INSIDE the full GIMP 3 UI (gimp-3.0 under xvfb-run, python-fu-eval).
+# 1. Shows the photo in a window, runs the plug-in non-interactively, screenshots
+#    the result, presses Ctrl+Z once in the image window (xdotool) and records
+#    whether that one undo step removed the result layer.
+# 2. Opens the plug-in's dialog (interactive run), screenshots it, presses Escape.
+# Screenshots are xwd files converted to PNG by GIMP itself. Parameters from PARAMS.
+import json
+import os
+import subprocess
+import time
+import traceback
+
+P = json.load(open(PARAMS))  # noqa: F821 - defined by the batch command
+OUT = P["shots"]
+os.makedirs(OUT, exist_ok=True)
+pdb = Gimp.get_pdb()
+report = {}
+
+
+def style_transfer(image, layer, run_mode, **props):
+    proc = pdb.lookup_procedure("plug-in-style-transfer")
+    config = proc.create_config()
+    config.set_property("run-mode", run_mode)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for key, value in props.items():
+        config.set_property(key, value)
+    return proc.run(config).index(0).value_nick
+
+
+def xdo(*args):
+    r = subprocess.run(["xdotool", *args], capture_output=True, text=True, timeout=30)
+    return r.stdout.strip()
+
+
+def wait_for(predicate, timeout):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def shot(name, window=None):
+    path = f"{OUT}/{name}.xwd"
+    subprocess.run(["xwd", "-silent", "-out", path, *(["-id", window] if window else ["-root"])], check=True, timeout=30)
+    return path
+
+
+try:
+    image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(P["photo"]))
+    display = Gimp.Display.new(image)
+    Gimp.displays_flush()
+    layer = image.get_layers()[0]
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, *P["selection"])
+    report["status"] = style_transfer(
+        image, layer, Gimp.RunMode.NONINTERACTIVE,
+        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "quality": "draft",
+           "max-size": 128, "seed": 1})
+    report["layers_after_run"] = [l.get_name() for l in image.get_layers()]
+    Gimp.displays_flush()
+    time.sleep(2)
+    shot("result")
+    windows = xdo("search", "--onlyvisible", "--name", "GIMP$").split()
+    if windows:
+        xdo("windowfocus", "--sync", windows[0])
+        xdo("key", "--clearmodifiers", "ctrl+z")
+        wait_for(lambda: len(image.get_layers()) == 1, 15)
+    report["layers_after_one_undo"] = [l.get_name() for l in image.get_layers()]
+
+    helper = subprocess.Popen(["sh", "-c",
+        f'xdotool search --sync --onlyvisible --name "Style Transfer" > {OUT}/dialog.wid; sleep 3; '
+        f'xwd -silent -id $(head -1 {OUT}/dialog.wid) -out {OUT}/dialog.xwd; '
+        f'xdotool windowfocus --sync $(head -1 {OUT}/dialog.wid) key Escape'])
+    report["dialog_status"] = style_transfer(image, image.get_layers()[0], Gimp.RunMode.INTERACTIVE)
+    helper.wait(timeout=60)
+    for name in ("result", "dialog"):
+        path = f"{OUT}/{name}.xwd"
+        if os.path.exists(path):
+            shot_image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
+            Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, shot_image, Gio.File.new_for_path(path[:-4] + ".png"), None)
+            shot_image.delete()
+    display.delete()
+    image.delete()
+except Exception:
+    report["error"] = traceback.format_exc()
+with open(P["out"], "w") as f:
+    json.dump(report, f, indent=1)
