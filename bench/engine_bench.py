@@ -157,7 +157,8 @@ def default_run(size: int) -> dict:
 
 
 def default_preset(threads: int, quick: bool) -> None:
-    print(f"3. default preset ({DEFAULT.scales} scales, {DEFAULT.coarse_steps}+{DEFAULT.steps} steps per level)")
+    print(f"3. default preset ({DEFAULT.scales} scales: {DEFAULT.coarse_steps} steps at each coarser one, "
+          f"{DEFAULT.steps} at the last)")
     for size in (512,) if quick else (512, 1024):
         out = subprocess.run(
             [sys.executable, __file__, "--child-default", str(size), "--threads", str(threads)],
