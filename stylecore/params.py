@@ -199,8 +199,8 @@ DEFAULT = StyleParams(
     size=512,
     scales=3,
     min_scale=128,
-    steps=10,
-    coarse_steps=20,
+    steps=12,
+    coarse_steps=10,
     optimizer="lbfgs",
     lr=1.0,
     init="content",
@@ -208,7 +208,7 @@ DEFAULT = StyleParams(
 )
 
 # Previews: two small scales.
-DRAFT = DEFAULT.replace(size=256, scales=2, steps=10, coarse_steps=20)
+DRAFT = DEFAULT.replace(size=256, scales=2, steps=10, coarse_steps=10)
 
 # Print quality: a fourth, larger scale and more steps at each.
 HIGH = DEFAULT.replace(size=1024, scales=4, steps=30, coarse_steps=30)
