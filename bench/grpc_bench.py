@@ -5,7 +5,7 @@
 1. A 4096x4096 RGBA image round trip: the same tiny job (32 px, 1 step; the
    result is upscaled back to 4096x4096 with its alpha) run in process and through
    the service on loopback. The difference is the transfer overhead. Target < 1 s.
-2. Streaming progress and previews: one job (256 px, 40 steps) in process with no
+2. Streaming progress and previews: one job (192 px, 20 steps) in process with no
    events consumed, and through the service with Progress every step and a Preview
    every step. Target: under 3% more job time.
 """
@@ -80,8 +80,8 @@ def main() -> None:
     over = t_remote - t_local
     line("transfer overhead", f"{over:.2f} s", "target < 1 s " + ("MET" if over < 1 else "NOT MET"))
 
-    content, style = bench_images(256)
-    job = PRESETS["default"].replace(size=256, scales=1, steps=40)
+    content, style = bench_images(192)
+    job = PRESETS["default"].replace(size=192, scales=1, steps=20)
 
     def quiet():
         for _ in engine.run(content, [style], job):
@@ -93,7 +93,7 @@ def main() -> None:
 
     quiet(), streamed()
     t_quiet, t_streamed = timed(quiet, args.repeats), timed(streamed, args.repeats)
-    print("2. progress and previews (256 px, 40 steps)")
+    print("2. progress and previews (192 px, 20 steps)")
     line("in process, no events consumed", f"{t_quiet:.2f} s")
     line("through the service, progress + a preview every step", f"{t_streamed:.2f} s")
     ratio = t_streamed / t_quiet - 1

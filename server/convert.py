@@ -17,7 +17,7 @@ from stylecore.events import Preview, Progress, Result, Started
 from stylecore.params import ParamError, StyleParams, preset
 from styletransfer.v1 import style_transfer_pb2 as pb
 
-from .imageio import ImageError, check_size, decode_image, encode_image
+from .imageio import ImageError, ImageTooLarge, check_size, decode_image, encode_image
 from .scheduler import Queued
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: well under gRPC's default 4 MiB message limit
@@ -88,17 +88,12 @@ def encoded_meta(data: bytes) -> pb.ImageMeta:
 
 
 def check_meta(meta: pb.ImageMeta, max_pixels: int, what: str) -> None:
-    """Before any byte arrives: sizes consistent, within the limit. Raises ImageError;
-    ResourceLimit for an image over the limit."""
+    """Before any byte arrives: sizes consistent, within the limit. Raises ImageError,
+    or ImageTooLarge for an image over the limit."""
     if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
         if meta.channels not in (1, 2, 3, 4):
             raise ImageError(f"{what}.channels: must be 1 to 4, got {meta.channels}")
-        try:
-            check_size(meta.width, meta.height, max_pixels, what)
-        except ImageError as e:
-            if meta.width and meta.height:
-                raise ResourceLimit(str(e)) from None
-            raise
+        check_size(meta.width, meta.height, max_pixels, what)
         expected = meta.width * meta.height * meta.channels
         if meta.size_bytes != expected:
             raise ImageError(
@@ -112,11 +107,7 @@ def check_meta(meta: pb.ImageMeta, max_pixels: int, what: str) -> None:
     # An encoded image's pixel count is checked from its header before decoding; its
     # byte count is capped by the server's max_pixels * 4 (no format is bigger raw).
     elif meta.size_bytes > max_pixels * 4 + (1 << 20):
-        raise ResourceLimit(f"{what}.size_bytes: {meta.size_bytes} bytes is more than this server accepts")
-
-
-class ResourceLimit(ImageError):
-    """Input over a limit: RESOURCE_EXHAUSTED rather than INVALID_ARGUMENT."""
+        raise ImageTooLarge(f"{what}.size_bytes: {meta.size_bytes} bytes is more than this server accepts")
 
 
 def image_from_bytes(meta: pb.ImageMeta, data: bytes, max_pixels: int, what: str) -> np.ndarray:
@@ -125,12 +116,7 @@ def image_from_bytes(meta: pb.ImageMeta, data: bytes, max_pixels: int, what: str
         raise ImageError(f"{what}: got {len(data)} bytes, the header announced {meta.size_bytes}")
     if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
         return np.frombuffer(data, np.uint8).reshape(meta.height, meta.width, meta.channels)
-    try:
-        return decode_image(data, max_pixels, what)
-    except ImageError as e:
-        if "more than the limit" in str(e):
-            raise ResourceLimit(str(e)) from None
-        raise
+    return decode_image(data, max_pixels, what)
 
 
 def encode_result(array: np.ndarray, fmt: int) -> tuple[pb.ImageMeta, bytes]:

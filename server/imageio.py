@@ -23,6 +23,10 @@ class ImageError(ValueError):
     """A file or buffer that is not a usable image."""
 
 
+class ImageTooLarge(ImageError):
+    """An image over the configured limit (refused before decoding)."""
+
+
 def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image") -> np.ndarray:
     """Read a file as (H, W, C) uint8, C = 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA).
     EXIF orientation is applied."""
@@ -74,7 +78,7 @@ def check_size(width: int, height: int, max_pixels: int, what: str = "image") ->
     if width <= 0 or height <= 0:
         raise ImageError(f"{what}: image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"{what}: {width}x{height} is {width * height:,} pixels, more than the limit of {max_pixels:,} "
             "(raise it with --max-pixels)"
         )

@@ -19,7 +19,7 @@ from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 
 from . import __version__, convert
-from .imageio import ImageError
+from .imageio import ImageError, ImageTooLarge
 from .scheduler import Abandoned, QueueFull, Scheduler, ShuttingDown
 
 log = logging.getLogger("styleserver")
@@ -104,7 +104,8 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                 self.scheduler.release(ticket)
         except (ParamError, ImageError, ValueError) as e:
             outcome = "invalid"
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(e, convert.ResourceLimit) else grpc.StatusCode.INVALID_ARGUMENT
+            too_large = isinstance(e, ImageTooLarge)
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if too_large else grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(e))
         except QueueFull as e:
             outcome = "queue full"
@@ -125,7 +126,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
 
     def _receive(self, request_iterator) -> tuple[pb.Header, list]:
         """The header, then every image complete and decoded. Raises ImageError/ValueError
-        (INVALID_ARGUMENT) or convert.ResourceLimit (RESOURCE_EXHAUSTED)."""
+        (INVALID_ARGUMENT) or ImageTooLarge (RESOURCE_EXHAUSTED)."""
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("part") != "header":
             raise ImageError("header: the first message must be the header")
