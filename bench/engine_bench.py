@@ -47,7 +47,10 @@ def line(label: str, value: str, target: str = "") -> None:
 
 def seed_vs_engine(engine, quick: bool) -> None:
     ref_file = HERE / "seed_reference.json"
-    ref = json.loads(ref_file.read_text())
+    ref = json.loads(ref_file.read_text()) if ref_file.exists() else {}
+    if "final_objective_uint8" not in ref:
+        print("1. seed preset: no complete reference run yet; make it once with bench/seed_reference.py (~1-2 h)")
+        return
     content, style = bench_images(SEED.size)
     # Per-step time of the seed preset, afresh: a few Adam steps after one warm-up.
     n = 2 if quick else 5
