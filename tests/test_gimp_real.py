@@ -92,7 +92,7 @@ def run_gimp(root: str, work: Path, params: dict, name: str, background: bool = 
 
 def test_plugin_in_real_gimp(root, server, work):
     cases = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}", "selection": [20, 15, 30, 25],
-                                  "cases": ["selection", "server_down", "gray_style_layer"]}, "main")
+                                  "cases": ["selection", "feathered", "server_down", "gray_style_layer"]}, "main")
 
     sel = cases["selection"]
     assert "error" not in sel, sel.get("error")
@@ -105,6 +105,13 @@ def test_plugin_in_real_gimp(root, server, work):
     assert sel["outside_changed"] == 0  # outside the selection the result equals the source
     assert sel["inside_changed"] > 0.5 * 30 * 25
     assert sel["alpha_changed"] == 0  # alpha preserved
+
+    feathered = cases["feathered"]
+    assert feathered["status"] == "success", feathered.get("message") or feathered.get("error")
+    diff, counts = feathered["mean_diff"], feathered["counts"]
+    assert counts["partial"] > 100 and counts["none"] > 0 and counts["full"] > 0
+    assert diff["none"] == 0  # unselected pixels untouched
+    assert 0 < diff["partial"] < diff["full"]  # the feathered edge is a blend
 
     down = cases["server_down"]
     assert down["status"] == "execution-error"

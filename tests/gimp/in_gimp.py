@@ -83,6 +83,34 @@ def case_selection():
         image.delete()
 
 
+def case_feathered():
+    """An elliptical selection feathered by 8 px: the result is blended by the mask."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        before, n = pixels(source)
+        image.select_ellipse(Gimp.ChannelOps.REPLACE, 8, 8, 48, 48)
+        Gimp.Selection.feather(image, 8.0)
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "quality": "draft", "max-size": 48, "live-preview": False})
+        after, _ = pixels(image.get_layers()[0])
+        w, h = source.get_width(), source.get_height()
+        mask = bytes(image.get_selection().get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "Y u8",
+                                                              Gegl.AbyssPolicy.NONE))
+        sums = {"none": [0, 0], "partial": [0, 0], "full": [0, 0]}
+        for i, m in enumerate(mask):
+            diff = sum(abs(a - b) for a, b in zip(before[i * n:i * n + n - 1], after[i * n:i * n + n - 1]))
+            key = "none" if m == 0 else "full" if m == 255 else "partial"
+            sums[key][0] += diff
+            sums[key][1] += 1
+        return {"status": status, "message": message,
+                "mean_diff": {k: (v[0] / v[1] if v[1] else None) for k, v in sums.items()},
+                "counts": {k: v[1] for k, v in sums.items()}}
+    finally:
+        image.delete()
+
+
 def case_server_down():
     image = load(P["photo"])
     try:
