@@ -49,3 +49,25 @@ def content() -> np.ndarray:
 def style() -> np.ndarray:
     """A colourful texture, 64x64 RGB (scikit-image's immunohistochemistry slide)."""
     return _photo("immunohistochemistry", 64)
+
+
+@pytest.fixture(scope="module")
+def start_server(engine):
+    """Starts in-process gRPC servers on ephemeral loopback ports, serving the random-
+    weights engine; every one still running is stopped after the module."""
+    from styleserver.serve import start
+    from styleserver.service import Model
+
+    started = []
+
+    def start_(**options):
+        model = Model()
+        model.set(engine, "vgg19-random-seed0.pth sha256:test", "test", False, "cpu", "float32")
+        running = start(model, port=0, **options)
+        running.set_serving(True)
+        started.append(running)
+        return running
+
+    yield start_
+    for running in started:
+        running.shutdown(0)

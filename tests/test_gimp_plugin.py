@@ -15,18 +15,11 @@ import pytest
 
 import stylegimp
 from styleserver.cli import main
-from styleserver.serve import start
-from styleserver.service import Model
 
 
 @pytest.fixture(scope="module")
-def server(engine):
-    model = Model()
-    model.set(engine, "random", "", False, "cpu", "float32")
-    running = start(model, port=0)
-    running.set_serving(True)
-    yield running
-    running.shutdown(0)
+def server(start_server):
+    return start_server()
 
 
 @pytest.fixture(scope="module")

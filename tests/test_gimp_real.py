@@ -24,8 +24,6 @@ from PIL import Image
 import stylegimp
 from stylecore import Result, Started, preset
 from styleserver.client import Client
-from styleserver.serve import start
-from styleserver.service import Model
 
 HERE = Path(__file__).resolve().parent / "gimp"
 ROOT = os.environ.get("GIMP_ROOT", "/var/cache/gimp-trixie")
@@ -50,13 +48,8 @@ def root() -> str:
 
 
 @pytest.fixture(scope="module")
-def server(engine):
-    model = Model()
-    model.set(engine, "random", "", False, "cpu", "float32")
-    running = start(model, port=0)
-    running.set_serving(True)
-    yield running
-    running.shutdown(0)
+def server(start_server):
+    return start_server()
 
 
 @pytest.fixture(scope="module")

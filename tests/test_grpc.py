@@ -26,18 +26,9 @@ from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 FAST = preset("default").replace(size=48, scales=1, steps=3)
 
 
-def make_model(engine) -> Model:
-    model = Model()
-    model.set(engine, "vgg19-random-seed0.pth sha256:test", "test", False, "cpu", "float32")
-    return model
-
-
 @pytest.fixture(scope="module")
-def server(engine):
-    running = start(make_model(engine), port=0, max_queue=4, max_pixels=20_000_000)
-    running.set_serving(True)
-    yield running
-    running.shutdown(0)
+def server(start_server):
+    return start_server(max_queue=4, max_pixels=20_000_000)
 
 
 @pytest.fixture
@@ -146,9 +137,8 @@ def test_four_concurrent_clients_share_one_worker(server, content, style):
         assert positions == sorted(positions, reverse=True) and (not positions or positions[-1] == 1)
 
 
-def test_queue_limit_gives_resource_exhausted(engine, content, style):
-    running = start(make_model(engine), port=0, max_queue=0)
-    running.set_serving(True)
+def test_queue_limit_gives_resource_exhausted(start_server, content, style):
+    running = start_server(max_queue=0)
     try:
         a, b = Client(f"127.0.0.1:{running.port}"), Client(f"127.0.0.1:{running.port}")
         events_a = a.stylize(content, [style], FAST.replace(steps=100_000))
@@ -242,9 +232,8 @@ def test_big_rgba_image_travels_in_chunks(client, style):
 # --- auth, health, reflection, availability ------------------------------------------------------
 
 
-def test_token_accepted_and_refused(engine, content, style):
-    running = start(make_model(engine), port=0, token="s3cret")
-    running.set_serving(True)
+def test_token_accepted_and_refused(start_server, content, style):
+    running = start_server(token="s3cret")
     try:
         address = f"127.0.0.1:{running.port}"
         with Client(address, token="s3cret") as good:
@@ -263,7 +252,7 @@ def test_token_accepted_and_refused(engine, content, style):
 
 def test_network_address_without_token_is_refused(engine):
     with pytest.raises(ConfigError, match="--token-file"):
-        start(make_model(engine), host="0.0.0.0", port=0)
+        start(Model(), host="0.0.0.0", port=0)
 
 
 def test_health_is_serving_only_once_the_model_is_loaded(engine, content, style):
@@ -298,7 +287,7 @@ def test_server_down_is_one_clear_error(content, style):
                               "start one with: style-transfer serve --port 9")
 
 
-def test_tls(engine, tmp_path, content, style):
+def test_tls(start_server, tmp_path, content, style):
     import shutil
     import subprocess
 
@@ -308,8 +297,7 @@ def test_tls(engine, tmp_path, content, style):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True)
-    running = start(make_model(engine), port=0, tls=(cert.read_bytes(), key.read_bytes()))
-    running.set_serving(True)
+    running = start_server(tls=(cert.read_bytes(), key.read_bytes()))
     try:
         with Client(f"localhost:{running.port}", tls_ca=str(cert)) as secure:
             assert isinstance(events_of(secure, content, [style])[-1], Result)
