@@ -250,7 +250,7 @@ def test_token_accepted_and_refused(start_server, content, style):
         running.shutdown(0)
 
 
-def test_network_address_without_token_is_refused(engine):
+def test_network_address_without_token_is_refused():
     with pytest.raises(ConfigError, match="--token-file"):
         start(Model(), host="0.0.0.0", port=0)
 
