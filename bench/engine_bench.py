@@ -73,8 +73,8 @@ def seed_vs_engine(engine, quick: bool) -> None:
 
     # The engine on the seed's objective: its optimizer, precision and schedule.
     params = SEED.replace(
-        optimizer=DEFAULT.optimizer, lr=DEFAULT.lr, precision=DEFAULT.precision,
-        scales=DEFAULT.scales, min_scale=DEFAULT.min_scale, coarse_steps=DEFAULT.coarse_steps, steps=2000,
+        optimizer=DEFAULT.optimizer, lr=DEFAULT.lr, precision=DEFAULT.precision, clamp=DEFAULT.clamp,
+        scales=DEFAULT.scales, min_scale=DEFAULT.min_scale, coarse_steps=DEFAULT.coarse_steps, steps=300,
     )
     check_every = 5
     t0, excluded, reached = time.perf_counter(), 0.0, None
