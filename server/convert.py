@@ -163,7 +163,7 @@ def event_to_proto(event, job_id: str = "", model: str = "", verified: bool = Fa
     if isinstance(event, Progress):
         return pb.StylizeEvent(progress=pb.Progress(
             scale=event.scale, scales=event.scales, step=event.step, steps=event.steps,
-            losses=event.losses, elapsed=event.elapsed, eta=event.eta,
+            losses=event.losses, elapsed=event.elapsed, eta=event.eta, best=event.best,
         ))
     if isinstance(event, Preview):
         return pb.StylizeEvent(preview=pb.Preview(
@@ -203,7 +203,7 @@ class EventDecoder:
         if kind == "progress":
             p = message.progress
             return Progress(scale=p.scale, scales=p.scales, step=p.step, steps=p.steps, losses=dict(p.losses),
-                            elapsed=p.elapsed, eta=p.eta)
+                            best=p.best, elapsed=p.elapsed, eta=p.eta)
         if kind == "preview":
             image = np.asarray(Image.open(io.BytesIO(message.preview.png)).convert("RGB"))
             return Preview(scale=message.preview.scale, step=message.preview.step, image=image)

@@ -61,7 +61,7 @@ class ProgressBar:
         bar = "#" * filled + "." * (self.width - filled)
         return (
             f"[{bar}] {frac:4.0%} scale {p.scale}/{p.scales} step {p.step}/{p.steps} "
-            f"loss {p.losses.get('total', float('nan')):.4g} elapsed {_clock(p.elapsed)} ETA {_clock(p.eta)}"
+            f"loss {p.best:.4g} elapsed {_clock(p.elapsed)} ETA {_clock(p.eta)}"
         )
 
     def _print(self, line: str) -> None:

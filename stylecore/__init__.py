@@ -10,7 +10,7 @@ rest is imported on first use.
 from importlib import import_module
 
 _EXPORTS = {
-    "Engine": "engine", "Diverged": "engine", "resolve_device": "engine", "resolve_dtype": "engine",
+    "Engine": "engine", "Job": "engine", "Diverged": "engine", "ImageOptimizer": "optimize", "resolve_device": "engine", "resolve_dtype": "precision",
     "Cancelled": "events", "Event": "events", "Preview": "events", "Progress": "events",
     "Result": "events", "Started": "events",
     "PRESETS": "params", "ParamError": "params", "StyleParams": "params", "preset": "params",

@@ -26,7 +26,12 @@ class Progress:
     scales: int
     step: int  # 1-based, within this scale
     steps: int  # steps at this scale
-    losses: dict[str, float]  # content, style, tv, total: the objective before this step
+    # content, style, tv, total (unweighted terms, weighted total): the objective
+    # evaluated at this step, at the iterate before the step moved it.
+    losses: dict[str, float]
+    # The total of the iterate this scale would deliver now (L-BFGS: the best so far;
+    # a rejected L-BFGS step shows here as losses["total"] > best).
+    best: float
     elapsed: float  # seconds since the run started
     eta: float  # seconds left, estimated from the work done so far
 
@@ -41,7 +46,9 @@ class Preview:
 @dataclass(frozen=True)
 class Result:
     image: np.ndarray = field(repr=False)  # (H, W, C) uint8, the content's size and layout
-    losses: dict[str, float]  # the objective at the final iterate, final scale
+    # The objective of the delivered iterate at the final scale, as it was evaluated
+    # there (L-BFGS: its best evaluation; Adam: its last), before resizing and rounding.
+    losses: dict[str, float]
     elapsed: float
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from .buffers import check_buffer
 from .vgg import IMAGENET_MEAN, IMAGENET_STD
@@ -65,6 +66,27 @@ def work_size(height: int, width: int, longest: int) -> tuple[int, int]:
     aspect kept, each side at least MIN_SIDE."""
     scale = min(longest, max(height, width)) / max(height, width)
     return max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale))
+
+
+def notebook_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) as the reference notebook's load_image makes it: torchvision's
+    Resize(n) sets the *shorter* side to n (the longer one scaled and truncated to
+    an int), with n = size when the longest side exceeds size, else n = the longest
+    side (so a small image is enlarged). Each side at least MIN_SIDE (our addition)."""
+    n = size if max(height, width) > size else max(height, width)
+    short, long = min(height, width), max(height, width)
+    new_short, new_long = n, int(n * long / short)
+    h, w = (new_long, new_short) if width <= height else (new_short, new_long)
+    return max(MIN_SIDE, h), max(MIN_SIDE, w)
+
+
+def resize_bilinear_8bit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1], holding 8-bit values -> (1, 3, h, w), resized exactly as
+    the notebook's torchvision Resize does on a PIL image: Pillow's bilinear filter
+    (antialiased when shrinking) on the 8-bit image, then ToTensor's / 255."""
+    pixels = (x[0].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()  # (H, W, 3)
+    img = Image.fromarray(pixels).resize((size[1], size[0]), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float().div(255.0).to(x.device)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

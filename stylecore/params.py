@@ -23,6 +23,7 @@ INITS = ("content", "noise", "gray")
 POOLINGS = ("max", "avg")
 PRESERVE_COLORS = ("none", "luminance", "match")
 PRECISIONS = ("auto", "fp32", "bf16")
+RESIZES = ("longest", "notebook")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -45,6 +46,12 @@ class StyleParams:
 
     # --- resolution and schedule ---
     size: int = _f(512, "longest side of the working image in px (the input is never upscaled)")
+    resize: str = _f(
+        "longest",
+        "how SIZE applies: longest (the longest side, never enlarged; bicubic) or notebook (the reference "
+        "notebook's torchvision Resize(SIZE): the shorter side becomes SIZE, or the longest side's length "
+        "when that is at most SIZE; bilinear on the 8-bit image; the style stretched to the content's shape)",
+    )
     scales: int = _f(1, "coarse-to-fine pyramid levels, ending at SIZE")
     min_scale: int = _f(128, "longest side of the coarsest level in px")
     steps: int = _f(100, "optimizer steps at the final scale")
@@ -87,6 +94,7 @@ class StyleParams:
         _check_choice(self, "pooling", POOLINGS)
         _check_choice(self, "preserve_colors", PRESERVE_COLORS)
         _check_choice(self, "precision", PRECISIONS)
+        _check_choice(self, "resize", RESIZES)
         _check_choice(self, "device", DEVICES)
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
             _check_float(self, name)
@@ -177,6 +185,7 @@ def _check_choice(p: StyleParams, name: str, choices: tuple[str, ...]) -> None:
 # style image resized to the content's shape, target initialized from content.
 SEED = StyleParams(
     size=400,
+    resize="notebook",
     scales=1,
     steps=3000,
     coarse_steps=0,

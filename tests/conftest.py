@@ -13,6 +13,21 @@ from stylecore import Engine, VGGFeatures, random_state_dict
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+def fast_precisions() -> list[str]:
+    """The precisions this machine is fast at: fp32 always; bf16 on CUDA and on CPUs
+    with AMX or AVX512-BF16 (elsewhere it is emulated, ~100x slower). Tests that take
+    a `precision` run once for each, so every machine exercises what `auto` may pick."""
+    from stylecore.precision import bf16_is_fast
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return ["fp32", "bf16"] if bf16_is_fast(device) else ["fp32"]
+
+
+def pytest_generate_tests(metafunc):
+    if "precision" in metafunc.fixturenames:
+        metafunc.parametrize("precision", fast_precisions())
+
+
 @pytest.fixture(scope="session")
 def state_dict() -> dict[str, torch.Tensor]:
     return random_state_dict(seed=0, features_only=True)

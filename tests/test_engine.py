@@ -21,11 +21,11 @@ def result_of(events) -> np.ndarray:
     return events[-1].image
 
 
-def test_events_come_in_order_with_monotone_steps_and_previews(engine, content, style):
-    params = FAST.replace(size=64, scales=2, min_scale=32, steps=4, coarse_steps=3)
+def test_events_come_in_order_with_monotone_steps_and_previews(engine, content, style, precision):
+    params = FAST.replace(size=64, scales=2, min_scale=32, steps=4, coarse_steps=3, precision=precision)
     events = run(engine, content, [style], params, preview_every=2)
     assert isinstance(events[0], Started) and isinstance(events[-1], Result)
-    assert events[0].device == "cpu" and events[0].dtype in ("float32", "bfloat16")
+    assert events[0].dtype == {"fp32": "float32", "bf16": "bfloat16"}[precision]
     progress = [e for e in events if isinstance(e, Progress)]
     assert [(p.scale, p.step) for p in progress] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (2, 4)]
     assert all(a.elapsed <= b.elapsed for a, b in zip(progress, progress[1:]))
@@ -35,14 +35,39 @@ def test_events_come_in_order_with_monotone_steps_and_previews(engine, content, 
     assert events[0].sizes == ((32, 32), (43, 64))  # no side below images.MIN_SIDE
 
 
-def test_style_loss_falls_by_a_large_factor_and_content_stays_bounded(engine, content, style):
-    params = FAST.replace(steps=30)
-    progress = [e for e in run(engine, content, [style], params) if isinstance(e, Progress)]
-    first, last = progress[0].losses, progress[-1].losses
-    assert last["style"] < first["style"] / 20
+def test_style_loss_falls_by_a_large_factor_and_content_stays_bounded(engine, content, style, precision):
+    """Coarse to fine, as every preset but `seed` runs. (A single 64 px scale is a poor
+    test: there L-BFGS without line search is chaotic, and whether it escapes an early
+    plateau depends on rounding, so on the CPU and thread count.)"""
+    params = FAST.replace(scales=2, min_scale=32, coarse_steps=10, steps=20, precision=precision)
+    start = engine.evaluate(content, [style], params, content)  # the content image, at the final scale
+    delivered = run(engine, content, [style], params)[-1].losses
+    assert delivered["style"] < start["style"] / 20
     # From the content image, content loss starts at 0; it must stay small next to
     # the style term that dominates the objective (content_weight 1, style_weight 1e6).
-    assert last["content"] * params.content_weight < 0.05 * first["style"] * params.style_weight
+    assert delivered["content"] * params.content_weight < 0.05 * start["style"] * params.style_weight
+
+
+def test_progress_and_result_report_the_delivered_objective(engine, content, style, precision):
+    """Progress.best is the total of the image the scale would deliver (never rising);
+    Result.losses are that image's terms; losses["total"] may be a rejected step's."""
+    events = run(engine, content, [style], FAST.replace(steps=20, precision=precision))
+    progress = [e for e in events if isinstance(e, Progress)]
+    bests = [p.best for p in progress]
+    assert all(b <= a for a, b in zip(bests, bests[1:]))
+    assert all(p.best <= p.losses["total"] for p in progress)
+    assert min(p.losses["total"] for p in progress) == bests[-1] == events[-1].losses["total"]
+    result = events[-1].losses
+    assert result["total"] == pytest.approx(result["content"] + 1e6 * result["style"], rel=1e-6)
+
+
+def test_the_delivered_image_scores_what_the_result_says(engine, content, style, precision):
+    """Evaluated afresh in fp32 on the delivered 8-bit image, the objective is what
+    Result reported (up to rounding to 8 bits and, in bf16, the network's precision)."""
+    params = FAST.replace(steps=15, precision=precision)
+    result = run(engine, content, [style], params)[-1]
+    again = engine.evaluate(content, [style], params, result.image)["total"]
+    assert again == pytest.approx(result.losses["total"], rel=0.25 if precision == "bf16" else 0.05)
 
 
 def test_result_grams_move_toward_the_style(engine, content, style):
@@ -164,7 +189,7 @@ def test_preserve_colors_match_moves_style_colours_to_the_content(engine, conten
 @pytest.mark.parametrize("changes", [
     {"optimizer": "adam", "lr": 0.05, "average": 0.9},
     {"init": "gray"}, {"init": "noise"}, {"pooling": "avg"}, {"tv_weight": 10.0},
-    {"style_scale": 0.5}, {"precision": "bf16", "steps": 1},
+    {"style_scale": 0.5},
 ])
 def test_options_run_and_produce_an_image(engine, content, style, changes):
     events = run(engine, content, [style], FAST.replace(**changes))
@@ -189,17 +214,12 @@ def test_bad_inputs_raise_named_errors(engine, content, style):
 def test_clamped_optimizers_keep_every_pixel_in_range(engine, content, style, optimizer, lr):
     """Unbounded L-BFGS parks pixels far outside [0, 1]; the delivered image is then
     clamped and scores far worse than the iterate. Clamped runs stay inside."""
-    import torch
-
-    from stylecore import images
-    from stylecore.engine import _Optimizer
+    from stylecore import ImageOptimizer, images
 
     params = FAST.replace(optimizer=optimizer, lr=lr)
-    net = engine.network(torch.device("cpu"))
-    c = images.split(content)
-    scale = engine._scale(net, torch.device("cpu"), torch.float32, params, c, [images.split(style)], [1.0],
-                          (c.height, c.width), 1)
-    opt = _Optimizer(net, scale.objective, images.normalize(c.rgb), params, torch.float32)
+    job = engine.prepare(content, [style], params)
+    size = job.levels[-1][0]
+    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, size)), params)
     for _ in range(8):
         opt.step()
         px = images.denormalize(opt.x.detach())

@@ -63,3 +63,17 @@ def test_blend_weights_are_normalized_and_counted():
     assert StyleParams().blend_weights(4) == [0.25] * 4
     with pytest.raises(ParamError, match="2 weights for 3 style images"):
         StyleParams(style_blend=(1, 1)).blend_weights(3)
+
+
+@pytest.mark.parametrize("height, width, size, expected", [
+    (400, 600, 400, (400, 600)),  # longest side above size: the shorter side becomes size
+    (3000, 4000, 400, (400, 533)),  # ... and the longer one is truncated
+    (4000, 3000, 400, (533, 400)),
+    (267, 400, 400, (400, 599)),  # longest side at most size: the shorter becomes it (enlarged)
+    (500, 500, 400, (400, 400)),
+    (10, 12, 400, (32, 32)),  # never below images.MIN_SIDE (not the notebook's rule: ours)
+])
+def test_notebook_size_is_torchvisions_resize_of_the_notebook(height, width, size, expected):
+    from stylecore.images import notebook_size
+
+    assert notebook_size(height, width, size) == expected

@@ -49,8 +49,9 @@ class Header(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ...) -> None: ...
 
 class Params(_message.Message):
-    __slots__ = ("size", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "device")
+    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "device")
     SIZE_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
     MIN_SCALE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +73,7 @@ class Params(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     size: int
+    resize: str
     scales: int
     min_scale: int
     steps: int
@@ -92,7 +94,7 @@ class Params(_message.Message):
     seed: int
     precision: str
     device: str
-    def __init__(self, size: _Optional[int] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class ImageMeta(_message.Message):
     __slots__ = ("format", "width", "height", "channels", "size_bytes")
@@ -167,7 +169,7 @@ class Started(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_verified: _Optional[bool] = ..., scales: _Optional[_Iterable[_Union[Size, _Mapping]]] = ..., total_steps: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("scale", "scales", "step", "steps", "losses", "elapsed", "eta")
+    __slots__ = ("scale", "scales", "step", "steps", "losses", "elapsed", "eta", "best")
     class LossesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +184,7 @@ class Progress(_message.Message):
     LOSSES_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_FIELD_NUMBER: _ClassVar[int]
     ETA_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
     scale: int
     scales: int
     step: int
@@ -189,7 +192,8 @@ class Progress(_message.Message):
     losses: _containers.ScalarMap[str, float]
     elapsed: float
     eta: float
-    def __init__(self, scale: _Optional[int] = ..., scales: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., losses: _Optional[_Mapping[str, float]] = ..., elapsed: _Optional[float] = ..., eta: _Optional[float] = ...) -> None: ...
+    best: float
+    def __init__(self, scale: _Optional[int] = ..., scales: _Optional[int] = ..., step: _Optional[int] = ..., steps: _Optional[int] = ..., losses: _Optional[_Mapping[str, float]] = ..., elapsed: _Optional[float] = ..., eta: _Optional[float] = ..., best: _Optional[float] = ...) -> None: ...
 
 class Preview(_message.Message):
     __slots__ = ("scale", "step", "png")

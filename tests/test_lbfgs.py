@@ -1,0 +1,111 @@
+"""The box-constrained L-BFGS on tiny problems with known answers, and its guard
+against steps that run away."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stylecore.lbfgs import BoxLBFGS
+
+# f(x) = ½ xᵀAx − bᵀx, A symmetric positive definite: minimum at A⁻¹b.
+A = torch.tensor([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]], dtype=torch.float64)
+B = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+SOLUTION = torch.linalg.solve(A, B)
+
+
+def quadratic(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x @ A @ x - B @ x
+
+
+def closure_for(x: torch.Tensor, f=quadratic, spikes: dict[int, float] | None = None, calls: list | None = None):
+    """A closure evaluating f at x; at call numbers in `spikes` it reports that value instead
+    (a step that ran away, as a noisy bf16 evaluation can), gradient unchanged."""
+    calls = calls if calls is not None else []
+
+    def closure():
+        x.grad = None
+        loss = f(x)
+        loss.backward()
+        calls.append(x.detach().clone())
+        value = (spikes or {}).get(len(calls))
+        return torch.tensor(value, dtype=x.dtype) if value is not None else loss.detach()
+
+    return closure
+
+
+def test_unbounded_converges_to_the_minimum():
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5)
+    closure = closure_for(x)
+    for _ in range(30):
+        opt.step(closure)
+    assert torch.allclose(x.detach(), SOLUTION, atol=1e-6)
+    assert opt.rejections == 0
+
+
+def test_bounded_stays_in_the_box_and_reaches_the_constrained_minimum():
+    lower, upper = torch.full((3,), -0.5, dtype=torch.float64), torch.full((3,), 0.5, dtype=torch.float64)
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, lower, upper, first_step=0.5)
+    closure = closure_for(x)
+    for _ in range(60):
+        opt.step(closure)
+        assert (x >= lower).all() and (x <= upper).all()
+    # Against projected gradient descent run to convergence: projecting L-BFGS steps
+    # is not an exact active-set method, so the value is compared, within 1%.
+    ref = torch.zeros(3, dtype=torch.float64)
+    for _ in range(5000):
+        ref = (ref - 0.1 * (A @ ref - B)).clamp(-0.5, 0.5)
+    assert opt.best[0] <= quadratic(ref).item() * 0.99  # both negative: within 1% of the optimum
+
+
+@pytest.mark.parametrize("spike", [1e9, math.inf, math.nan], ids=["huge", "inf", "nan"])
+def test_a_runaway_evaluation_is_rejected_and_the_run_goes_on_from_the_best(spike):
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5)
+    calls: list[torch.Tensor] = []
+    closure = closure_for(x, spikes={4: spike}, calls=calls)
+    for _ in range(3):
+        opt.step(closure)
+    best_before = opt.best
+    opt.step(closure)  # the 4th evaluation reports the spike
+    assert opt.rejections == 1
+    assert opt.best[0] == best_before[0] and torch.equal(opt.best[1], best_before[1])  # never the spike
+    assert opt.prev is not None and torch.equal(opt.prev[0], best_before[1])  # the next step starts at the best
+    if not math.isfinite(spike):
+        assert not opt.pairs  # a non-finite value drops the history
+    for _ in range(30):
+        opt.step(closure)
+    assert torch.allclose(opt.best[1], SOLUTION, atol=1e-6)
+
+
+def test_two_rejections_in_a_row_drop_the_history_and_shorten_the_fresh_start():
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5)
+    closure = closure_for(x, spikes={5: 1e9, 6: 1e9})
+    for _ in range(5):
+        opt.step(closure)
+    assert opt.rejections == 1 and opt.pairs  # the first keeps the history
+    opt.step(closure)
+    assert opt.rejections == 2 and not opt.pairs
+    assert opt.restart_step == 0.25
+    for _ in range(30):
+        opt.step(closure)
+    assert torch.allclose(opt.best[1], SOLUTION, atol=1e-6)
+
+
+def test_a_modest_rise_is_accepted():
+    """L-BFGS without line search often climbs a little on its way down: below
+    (1 + rise) x best nothing is rejected."""
+    y = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(y, None, None, first_step=0.5, rise=3.0)
+    shifted = lambda v: quadratic(v) + 10.0  # noqa: E731  (positive everywhere)
+    opt.step(closure_for(y, shifted))
+    first = opt.best[0]
+    opt.step(closure_for(y, shifted, spikes={1: first * 3.5}))
+    assert opt.rejections == 0
+    opt.step(closure_for(y, shifted, spikes={1: first * 4.5}))
+    assert opt.rejections == 1
