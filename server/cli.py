@@ -91,9 +91,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     output = check_output_path(args.output)
     content = read_image(args.content, args.max_pixels, "content")
     styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
-    if not args.keep_size:
+    if not args.keep_size and params.resize == "longest":
         # The output's longest side is --size (never enlarged); the engine then works
-        # at the image's own size and alpha is carried through at that size.
+        # at the image's own size and alpha is carried through at that size. (With
+        # --resize notebook the engine resizes as the notebook does, from the photo
+        # itself, and the output keeps the photo's size, as with --keep-size.)
         content = shrink(content, params.size)
     if output.suffix.lower() in (".jpg", ".jpeg") and content.shape[2] in (2, 4):
         raise ImageError(f"output {output}: JPEG cannot store the content's transparency; write .png instead")
