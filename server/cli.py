@@ -257,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                           f"(default {Limits.max_work_pixels:,}: 1024x1024)")
     lim.add_argument("--max-job-bytes", type=_bytes, default=Limits.max_job_bytes, metavar="BYTES",
                      help="memory budget of one job, estimated before it is accepted (default 4G)")
-    lim.add_argument("--max-calls", type=int, default=None, metavar="N",
-                     help="Stylize calls at once, uploading, queued or running (default: --max-queue + 4)")
+    lim.add_argument("--max-calls", type=int, default=Limits.max_calls, metavar="N",
+                     help=f"Stylize calls at once, uploading, queued or running (default {Limits.max_calls})")
     lim.add_argument("--idle-seconds", type=float, default=Limits.idle_seconds, metavar="S",
                      help=f"close connections without calls after this long (default {Limits.idle_seconds:g})")
     p.set_defaults(func=cmd_serve)

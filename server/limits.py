@@ -35,7 +35,12 @@ class Limits:
     min_upload_rate: int = 256 * 1024  # bytes per second, averaged, checked after the first second
     max_work_pixels: int = 1024 * 1024  # the `high` preset's 1024x1024
     max_job_bytes: int = 4 * GiB
-    max_calls: int | None = None  # concurrent Stylize calls; None: max_queue + 4
+    # Stylize calls at once (uploading, queued or running). A call costs two blocked
+    # threads and nothing else until its bytes arrive, and a stalled upload is ended
+    # after about a second (min_upload_rate), so this can be generous: it is what lets
+    # a real job through while a hundred stalled uploads are being cut off.
+    max_calls: int = 128
+    upload_bytes_in_flight: int | None = None  # announced bytes of all uploads at once; None: 2 x request_bytes
     reflection_calls: int = 4  # concurrent reflection streams
     idle_seconds: float = 300.0  # a connection without calls is closed after this long
     chunk_bytes: int = CHUNK_BYTES
@@ -47,7 +52,11 @@ class Limits:
 
     @property
     def calls(self) -> int:
-        return self.max_calls if self.max_calls is not None else self.max_queue + 4
+        return self.max_calls
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self.upload_bytes_in_flight if self.upload_bytes_in_flight is not None else 2 * self.request_bytes
 
     @property
     def reserved_workers(self) -> int:

@@ -65,6 +65,8 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         self.shutting_down = threading.Event()
         self._calls = threading.BoundedSemaphore(limits.calls)
         self._decoding = threading.Semaphore(1)  # one decode at a time bounds its memory
+        self._in_flight = 0  # announced bytes of the uploads being received
+        self._in_flight_lock = threading.Lock()
 
     # --- GetInfo ---------------------------------------------------------------------
 
@@ -98,11 +100,15 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             if not self.model.ready.is_set():
                 record.set("refused", "model loading")
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the server is still loading VGG19; try again shortly")
-            upload = Upload(request_iterator, self.limits, t0)
+            upload = Upload(request_iterator, self.limits, t0, context.is_active)
             header = upload.header()
             record.preset = header.preset or "default"
             plan = admission.check(header, self.limits)  # before any image byte is taken
-            data = upload.images(header, plan)
+            reserved = self._reserve(sum(m.size_bytes for m in plan.metas))
+            try:
+                data = upload.images(header, plan)
+            finally:
+                self._release(reserved)
             with self._decoding:
                 images = [convert.image_from_bytes(m, d, self.limits.max_pixels, n)
                           for m, d, n in zip(plan.metas, data, plan.names)]
@@ -112,7 +118,8 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             params = plan.params.replace(device=self.device)
             yield from self._run(job, header, params, images, context, record)
         except GeneratorExit:  # gRPC stopped reading the events: the client went away
-            record.set("cancelled by client", "while streaming events")
+            record.set("cancelled by client", f"while {record.outcome}" if record.outcome in ("queued", "running")
+                       else "while streaming events")
             raise
         except ClientGone:
             record.set("cancelled by client", "during upload")
@@ -178,6 +185,18 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             record.set("done")
         finally:
             self.scheduler.release(ticket)
+
+    def _reserve(self, n: int) -> int:
+        with self._in_flight_lock:
+            if self._in_flight + n > self.limits.bytes_in_flight:
+                raise QueueFull(f"{self._in_flight:,} bytes of other uploads are being received; "
+                                f"{n:,} more would pass {self.limits.bytes_in_flight:,}")
+            self._in_flight += n
+            return n
+
+    def _release(self, n: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= n
 
     @staticmethod
     def _abort(context, code: grpc.StatusCode, details: str) -> None:

@@ -25,6 +25,7 @@ from .limits import Limits
 PROBE_BYTES = 1 << 16  # an encoded image's size is read once this much of it (or all of it) is here
 PROBE_UNTIL = 4 << 20  # ... retried with each chunk up to this much, then only on the whole file
 RATE_GRACE = 1.0  # seconds before the minimum rate applies
+HEADER_SECONDS = 5.0  # the header must arrive this soon after the call began
 
 
 class TooSlow(Refused):
@@ -39,8 +40,9 @@ _END, _GONE = object(), object()
 
 
 class Upload:
-    def __init__(self, request_iterator, limits: Limits, started: float):
+    def __init__(self, request_iterator, limits: Limits, started: float, is_active=lambda: True):
         self.limits = limits
+        self.is_active = is_active  # False once the client cancelled: its half-close is no truncation
         self.started = started
         self.deadline = started + limits.upload_seconds
         self.received = 0  # image bytes
@@ -78,6 +80,8 @@ class Upload:
         """The next message, _END, or raises TooSlow/ClientGone."""
         while True:
             now = time.monotonic()
+            if not self.expected and now >= self.started + HEADER_SECONDS and now < self.deadline:
+                raise TooSlow("header", f"not received within {HEADER_SECONDS:g} s of the call's start")
             if now >= self.deadline:
                 raise TooSlow("upload", f"not complete after {self.limits.upload_seconds:g} s (upload_seconds); "
                                         f"got {self.received:,} of {self.expected:,} bytes")
@@ -91,11 +95,19 @@ class Upload:
                 item = self._queue.get(timeout=min(0.25, self.deadline - now))
             except queue.Empty:
                 continue
-            if item is _GONE:
+            if item is _GONE or (item is _END and not self.is_active()):
                 raise ClientGone()
             if isinstance(item, convert.Malformed):
                 raise Invalid("request", f"not a StylizeRequest message ({item.error})")
             return item
+
+    def _cancelled_soon(self, wait: float = 0.2) -> bool:
+        """A client's cancel can reach the request iterator as its end before the call
+        shows as inactive: a short look tells a cancel from a truncated upload."""
+        end = time.monotonic() + wait
+        while self.is_active() and time.monotonic() < end:
+            time.sleep(0.01)
+        return not self.is_active()
 
     def header(self) -> pb.Header:
         first = self._next()
@@ -121,6 +133,8 @@ class Upload:
                 break
             message = self._next()
             if message is _END:
+                if self._cancelled_soon():
+                    raise ClientGone()
                 got, want = len(buffers[current]), metas[current].size_bytes
                 raise Invalid(names[current], f"truncated: got {got} of {want} bytes")
             if message.WhichOneof("part") != "chunk":
@@ -151,8 +165,8 @@ class Upload:
                     dims[current] = Dims(*found)
                     admission.check(header, self.limits, dims)  # every working size, now that it is known
         # Anything already here beyond the announced bytes is an error; later messages are dropped.
-        try:
-            extra = self._queue.get_nowait()
+        try:  # the client should half-close now; one that keeps the stream open still gets its job
+            extra = self._queue.get(timeout=0.5)
         except queue.Empty:
             extra = _END
         if extra is not _END and extra is not _GONE:
