@@ -24,6 +24,7 @@ from stylecore.params import PRESETS, ParamError, StyleParams, preset
 
 from .errors import UsageError
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
+from .limits import Limits
 
 EXIT_USAGE = 2  # bad input: arguments, files, weights
 EXIT_FAILED = 1  # the job itself failed
@@ -31,6 +32,19 @@ EXIT_CANCELLED = 130
 
 
 # --- options from the parameters dataclass --------------------------------------------
+
+
+def _bytes(text: str) -> int:
+    """A byte count: 1234, 64K, 300M, 4G (powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (e.g. 300M)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return int(value)
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -231,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="... and this private key (PEM)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds running jobs get at shutdown (default 10)")
+    lim = p.add_argument_group("limits (what one client may ask; all are reported by GetInfo)")
+    lim.add_argument("--max-styles", type=int, default=Limits.max_styles, metavar="N",
+                     help=f"style images per job (default {Limits.max_styles})")
+    lim.add_argument("--max-request-bytes", type=_bytes, default=None, metavar="BYTES",
+                     help="all images of one job together, e.g. 300M (default: 4 bytes x --max-pixels + 64 MiB)")
+    lim.add_argument("--upload-seconds", type=float, default=Limits.upload_seconds, metavar="S",
+                     help=f"an upload must be complete this long after the call began (default {Limits.upload_seconds:g})")
+    lim.add_argument("--min-upload-rate", type=_bytes, default=Limits.min_upload_rate, metavar="BYTES",
+                     help="slower uploads are ended, bytes per second averaged after the first second (default 256K)")
+    lim.add_argument("--max-work-pixels", type=int, default=Limits.max_work_pixels, metavar="N",
+                     help="largest working image, every pyramid level and every style at --style-scale "
+                          f"(default {Limits.max_work_pixels:,}: 1024x1024)")
+    lim.add_argument("--max-job-bytes", type=_bytes, default=Limits.max_job_bytes, metavar="BYTES",
+                     help="memory budget of one job, estimated before it is accepted (default 4G)")
+    lim.add_argument("--max-calls", type=int, default=Limits.max_calls, metavar="N",
+                     help=f"Stylize calls at once, uploading, queued or running (default {Limits.max_calls})")
+    lim.add_argument("--idle-seconds", type=float, default=Limits.idle_seconds, metavar="S",
+                     help=f"close connections without calls after this long (default {Limits.idle_seconds:g})")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("gimp", help="install, remove or check the GIMP 3 plug-in",

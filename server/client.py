@@ -25,6 +25,7 @@ from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 
 from . import convert
+from .imageio import decode_image
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -105,10 +106,13 @@ class Client:
         only the fields that differ from it travel."""
         metas, images = [], []
         for i, image in enumerate((content, *styles)):
-            if isinstance(image, (bytes, bytearray)):
-                metas.append(convert.encoded_meta(bytes(image)))
+            meta = convert.encoded_meta(bytes(image)) if isinstance(image, (bytes, bytearray)) else None
+            if meta is not None:
+                metas.append(meta)
                 images.append(bytes(image))
             else:
+                if isinstance(image, (bytes, bytearray)):  # a format the contract does not name: send pixels
+                    image = decode_image(bytes(image), what="content" if i == 0 else f"style {i}")
                 array = np.ascontiguousarray(check_buffer(image, "content" if i == 0 else f"style {i}"))
                 metas.append(convert.image_meta(array))
                 images.append(array.tobytes())

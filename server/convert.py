@@ -17,10 +17,10 @@ from stylecore.events import Preview, Progress, Result, Started
 from stylecore.params import ParamError, StyleParams, preset
 from styletransfer.v1 import style_transfer_pb2 as pb
 
-from .imageio import ImageError, ImageTooLarge, check_size, decode_image, encode_image
+from .imageio import ImageError, ImageTooLarge, decode_image, encode_image, probe
+from .limits import CHUNK_BYTES, Limits
 from .scheduler import Queued
 
-CHUNK_BYTES = 1 << 20  # 1 MiB: well under gRPC's default 4 MiB message limit
 PREVIEW_MAX_SIDE = 256
 
 FORMATS = {
@@ -74,54 +74,78 @@ def image_meta(array: np.ndarray) -> pb.ImageMeta:
     return pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=w, height=h, channels=c, size_bytes=array.nbytes)
 
 
-_MAGIC = ((b"\x89PNG", pb.IMAGE_FORMAT_PNG), (b"\xff\xd8", pb.IMAGE_FORMAT_JPEG),
-          (b"II*\x00", pb.IMAGE_FORMAT_TIFF), (b"MM\x00*", pb.IMAGE_FORMAT_TIFF))
+def encoded_meta(data: bytes) -> pb.ImageMeta | None:
+    """Meta for an encoded file's bytes: its format told by its first bytes, and its
+    size read from its header (so that the server can refuse it before the upload).
+    None for a format the contract does not name: send those decoded, as RAW."""
+    for fmt, name in FORMATS.items():
+        try:
+            dims = probe(data[: 1 << 16], name)
+        except ImageError:
+            continue
+        width, height = dims[:2] if dims else (0, 0)
+        return pb.ImageMeta(format=fmt, size_bytes=len(data), width=width, height=height)
+    return None
 
 
-def encoded_meta(data: bytes) -> pb.ImageMeta:
-    """Meta for an encoded file's bytes, its format told by its first bytes (the server
-    decodes whatever Pillow reads; unknown formats travel as PNG-labelled bytes)."""
-    fmt = next((f for magic, f in _MAGIC if data.startswith(magic)), None)
-    if fmt is None:
-        fmt = pb.IMAGE_FORMAT_WEBP if data[8:12] == b"WEBP" else pb.IMAGE_FORMAT_PNG
-    return pb.ImageMeta(format=fmt, size_bytes=len(data))
+def format_name(meta: pb.ImageMeta) -> str | None:
+    """Pillow's name of an encoded image's format; None for RAW."""
+    return FORMATS.get(meta.format)
 
 
-def check_meta(meta: pb.ImageMeta, max_pixels: int, what: str) -> None:
-    """Before any byte arrives: sizes consistent, within the limit. Raises ImageError,
-    or ImageTooLarge for an image over the limit."""
-    if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
-        if meta.channels not in (1, 2, 3, 4):
-            raise ImageError(f"{what}.channels: must be 1 to 4, got {meta.channels}")
-        check_size(meta.width, meta.height, max_pixels, what)
-        expected = meta.width * meta.height * meta.channels
-        if meta.size_bytes != expected:
-            raise ImageError(
-                f"{what}.size_bytes: {meta.size_bytes} does not match width*height*channels = "
-                f"{meta.width}*{meta.height}*{meta.channels} = {expected}"
-            )
-    elif meta.format not in FORMATS:
-        raise ImageError(f"{what}.format: unknown image format {meta.format}")
-    elif meta.size_bytes == 0:
-        raise ImageError(f"{what}.size_bytes: an encoded image cannot be empty")
-    # An encoded image's pixel count is checked from its header before decoding; its
-    # byte count is capped by the server's max_pixels * 4 (no format is bigger raw).
-    elif meta.size_bytes > max_pixels * 4 + (1 << 20):
-        raise ImageTooLarge(f"{what}.size_bytes: {meta.size_bytes} bytes is more than this server accepts")
+def probe_meta(meta: pb.ImageMeta, head: bytes) -> tuple[int, int, int] | None:
+    """(width, height, channels) of an encoded image from its first bytes, or None
+    while they do not tell. Raises ImageError (not that format) or ImageTooLarge."""
+    return probe(head, FORMATS[meta.format])
 
 
 def image_from_bytes(meta: pb.ImageMeta, data: bytes, max_pixels: int, what: str) -> np.ndarray:
-    """(H, W, C) uint8 from a complete image's bytes."""
+    """(H, W, C) uint8 from a complete image's bytes; encoded files only in the format
+    the meta names."""
     if len(data) != meta.size_bytes:
         raise ImageError(f"{what}: got {len(data)} bytes, the header announced {meta.size_bytes}")
     if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
         return np.frombuffer(data, np.uint8).reshape(meta.height, meta.width, meta.channels)
-    return decode_image(data, max_pixels, what)
+    return decode_image(data, max_pixels, what, formats=(FORMATS[meta.format],))
+
+
+def limits_to_proto(limits: Limits) -> pb.Limits:
+    return pb.Limits(
+        max_pixels=limits.max_pixels, max_message_bytes=limits.max_message_bytes, chunk_bytes=limits.chunk_bytes,
+        max_queue=limits.max_queue, max_request_bytes=limits.request_bytes, max_styles=limits.max_styles,
+        upload_seconds=limits.upload_seconds, min_upload_bytes_per_second=limits.min_upload_rate,
+        max_work_pixels=limits.max_work_pixels, max_job_bytes=limits.max_job_bytes, max_calls=limits.calls,
+    )
+
+
+class Malformed:
+    """What a request that is no valid protobuf message deserializes to; the servicer
+    answers it with INVALID_ARGUMENT (gRPC's own handling would log a traceback and
+    answer INTERNAL)."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def request_from_bytes(data: bytes) -> pb.StylizeRequest | Malformed:
+    try:
+        return pb.StylizeRequest.FromString(data)
+    except Exception as e:  # noqa: BLE001 - DecodeError, or anything else protobuf raises
+        return Malformed(f"{type(e).__name__}: {e}")
+
+
+def info_request_from_bytes(data: bytes) -> pb.GetInfoRequest | Malformed:
+    try:
+        return pb.GetInfoRequest.FromString(data)
+    except Exception as e:  # noqa: BLE001
+        return Malformed(f"{type(e).__name__}: {e}")
 
 
 def encode_result(array: np.ndarray, fmt: int) -> tuple[pb.ImageMeta, bytes]:
     if fmt in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
         return image_meta(array), array.tobytes()
+    if fmt not in FORMATS:
+        raise ImageError(f"header.result_format: unknown image format {fmt}")
     data = encode_image(array, FORMATS[fmt])
     return pb.ImageMeta(format=fmt, size_bytes=len(data)), data
 

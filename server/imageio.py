@@ -42,14 +42,16 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, wh
     return decode_image(data, max_pixels, f"{what} {path}")
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image") -> np.ndarray:
-    """Encoded bytes (PNG, JPEG, WebP, TIFF, ...) -> (H, W, C) uint8."""
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image",
+                 formats: tuple[str, ...] | None = None) -> np.ndarray:
+    """Encoded bytes -> (H, W, C) uint8. `formats` (Pillow names, e.g. ("PNG",)) restricts
+    what is tried: the server decodes only the format a request names; None: any."""
     if not data:
         raise ImageError(f"{what}: empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=formats)
             check_size(img.width, img.height, max_pixels, what)
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -59,12 +61,49 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = 
         size = _png_header_size(data)
         if size is not None:
             check_size(*size, max_pixels, what)  # Pillow refuses 0-sized PNGs without saying why
+        if formats:
+            raise ImageError(f"{what}: not an image in the format named ({'/'.join(formats)}), or a corrupt one") from None
         raise ImageError(f"{what}: not an image in a format Pillow reads (PNG, JPEG, WebP, TIFF, BMP, ...)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{what}: refused as a decompression bomb ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageTooLarge(f"{what}: refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         raise ImageError(f"{what}: corrupt or truncated image ({e})") from None
     return to_buffer(img, what)
+
+
+def probe(data: bytes, fmt: str) -> tuple[int, int, int] | None:
+    """(width, height, channels) from the first bytes of a `fmt` file (after EXIF
+    orientation), without decoding a pixel; None when those bytes do not tell yet.
+    Raises ImageError when they cannot begin a `fmt` file."""
+    magic = {"PNG": (b"\x89PNG",), "JPEG": (b"\xff\xd8",), "TIFF": (b"II*\x00", b"MM\x00*"), "WEBP": (b"RIFF",)}
+    if len(data) >= 4 and not data.startswith(magic[fmt]):
+        raise ImageError(f"not a {fmt} file (it begins with {data[:4]!r})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data), formats=(fmt,))
+            width, height = img.size
+            try:
+                if img.getexif().get(0x0112) in (5, 6, 7, 8):
+                    width, height = height, width
+            except Exception:  # EXIF not readable yet: the size check is the same either way
+                pass
+            return width, height, channels_of(img.mode, "transparency" in img.info)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageTooLarge(f"refused as a decompression bomb ({e})") from None
+    except Exception:  # noqa: BLE001 - any failure on partial bytes means "not yet"
+        return None
+
+
+def channels_of(mode: str, transparency: bool = False) -> int:
+    """How many channels to_buffer gives for a PIL mode."""
+    if mode in ("P", "PA"):
+        return 4 if transparency or mode == "PA" else 3
+    if mode in ("1", "L", "F") or mode.startswith("I"):
+        return 1
+    if mode == "LA":
+        return 2
+    return 4 if "A" in mode else 3
 
 
 def _png_header_size(data: bytes) -> tuple[int, int] | None:
@@ -90,11 +129,14 @@ def to_buffer(img: Image.Image, what: str = "image") -> np.ndarray:
     if mode == "P" or mode == "PA":
         img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
     elif mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return (np.clip(arr / top, 0, 1) * 255).round().astype(np.uint8)[:, :, None]
+        # Integer arithmetic, no float copies: a 64 MP 16-bit image stays at 2-4 bytes a pixel.
+        arr = np.asarray(img)
+        if mode.startswith("I;16") or int(arr.max(initial=0)) > 255:
+            arr = np.clip(arr, 0, 65535).astype(np.uint32, copy=False)
+            return ((arr * 255 + 32767) // 65535).astype(np.uint8)[:, :, None]
+        return np.clip(arr, 0, 255).astype(np.uint8)[:, :, None]
     elif mode == "F":
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32))
         return (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)[:, :, None]
     elif mode == "1":
         img = img.convert("L")

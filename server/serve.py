@@ -1,9 +1,13 @@
 """`style-transfer serve`: the gRPC server around the servicer.
 
-Health (grpc.health.v1) says SERVING only once VGG19 is loaded; reflection lets
-grpcurl list the API. On a non-loopback address a bearer token (or --insecure)
-is required. SIGTERM/SIGINT: NOT_SERVING, new calls refused, running jobs get
-a grace period, then are stopped with UNAVAILABLE; exit 0.
+Health (grpc.health.v1) says SERVING only once VGG19 is loaded; reflection (v1 and
+v1alpha) lets grpcurl list the API. On a non-loopback address a bearer token (or
+--insecure) is required; with a token, everything but health needs it. No client
+can hold the server: Stylize calls and reflection streams have their own bounded
+slots, so health and GetInfo always find a free thread; uploads are bounded in time,
+rate and bytes (upload.py); idle connections are closed. SIGTERM/SIGINT:
+NOT_SERVING, new jobs refused, running jobs get a grace period, then are stopped
+with UNAVAILABLE; exit 0. A second signal exits at once.
 """
 
 from __future__ import annotations
@@ -11,24 +15,30 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
 from styletransfer.v1 import style_transfer_pb2 as pb
-from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 
 from .errors import UsageError
-from .service import Limits, Model, StyleTransferService
+from .limits import Limits
+from .service import Model, StyleTransferService, add_to_server
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name  # "styletransfer.v1.StyleTransfer"
+HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
+REFLECTION_SECONDS = 60.0  # a reflection stream is ended after this long
 log = logging.getLogger("styleserver")
 
 
@@ -36,27 +46,86 @@ class ConfigError(UsageError):
     """A server option that cannot work; the message says which and why."""
 
 
+def _replace_behavior(handler, behavior):
+    """The same kind of handler with another behavior (and the same (de)serializers)."""
+    make = {
+        (False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler,
+    }[(handler.request_streaming, handler.response_streaming)]
+    return make(behavior, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+
 class TokenAuth(grpc.ServerInterceptor):
-    """`authorization: Bearer <token>` on every StyleTransfer call. Health and
-    reflection stay open, so probes and grpcurl work without the secret."""
+    """`authorization: Bearer <token>` (the scheme in any case, RFC 7235) on every call
+    but health, so that probes work without the secret; reflection needs it too."""
 
     def __init__(self, token: str):
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+
+    def authorized(self, metadata) -> bool:
+        given = dict(metadata or ()).get("authorization", "")
+        scheme, _, credentials = given.strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self._expected)
 
     def intercept_service(self, continuation, details):
+        if details.method.startswith(HEALTH_PREFIX) or self.authorized(details.invocation_metadata):
+            return continuation(details)
         handler = continuation(details)
-        if handler is None or not details.method.startswith(f"/{SERVICE_NAME}/"):
-            return handler
-        given = dict(details.invocation_metadata).get("authorization", "")
-        if hmac.compare_digest(given.encode(), self._expected):
-            return handler
+        if handler is None:
+            return None
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong token (authorization: Bearer ...)")
 
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(deny)
-        return grpc.unary_unary_rpc_method_handler(deny)
+        return _replace_behavior(handler, deny)
+
+
+class ReflectionGate(grpc.ServerInterceptor):
+    """At most `slots` reflection streams at once, each at most `seconds` long: idle
+    streams cannot take the threads that other calls need."""
+
+    def __init__(self, slots: int, seconds: float = REFLECTION_SECONDS):
+        self._slots = threading.BoundedSemaphore(slots)
+        self._count = slots
+        self._seconds = seconds
+
+    def intercept_service(self, continuation, details):
+        handler = continuation(details)
+        if handler is None or not details.method.startswith(REFLECTION_PREFIXES) or not handler.request_streaming:
+            return handler
+        inner = handler.stream_stream
+
+        def gated(request_iterator, context):
+            if not self._slots.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"the server is busy: {self._count} reflection streams at once")
+            timer = threading.Timer(self._seconds, context.cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                yield from inner(request_iterator, context)
+            except grpc.RpcError:
+                return  # the client went away, or the stream ran out of time
+            finally:
+                timer.cancel()
+                self._slots.release()
+
+        return _replace_behavior(handler, gated)
+
+
+class _OneLine(logging.Filter):
+    """gRPC logs a traceback for every request it cannot deserialize (health,
+    reflection); a client's garbage is worth one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg, record.args = f"{record.getMessage()} ({record.exc_info[1]!r})", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("grpc._common").addFilter(_OneLine())
 
 
 @dataclass
@@ -72,14 +141,23 @@ class Running:
             self.health.set(name, status)
 
     def shutdown(self, grace: float) -> None:
-        """Stop taking work, give running jobs `grace` seconds, then stop them."""
+        """Stop taking work, give running jobs `grace` seconds, then stop them. During
+        the grace period the server still answers: health says NOT_SERVING, new jobs
+        get UNAVAILABLE."""
         self.set_serving(False)
         self.service.shutting_down.set()
         self.service.scheduler.close()
-        timer = threading.Timer(max(0.0, grace - 0.5), self.service.scheduler.cancel_running)
-        timer.start()
-        self.server.stop(grace).wait()
-        timer.cancel()
+        end = time.monotonic() + max(0.0, grace - 0.5)
+        while self.service.scheduler.depth[0] and time.monotonic() < end:
+            time.sleep(0.05)
+        self.service.scheduler.cancel_running()
+        end = time.monotonic() + 10  # the running job stops within one step
+        while self.service.scheduler.depth[0] and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.1 if grace else 0)  # let its UNAVAILABLE reach the client
+        stopped = self.server.stop(0.5)
+        while not stopped.wait(0.5):
+            pass
 
 
 def is_loopback(host: str) -> bool:
@@ -96,34 +174,48 @@ def start(
     host: str = "127.0.0.1",
     port: int = 50051,
     device: str = "auto",
-    max_pixels: int = 64_000_000,
-    max_queue: int = 8,
+    max_pixels: int | None = None,
+    max_queue: int | None = None,
     token: str | None = None,
     insecure: bool = False,
     tls: tuple[bytes, bytes] | None = None,
+    limits: Limits | None = None,
 ) -> Running:
-    """Start serving (health NOT_SERVING until the model is set). port 0 = any free port."""
+    """Start serving (health NOT_SERVING until the model is set). port 0 = any free port.
+    `limits` (default: Limits()) with max_pixels/max_queue, when given, on top."""
     if not is_loopback(host) and not token and not insecure:
         raise ConfigError(
             f"--host {host} is reachable from the network: give --token-file FILE "
             "(clients send 'authorization: Bearer TOKEN'), or --insecure to serve without one"
         )
-    limits = Limits(max_pixels=max_pixels, max_queue=max_queue)
+    limits = limits or Limits()
+    if max_pixels is not None:
+        limits = replace(limits, max_pixels=max_pixels)
+    if max_queue is not None:
+        limits = replace(limits, max_queue=max_queue)
     service = StyleTransferService(model, limits, device)
+    interceptors = ([TokenAuth(token)] if token else []) + [ReflectionGate(limits.reflection_calls)]
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_queue + 8),
-        interceptors=[TokenAuth(token)] if token else [],
+        futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc-worker"),
+        interceptors=interceptors,
+        # Beyond this many calls at once (running or waiting for a thread) gRPC answers
+        # RESOURCE_EXHAUSTED by itself; the bounded slots above keep threads free well before.
+        maximum_concurrent_rpcs=limits.workers * 4,
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),
+            ("grpc.max_connection_idle_ms", int(limits.idle_seconds * 1000)),
+            ("grpc.keepalive_time_ms", 60_000),  # ping idle transports, drop dead ones
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.server_handshake_timeout_ms", 10_000),  # a connection that never speaks HTTP/2
+            ("grpc.max_concurrent_streams", 64),  # per connection
+            ("grpc.http2.max_pings_without_data", 0),
         ],
     )
-    pb_grpc.add_StyleTransferServicer_to_server(service, server)
+    add_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
-    )
+    _add_reflection(server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         if tls:
@@ -138,6 +230,21 @@ def start(
     running = Running(server, bound, service, health_servicer)
     running.set_serving(False)
     return running
+
+
+def _add_reflection(server: grpc.Server) -> None:
+    """grpc.reflection.v1alpha (grpcio-reflection's) and v1, the same messages under the
+    v1 name (the installed grpcio-reflection serves only v1alpha)."""
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    servicer = reflection.ReflectionServicer(names)
+    for package in ("grpc.reflection.v1alpha", "grpc.reflection.v1"):
+        handler = grpc.stream_stream_rpc_method_handler(
+            servicer.ServerReflectionInfo,
+            request_deserializer=reflection_pb.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb.ServerReflectionResponse.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(f"{package}.ServerReflection", {"ServerReflectionInfo": handler}),))
 
 
 def load_model(model: Model, weights_path: str | None, device_name: str, download: bool) -> None:
@@ -168,11 +275,25 @@ def run(args) -> int:
             raise ConfigError("TLS needs both --tls-cert and --tls-key")
         tls = (_read_secret(args.tls_cert, "--tls-cert").encode(), _read_secret(args.tls_key, "--tls-key").encode())
     model = Model()
-    running = start(model, args.host, args.port, args.device, args.max_pixels, args.max_queue, token,
-                    args.insecure, tls)
+    limits = Limits(
+        max_pixels=args.max_pixels, max_queue=args.max_queue, max_styles=args.max_styles,
+        max_request_bytes=args.max_request_bytes, upload_seconds=args.upload_seconds,
+        min_upload_rate=args.min_upload_rate, max_work_pixels=args.max_work_pixels, max_job_bytes=args.max_job_bytes,
+        max_calls=args.max_calls, idle_seconds=args.idle_seconds,
+    )
+    running = start(model, args.host, args.port, args.device, token=token, insecure=args.insecure, tls=tls,
+                    limits=limits)
     stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set():  # the second one: no more waiting
+            log.info("second %s: exiting now", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(128 + signum)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     print(f"listening on {args.host}:{running.port}", flush=True)
     try:
         load_model(model, args.weights, args.device, not args.no_download)

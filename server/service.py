@@ -1,5 +1,6 @@
 """The StyleTransfer servicer: reads a job, waits for the device, streams the
-engine's events. Thin on purpose: conversions live in convert.py, queueing in
+engine's events. Thin on purpose: what is accepted is decided in admission.py,
+the upload is read by upload.py, conversions live in convert.py, queueing in
 scheduler.py, the method in stylecore."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import grpc
 
@@ -18,19 +18,16 @@ from stylecore.engine import Diverged
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 
-from . import __version__, convert
+from . import __version__, admission, convert
+from .admission import Dims, Refused
 from .imageio import ImageError, ImageTooLarge
+from .limits import Limits
 from .scheduler import Abandoned, QueueFull, Scheduler, ShuttingDown
+from .upload import ClientGone, Upload
 
 log = logging.getLogger("styleserver")
 
-
-@dataclass(frozen=True)
-class Limits:
-    max_pixels: int
-    max_queue: int
-    chunk_bytes: int = convert.CHUNK_BYTES
-    max_message_bytes: int = 4 * convert.CHUNK_BYTES
+__all__ = ["Limits", "Model", "StyleTransferService", "add_to_server"]
 
 
 class Model:
@@ -49,6 +46,16 @@ class Model:
         self.ready.set()
 
 
+class _Record:
+    """What the job's log line says: sizes, preset, outcome and why."""
+
+    def __init__(self):
+        self.sizes, self.preset, self.outcome, self.reason = "?", "?", "failed", ""
+
+    def set(self, outcome: str, reason: str = "") -> None:
+        self.outcome, self.reason = outcome, reason
+
+
 class StyleTransferService(pb_grpc.StyleTransferServicer):
     def __init__(self, model: Model, limits: Limits, device: str):
         self.model = model
@@ -56,17 +63,22 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         self.device = device
         self.scheduler = Scheduler(limits.max_queue)
         self.shutting_down = threading.Event()
+        self._calls = threading.BoundedSemaphore(limits.calls)
+        self._decoding = threading.Semaphore(1)  # one decode at a time bounds its memory
+        self._in_flight = 0  # announced bytes of the uploads being received
+        self._in_flight_lock = threading.Lock()
 
     # --- GetInfo ---------------------------------------------------------------------
 
     def GetInfo(self, request, context):
         from stylecore.params import PRESETS
 
+        if isinstance(request, convert.Malformed):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a GetInfoRequest ({request.error})")
         return pb.Info(
             server_version=__version__, device=self.model.device, dtype=self.model.dtype,
             model=self.model.name, model_sha256=self.model.sha256, model_verified=self.model.verified,
-            limits=pb.Limits(max_pixels=self.limits.max_pixels, max_message_bytes=self.limits.max_message_bytes,
-                             chunk_bytes=self.limits.chunk_bytes, max_queue=self.limits.max_queue),
+            limits=convert.limits_to_proto(self.limits),
             presets=[pb.Preset(name=n, params=convert.params_to_proto(p)) for n, p in PRESETS.items()],
         )
 
@@ -75,91 +87,133 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
     def Stylize(self, request_iterator, context) -> Iterator[pb.StylizeEvent]:
         job = uuid.uuid4().hex[:8]
         t0 = time.monotonic()
-        sizes, preset, outcome = "?", "?", "failed"
+        record = _Record()
+        if not self._calls.acquire(blocking=False):
+            record.set("refused", "too many calls")
+            log.info("job %s refused: %d Stylize calls at once (max_calls)", job, self.limits.calls)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the server is busy: {self.limits.calls} Stylize calls at once (max_calls)")
+        upload = None
         try:
+            if self.shutting_down.is_set():
+                raise ShuttingDown()
             if not self.model.ready.is_set():
+                record.set("refused", "model loading")
                 context.abort(grpc.StatusCode.UNAVAILABLE, "the server is still loading VGG19; try again shortly")
-            header, images = self._receive(request_iterator)
-            params = convert.params_from_proto(header.preset, header.params).replace(device=self.device)
-            preset = header.preset or "default"
-            sizes = " ".join(f"{a.shape[1]}x{a.shape[0]}x{a.shape[2]}" for a in images)
-            ticket = self.scheduler.enter()
+            upload = Upload(request_iterator, self.limits, t0, context.is_active)
+            header = upload.header()
+            record.preset = header.preset or "default"
+            plan = admission.check(header, self.limits)  # before any image byte is taken
+            reserved = self._reserve(sum(m.size_bytes for m in plan.metas))
             try:
-                for queued in self.scheduler.wait_turn(ticket, context.is_active):
-                    yield convert.event_to_proto(queued)
-
-                def cancel() -> bool:  # checked by the engine between steps
-                    return ticket.cancel.is_set() or not context.is_active()
-
-                events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every)
-                for event in events:
-                    if isinstance(event, Result):
-                        yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
-                    else:
-                        yield convert.event_to_proto(
-                            event, job, self.model.name, self.model.verified, header.preview_max_side
-                        )
-                outcome = "done"
+                data = upload.images(header, plan)
             finally:
-                self.scheduler.release(ticket)
-        except (ParamError, ImageError, ValueError) as e:
-            outcome = "invalid"
-            too_large = isinstance(e, ImageTooLarge)
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED if too_large else grpc.StatusCode.INVALID_ARGUMENT
-            context.abort(code, str(e))
+                self._release(reserved)
+            with self._decoding:
+                images = [convert.image_from_bytes(m, d, self.limits.max_pixels, n)
+                          for m, d, n in zip(plan.metas, data, plan.names)]
+            del data
+            record.sizes = " ".join(f"{a.shape[1]}x{a.shape[0]}x{a.shape[2]}" for a in images)
+            admission.check(header, self.limits, [Dims(a.shape[1], a.shape[0], a.shape[2]) for a in images])
+            params = plan.params.replace(device=self.device)
+            yield from self._run(job, header, params, images, context, record)
+        except GeneratorExit:  # gRPC stopped reading the events: the client went away
+            record.set("cancelled by client", f"while {record.outcome}" if record.outcome in ("queued", "running")
+                       else "while streaming events")
+            raise
+        except ClientGone:
+            record.set("cancelled by client", "during upload")
+        except Refused as e:
+            record.set("refused", str(e))
+            self._abort(context, getattr(grpc.StatusCode, e.status), str(e))
+        except (ImageError, ParamError, ValueError) as e:
+            record.set("refused", str(e))
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(e, ImageTooLarge) else \
+                grpc.StatusCode.INVALID_ARGUMENT
+            self._abort(context, code, str(e))
         except QueueFull as e:
-            outcome = "queue full"
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server is busy: {e}")
+            record.set("refused", f"queue full: {e}")
+            self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server is busy: {e}")
         except (Abandoned, Cancelled):
             if self.shutting_down.is_set():
-                outcome = "ended by shutdown"
-                context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; the job was stopped")
-            outcome = "cancelled by client"
+                record.set("ended by shutdown")
+                self._abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down; the job was stopped")
+            record.set("cancelled by client", "while queued" if record.outcome == "queued" else "while running")
         except ShuttingDown:
-            outcome = "refused: shutting down"
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            record.set("refused", "shutting down")
+            self._abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         except Diverged as e:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            record.set("failed", str(e))
+            self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        except MemoryError:
+            record.set("failed", "out of memory")
+            self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "the server ran out of memory for this job")
+        except Exception as e:
+            if not context.is_active():  # a call cancelled under us shows up as whatever it broke
+                record.set("cancelled by client", type(e).__name__)
+                return
+            if record.outcome == "failed" and not record.reason:
+                record.set("failed", f"{type(e).__name__}: {e}")
+            raise
         finally:
-            log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s",
-                     job, sizes, preset, self.model.device, time.monotonic() - t0, outcome)
+            if upload is not None:
+                upload.close()
+            self._calls.release()
+            reason = f" reason={record.reason!r}" if record.reason else ""
+            log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s%s", job, record.sizes,
+                     record.preset, self.model.device, time.monotonic() - t0, record.outcome, reason)
 
-    def _receive(self, request_iterator) -> tuple[pb.Header, list]:
-        """The header, then every image complete and decoded. Raises ImageError/ValueError
-        (INVALID_ARGUMENT) or ImageTooLarge (RESOURCE_EXHAUSTED)."""
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("part") != "header":
-            raise ImageError("header: the first message must be the header")
-        header = first.header
-        if not header.styles:
-            raise ImageError("header.styles: at least one style image is needed")
-        metas = [header.content, *header.styles]
-        names = ["content"] + [f"styles[{i}]" for i in range(len(header.styles))]
-        for meta, name in zip(metas, names):
-            convert.check_meta(meta, self.limits.max_pixels, name)
-        buffers = [bytearray() for _ in metas]
-        current = 0  # the image being received; images arrive whole, one after the other
-        for message in request_iterator:
-            if message.WhichOneof("part") != "chunk":
-                raise ImageError("header: sent twice")
-            chunk = message.chunk
-            while current < len(metas) and len(buffers[current]) == metas[current].size_bytes:
-                current += 1
-            if current == len(metas):
-                raise ImageError(f"chunk: image {chunk.image} at offset {chunk.offset} is beyond what the header announced")
-            if chunk.image == current + 1 and chunk.offset == 0 and buffers[current]:
-                got, want = len(buffers[current]), metas[current].size_bytes
-                raise ImageError(f"{names[current]}: truncated: got {got} of {want} bytes before the next image began")
-            if (chunk.image, chunk.offset) != (current, len(buffers[current])):
-                raise ImageError(
-                    f"chunk: out of order: got image {chunk.image} at offset {chunk.offset}, "
-                    f"expected image {current} at offset {len(buffers[current])}"
-                )
-            if len(buffers[current]) + len(chunk.data) > metas[current].size_bytes:
-                raise ImageError(f"{names[current]}: more bytes than size_bytes = {metas[current].size_bytes}")
-            buffers[current] += chunk.data
-        for meta, name, data in zip(metas, names, buffers):
-            if len(data) != meta.size_bytes:
-                raise ImageError(f"{name}: truncated: got {len(data)} of {meta.size_bytes} bytes")
-        return header, [convert.image_from_bytes(m, bytes(d), self.limits.max_pixels, n)
-                        for m, n, d in zip(metas, names, buffers)]
+    def _run(self, job, header, params, images, context, record) -> Iterator[pb.StylizeEvent]:
+        ticket = self.scheduler.enter()
+        try:
+            record.outcome = "queued"
+            for queued in self.scheduler.wait_turn(ticket, context.is_active):
+                yield convert.event_to_proto(queued)
+            record.outcome = "running"
+
+            def cancel() -> bool:  # checked by the engine between steps
+                return ticket.cancel.is_set() or not context.is_active()
+
+            events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every)
+            for event in events:
+                if isinstance(event, Result):
+                    yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
+                else:
+                    yield convert.event_to_proto(
+                        event, job, self.model.name, self.model.verified, header.preview_max_side
+                    )
+            record.set("done")
+        finally:
+            self.scheduler.release(ticket)
+
+    def _reserve(self, n: int) -> int:
+        with self._in_flight_lock:
+            if self._in_flight + n > self.limits.bytes_in_flight:
+                raise QueueFull(f"{self._in_flight:,} bytes of other uploads are being received; "
+                                f"{n:,} more would pass {self.limits.bytes_in_flight:,}")
+            self._in_flight += n
+            return n
+
+    def _release(self, n: int) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= n
+
+    @staticmethod
+    def _abort(context, code: grpc.StatusCode, details: str) -> None:
+        if context.is_active():
+            context.abort(code, details)
+
+
+def add_to_server(service: StyleTransferService, server: grpc.Server) -> None:
+    """Register the servicer with deserializers that turn a malformed message into
+    convert.Malformed (answered INVALID_ARGUMENT) instead of gRPC's INTERNAL."""
+    handlers = {
+        "Stylize": grpc.stream_stream_rpc_method_handler(
+            service.Stylize, request_deserializer=convert.request_from_bytes,
+            response_serializer=pb.StylizeEvent.SerializeToString),
+        "GetInfo": grpc.unary_unary_rpc_method_handler(
+            service.GetInfo, request_deserializer=convert.info_request_from_bytes,
+            response_serializer=pb.Info.SerializeToString),
+    }
+    name = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))

@@ -255,16 +255,30 @@ class Info(_message.Message):
     def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_verified: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_pixels", "max_message_bytes", "chunk_bytes", "max_queue")
+    __slots__ = ("max_pixels", "max_message_bytes", "chunk_bytes", "max_queue", "max_request_bytes", "max_styles", "upload_seconds", "min_upload_bytes_per_second", "max_work_pixels", "max_job_bytes", "max_calls")
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STYLES_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_UPLOAD_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORK_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOB_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CALLS_FIELD_NUMBER: _ClassVar[int]
     max_pixels: int
     max_message_bytes: int
     chunk_bytes: int
     max_queue: int
-    def __init__(self, max_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ...) -> None: ...
+    max_request_bytes: int
+    max_styles: int
+    upload_seconds: float
+    min_upload_bytes_per_second: int
+    max_work_pixels: int
+    max_job_bytes: int
+    max_calls: int
+    def __init__(self, max_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., max_queue: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_styles: _Optional[int] = ..., upload_seconds: _Optional[float] = ..., min_upload_bytes_per_second: _Optional[int] = ..., max_work_pixels: _Optional[int] = ..., max_job_bytes: _Optional[int] = ..., max_calls: _Optional[int] = ...) -> None: ...
 
 class Preset(_message.Message):
     __slots__ = ("name", "params")

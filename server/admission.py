@@ -1,0 +1,184 @@
+"""Validate before spending: a whole Stylize header checked against the server's
+Limits, before any image byte is read.
+
+`check` is a pure function. From the header alone (and, for encoded files, the
+sizes read from each file's header as soon as its first bytes arrive) it computes
+every working size the engine would use: the content at each pyramid level and
+every style image at `style_scale` at each level, and the job's memory estimate.
+Problems raise `Invalid` (INVALID_ARGUMENT) or `TooLarge` (RESOURCE_EXHAUSTED),
+naming the field in proto-path form (`header.params.style_scale`,
+`header.styles[1].width`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stylecore.images import MIN_SIDE, work_size
+from stylecore.params import ParamError, StyleParams
+from styletransfer.v1 import style_transfer_pb2 as pb
+
+from . import convert
+from .limits import GRAM_BYTES, INPUT_BYTES_PER_PIXEL, OPT_BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL, Limits
+
+
+class Refused(Exception):
+    """A request the server will not run. `field` is the proto path of the culprit."""
+
+    status = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Invalid(Refused):
+    status = "INVALID_ARGUMENT"
+
+
+class TooLarge(Refused):
+    status = "RESOURCE_EXHAUSTED"
+
+
+@dataclass(frozen=True)
+class Dims:
+    """An image's size: declared (RAW, or an encoded file's optional width/height) or
+    read from its file header. channels 0: not known yet."""
+
+    width: int
+    height: int
+    channels: int = 0
+
+
+@dataclass(frozen=True)
+class Plan:
+    params: StyleParams
+    names: tuple[str, ...]  # "header.content", "header.styles[0]", ...
+    metas: tuple[pb.ImageMeta, ...]
+    levels: tuple[tuple[int, int], ...]  # content (h, w) per pyramid level; empty while its size is unknown
+    estimate_bytes: int  # the job's memory estimate over what is known so far
+
+
+def image_names(header: pb.Header) -> tuple[str, ...]:
+    return ("header.content", *(f"header.styles[{i}]" for i in range(len(header.styles))))
+
+
+def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None = None) -> Plan:
+    """The job the header describes, or Invalid/TooLarge. `dims`: per image (content
+    first), sizes known from file headers; RAW sizes come from the header itself."""
+    try:
+        params = convert.params_from_proto(header.preset, header.params)
+    except ParamError as e:
+        where = "header.preset" if e.field == "preset" else f"header.params.{e.field}"
+        raise Invalid(where, str(e).split(": ", 1)[1]) from None
+    if header.result_format not in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW, *convert.FORMATS):
+        raise Invalid("header.result_format", f"unknown image format {header.result_format}")
+    if header.preview_max_side > 4096:
+        raise Invalid("header.preview_max_side", f"must be at most 4096, got {header.preview_max_side}")
+    if not header.styles:
+        raise Invalid("header.styles", "at least one style image is needed")
+    if len(header.styles) > limits.max_styles:
+        raise TooLarge("header.styles", f"{len(header.styles)} style images; this server takes at most "
+                                         f"{limits.max_styles} (max_styles)")
+    try:
+        params.blend_weights(len(header.styles))
+    except ParamError as e:
+        raise Invalid(f"header.params.{e.field}", str(e).split(": ", 1)[1]) from None
+
+    names = image_names(header)
+    metas = (header.content, *header.styles)
+    known = list(dims) if dims is not None else [None] * len(metas)
+    total = 0
+    for i, (meta, name) in enumerate(zip(metas, names)):
+        declared = _check_meta(meta, name, limits)
+        if known[i] is None:
+            known[i] = declared
+        elif declared is not None and (declared.width, declared.height) != (known[i].width, known[i].height):
+            raise Invalid(f"{name}.width", f"the header says {declared.width}x{declared.height}, the file is "
+                                           f"{known[i].width}x{known[i].height}")
+        if known[i] is not None:
+            _check_pixels(known[i], name, limits)
+        total += meta.size_bytes
+    if total > limits.request_bytes:
+        raise TooLarge("header", f"the images total {total:,} bytes, more than this server accepts in one "
+                                 f"request ({limits.request_bytes:,}, max_request_bytes)")
+
+    content = known[0]
+    if content is not None and content.channels in (2, 4) and header.result_format == pb.IMAGE_FORMAT_JPEG:
+        raise Invalid("header.result_format", "JPEG cannot store the content's alpha channel; "
+                                              "ask for PNG, WebP, TIFF or RAW")
+    levels: list[tuple[int, int]] = []
+    estimate = sum(d.width * d.height * INPUT_BYTES_PER_PIXEL for d in known if d is not None)
+    estimate += len(header.styles) * GRAM_BYTES * len(params.scale_sizes())
+    if content is not None:
+        for side in params.scale_sizes():
+            level = work_size(content.height, content.width, side)
+            if level[0] * level[1] > limits.max_work_pixels:
+                raise TooLarge("header.params.size", f"the content would be worked at {level[1]}x{level[0]} = "
+                                                     f"{level[0] * level[1]:,} pixels, more than max_work_pixels "
+                                                     f"{limits.max_work_pixels:,}")
+            levels.append(level)
+        top = levels[-1]
+        estimate += top[0] * top[1] * OPT_BYTES_PER_PIXEL
+        largest_style = 0
+        for j, style in enumerate(known[1:]):
+            if style is None:
+                continue
+            for level in levels:
+                h, w = style_work_size(style, level, params.style_scale)
+                if h * w > limits.max_work_pixels:
+                    field = "header.params.style_scale" if params.style_scale else "header.params.size"
+                    raise TooLarge(field, f"style image {j} would be worked at {w}x{h} = {h * w:,} pixels, "
+                                          f"more than max_work_pixels {limits.max_work_pixels:,}")
+                largest_style = max(largest_style, h * w)
+        estimate += largest_style * STYLE_BYTES_PER_PIXEL
+    if estimate > limits.max_job_bytes:
+        raise TooLarge("header.params.size", f"the job needs about {estimate / 2**30:.1f} GiB, more than this "
+                                             f"server's budget of {limits.max_job_bytes / 2**30:.1f} GiB "
+                                             "(max_job_bytes); use a smaller size or fewer styles")
+    return Plan(params, names, metas, tuple(levels), estimate)
+
+
+def style_work_size(style: Dims, level: tuple[int, int], style_scale: float) -> tuple[int, int]:
+    """(h, w) the engine works a style image at for a content level (h, w); the same
+    rule as stylecore.engine._style_size (tests/test_hostile.py checks they agree)."""
+    if style_scale == 0:
+        return level
+    k = max(level) * style_scale / max(style.height, style.width)
+    return max(MIN_SIDE, round(style.height * k)), max(MIN_SIDE, round(style.width * k))
+
+
+def _check_meta(meta: pb.ImageMeta, name: str, limits: Limits) -> Dims | None:
+    """One ImageMeta on its own; returns the size it declares (None: an encoded file
+    that does not say)."""
+    if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
+        if meta.channels not in (1, 2, 3, 4):
+            raise Invalid(f"{name}.channels", f"must be 1 to 4, got {meta.channels}")
+        dims = Dims(meta.width, meta.height, meta.channels)
+        _check_pixels(dims, name, limits)
+        expected = meta.width * meta.height * meta.channels
+        if meta.size_bytes != expected:
+            raise Invalid(f"{name}.size_bytes", f"{meta.size_bytes} does not match width*height*channels = "
+                                                f"{meta.width}*{meta.height}*{meta.channels} = {expected}")
+        return dims
+    if meta.format not in convert.FORMATS:
+        raise Invalid(f"{name}.format", f"unknown image format {meta.format}")
+    if meta.size_bytes == 0:
+        raise Invalid(f"{name}.size_bytes", "an encoded image cannot be empty")
+    if meta.size_bytes > limits.request_bytes:
+        raise TooLarge(f"{name}.size_bytes", f"{meta.size_bytes:,} bytes is more than this server accepts "
+                                             f"({limits.request_bytes:,}, max_request_bytes)")
+    if meta.width or meta.height:
+        dims = Dims(meta.width, meta.height)
+        _check_pixels(dims, name, limits)
+        return dims
+    return None
+
+
+def _check_pixels(dims: Dims, name: str, limits: Limits) -> None:
+    if dims.width <= 0 or dims.height <= 0:
+        raise Invalid(f"{name}.width", f"image has no pixels ({dims.width}x{dims.height})")
+    if dims.width * dims.height > limits.max_pixels:
+        raise TooLarge(f"{name}.width", f"{dims.width}x{dims.height} is {dims.width * dims.height:,} pixels, "
+                                        f"more than the limit of {limits.max_pixels:,} (max_pixels)")

@@ -1,0 +1,68 @@
+"""What one server accepts: every limit in one place, with its default.
+
+`serve` options set them, GetInfo reports them (convert.limits_to_proto), the
+admission check (admission.py) and the upload reader (upload.py) enforce them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .imageio import DEFAULT_MAX_PIXELS
+
+CHUNK_BYTES = 1 << 20  # 1 MiB: well under gRPC's default 4 MiB message limit
+MiB, GiB = 1 << 20, 1 << 30
+
+# The memory model of one job, from measurements on CPU with fp32 (README, "Server"):
+# every pixel of the image being optimized costs about 2.4 KB at its largest level
+# (VGG19 activations kept for the backward pass, L-BFGS history); the style images
+# only go forward once per level (about 0.8 KB per pixel, freed after their Gram
+# matrices are taken, so the largest one counts); each style keeps its Gram targets
+# (about 2.3 MB per level); every input costs its decoded bytes plus float copies.
+OPT_BYTES_PER_PIXEL = 2400
+STYLE_BYTES_PER_PIXEL = 800
+GRAM_BYTES = 2_400_000
+INPUT_BYTES_PER_PIXEL = 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = DEFAULT_MAX_PIXELS  # per input image
+    max_queue: int = 8  # jobs waiting beyond the running one
+    max_styles: int = 8
+    max_request_bytes: int | None = None  # None: max_pixels * 4 (one RGBA image at the limit) + 64 MiB
+    upload_seconds: float = 120.0  # from the call's start to the client's half-close
+    min_upload_rate: int = 256 * 1024  # bytes per second, averaged, checked after the first second
+    max_work_pixels: int = 1024 * 1024  # the `high` preset's 1024x1024
+    max_job_bytes: int = 4 * GiB
+    # Stylize calls at once (uploading, queued or running). A call costs two blocked
+    # threads and nothing else until its bytes arrive, and a stalled upload is ended
+    # after about a second (min_upload_rate), so this can be generous: it is what lets
+    # a real job through while a hundred stalled uploads are being cut off.
+    max_calls: int = 128
+    upload_bytes_in_flight: int | None = None  # announced bytes of all uploads at once; None: 2 x request_bytes
+    reflection_calls: int = 4  # concurrent reflection streams
+    idle_seconds: float = 300.0  # a connection without calls is closed after this long
+    chunk_bytes: int = CHUNK_BYTES
+    max_message_bytes: int = 4 * CHUNK_BYTES
+
+    @property
+    def request_bytes(self) -> int:
+        return self.max_request_bytes if self.max_request_bytes is not None else self.max_pixels * 4 + 64 * MiB
+
+    @property
+    def calls(self) -> int:
+        return self.max_calls
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self.upload_bytes_in_flight if self.upload_bytes_in_flight is not None else 2 * self.request_bytes
+
+    @property
+    def reserved_workers(self) -> int:
+        """Threads kept for short calls (health, GetInfo, refusals) beyond the bounded long ones."""
+        return 8
+
+    @property
+    def workers(self) -> int:
+        return self.calls + self.reflection_calls + self.reserved_workers
