@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stylecore.images import MIN_SIDE, work_size
+from stylecore import sizes
 from stylecore.params import ParamError, StyleParams
 from styletransfer.v1 import style_transfer_pb2 as pb
 
@@ -112,8 +112,7 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
     estimate = sum(d.width * d.height * INPUT_BYTES_PER_PIXEL for d in known if d is not None)
     estimate += len(header.styles) * GRAM_BYTES * len(params.scale_sizes())
     if content is not None:
-        for side in params.scale_sizes():
-            level = work_size(content.height, content.width, side)
+        for level, _ in sizes.pyramid(content.height, content.width, params):
             if level[0] * level[1] > limits.max_work_pixels:
                 raise TooLarge("header.params.size", f"the content would be worked at {level[1]}x{level[0]} = "
                                                      f"{level[0] * level[1]:,} pixels, more than max_work_pixels "
@@ -126,7 +125,7 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
             if style is None:
                 continue
             for level in levels:
-                h, w = style_work_size(style, level, params.style_scale)
+                h, w = sizes.style_size(style.height, style.width, level, params.style_scale)
                 if h * w > limits.max_work_pixels:
                     field = "header.params.style_scale" if params.style_scale else "header.params.size"
                     raise TooLarge(field, f"style image {j} would be worked at {w}x{h} = {h * w:,} pixels, "
@@ -138,15 +137,6 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
                                              f"server's budget of {limits.max_job_bytes / 2**30:.1f} GiB "
                                              "(max_job_bytes); use a smaller size or fewer styles")
     return Plan(params, names, metas, tuple(levels), estimate)
-
-
-def style_work_size(style: Dims, level: tuple[int, int], style_scale: float) -> tuple[int, int]:
-    """(h, w) the engine works a style image at for a content level (h, w); the same
-    rule as stylecore.engine._style_size (tests/test_hostile.py checks they agree)."""
-    if style_scale == 0:
-        return level
-    k = max(level) * style_scale / max(style.height, style.width)
-    return max(MIN_SIDE, round(style.height * k)), max(MIN_SIDE, round(style.width * k))
 
 
 def _check_meta(meta: pb.ImageMeta, name: str, limits: Limits) -> Dims | None:

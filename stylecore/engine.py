@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import images
+from . import images, sizes
 from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, blend_grams, gram_matrix
 from .optimize import Evaluate, ImageOptimizer, autocast
@@ -80,7 +80,7 @@ class Engine:
         return Job(
             params=params, device=device, dtype=resolve_dtype(params.precision, device),
             content=content_img, styles=style_imgs, blend=tuple(params.blend_weights(len(style_imgs))),
-            levels=tuple(_pyramid(content_img, params)),
+            levels=tuple(sizes.pyramid(content_img.height, content_img.width, params)),
         )
 
     def objective(self, job: Job, size: tuple[int, int]) -> Objective:
@@ -92,7 +92,7 @@ class Engine:
             content_target = net(c.contiguous(memory_format=torch.channels_last), [CONTENT_LAYER], params.pooling)
             grams = []
             for style in job.styles:
-                s = _resize_input(style, _style_size(style, size, params.style_scale), params)
+                s = _resize_input(style, sizes.style_size(style.height, style.width, size, params.style_scale), params)
                 if params.preserve_colors == "match":
                     s = images.match_colors(s, _resize_input(job.content, size, params))
                 s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
@@ -215,38 +215,12 @@ class Engine:
         return images.normalize(rgb).to(device)
 
 
-def _pyramid(content: images.SplitImage, params: StyleParams) -> list[tuple[tuple[int, int], int]]:
-    """[((h, w), steps)] per scale, coarsest first. Levels that come out the same size
-    (a small input) merge into one."""
-    levels: list[tuple[tuple[int, int], int]] = []
-    sides = params.scale_sizes()
-    rule = images.notebook_size if params.resize == "notebook" else images.work_size
-    for i, side in enumerate(sides):
-        size = rule(content.height, content.width, side)
-        steps = params.steps if i == len(sides) - 1 else params.coarse_steps
-        if levels and levels[-1][0] == size:
-            levels.pop()
-        if steps:
-            levels.append((size, steps))
-    return levels
-
-
 def _resize_input(image: images.SplitImage, size: tuple[int, int], params: StyleParams) -> torch.Tensor:
     """An input image at a working size: (1, 3, h, w) in [0, 1], resized the way
     `params.resize` says (the notebook's way is Pillow's bilinear on 8 bits)."""
     if params.resize == "notebook":
         return images.resize_bilinear_8bit(image.rgb, size)
     return images.resize(image.rgb, size)
-
-
-def _style_size(style: images.SplitImage, size: tuple[int, int], style_scale: float) -> tuple[int, int]:
-    """The style image's working size: the content's shape (style_scale 0, the
-    reference notebook), else longest side = style_scale x the content's."""
-    if style_scale == 0:
-        return size
-    longest = max(size) * style_scale
-    k = longest / max(style.height, style.width)
-    return (max(images.MIN_SIDE, round(style.height * k)), max(images.MIN_SIDE, round(style.width * k)))
 
 
 def _to_uint8_rgb(rgb: torch.Tensor) -> np.ndarray:

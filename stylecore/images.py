@@ -17,9 +17,7 @@ from PIL import Image
 from .buffers import check_buffer
 from .vgg import IMAGENET_MEAN, IMAGENET_STD
 
-# VGG19 halves the resolution four times before conv5_1; below 32 px the deepest
-# style layer would be 2x2 or less. Thinner images are stretched to this and back.
-MIN_SIDE = 32
+from .sizes import MIN_SIDE, notebook_size, work_size  # noqa: F401  (re-exported)
 
 # Rec. 601 luma, also GIMP's "luminance" for 8-bit gray conversion.
 _LUMA = (0.299, 0.587, 0.114)
@@ -59,25 +57,6 @@ def merge(rgb: torch.Tensor, like: SplitImage) -> np.ndarray:
     if like.alpha is not None:
         pixels = np.concatenate([pixels, like.alpha[:, :, None]], axis=2)
     return np.ascontiguousarray(pixels)
-
-
-def work_size(height: int, width: int, longest: int) -> tuple[int, int]:
-    """(h, w) with the longest side `longest` (never more than the original's),
-    aspect kept, each side at least MIN_SIDE."""
-    scale = min(longest, max(height, width)) / max(height, width)
-    return max(MIN_SIDE, round(height * scale)), max(MIN_SIDE, round(width * scale))
-
-
-def notebook_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) as the reference notebook's load_image makes it: torchvision's
-    Resize(n) sets the *shorter* side to n (the longer one scaled and truncated to
-    an int), with n = size when the longest side exceeds size, else n = the longest
-    side (so a small image is enlarged). Each side at least MIN_SIDE (our addition)."""
-    n = size if max(height, width) > size else max(height, width)
-    short, long = min(height, width), max(height, width)
-    new_short, new_long = n, int(n * long / short)
-    h, w = (new_long, new_short) if width <= height else (new_short, new_long)
-    return max(MIN_SIDE, h), max(MIN_SIDE, w)
 
 
 def resize_bilinear_8bit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

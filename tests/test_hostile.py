@@ -359,13 +359,17 @@ def test_reflection_v1_and_v1alpha(start_server, version):
     running.shutdown(0)
 
 
-def test_style_work_size_is_the_engines(content):
-    from stylecore import images
-    from stylecore.engine import _style_size
+@pytest.mark.parametrize("preset_name, width, height", [("default", 600, 400), ("seed", 600, 400), ("seed", 90, 60)])
+def test_admission_plans_the_engines_working_sizes(engine, preset_name, width, height):
+    """The server refuses by the sizes the engine will really use (stylecore.sizes)."""
+    from styleserver.limits import Limits
 
-    for (sh, sw), level, scale in [((1, 1), (32, 192), 8.0), ((300, 200), (256, 384), 0.5), ((5, 900), (64, 64), 0)]:
-        style = images.split(np.zeros((sh, sw, 3), np.uint8), "s")
-        assert admission.style_work_size(admission.Dims(sw, sh), level, scale) == _style_size(style, level, scale)
+    from stylecore import preset
+
+    request = pb.Header(preset=preset_name, content=raw_meta(width, height), styles=[raw_meta(50, 70)])
+    plan = admission.check(request, Limits())
+    job = engine.prepare(np.zeros((height, width, 3), np.uint8), [np.zeros((70, 50, 3), np.uint8)], preset(preset_name))
+    assert plan.levels == tuple(size for size, _ in job.levels)
 
 
 # --- shutdown ----------------------------------------------------------------------------------------

@@ -74,6 +74,6 @@ def test_blend_weights_are_normalized_and_counted():
     (10, 12, 400, (32, 32)),  # never below images.MIN_SIDE (not the notebook's rule: ours)
 ])
 def test_notebook_size_is_torchvisions_resize_of_the_notebook(height, width, size, expected):
-    from stylecore.images import notebook_size
+    from stylecore.sizes import notebook_size
 
     assert notebook_size(height, width, size) == expected
