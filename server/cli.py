@@ -31,6 +31,14 @@ EXIT_FAILED = 1  # the job itself failed
 EXIT_CANCELLED = 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake on the command line is one line naming the option
+    (not the whole usage), with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 # --- options from the parameters dataclass --------------------------------------------
 
 
@@ -47,6 +55,20 @@ def _bytes(text: str) -> int:
     return int(value)
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def _float_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
@@ -54,16 +76,31 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-_PARSERS = {"int": int, "float": float, "str": str, "tuple[float, ...]": _float_list}
+_PARSERS = {"int": _int, "float": _float, "str": str, "tuple[float, ...]": _float_list}
+
+
+def _defaults_help(name: str) -> str:
+    """'default: 512; draft: 256, high: 1024, seed: 400': the default preset's value,
+    then the other presets' where they differ."""
+    base = _show(getattr(PRESETS["default"], name))
+    others = [f"{p}: {_show(getattr(v, name))}" for p, v in PRESETS.items()
+              if p != "default" and getattr(v, name) != getattr(PRESETS["default"], name)]
+    return f"default: {base}" + (f"; {', '.join(others)}" if others else "")
 
 
 def add_param_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("engine options (defaults come from --preset)")
-    group.add_argument("--preset", default="default", help=f"starting values: {', '.join(PRESETS)} (default: default)")
+    group = parser.add_argument_group("engine options (their defaults come from --preset; any option overrides it)")
+    group.add_argument("--preset", default="default", metavar="{" + ",".join(PRESETS) + "}",
+                       help="starting values for every option below (default: default; "
+                            "`style-transfer presets` lists them)")
     for f in dataclasses.fields(StyleParams):
+        choices = f.metadata.get("choices")
+        # No argparse `choices`: StyleParams checks them, with the same message as over gRPC.
         group.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_PARSERS[str(f.type)], default=None,
-            metavar=f.name.upper(), help=f.metadata["help"],
+            metavar="{" + ",".join(choices) + "}" if choices else f.name.upper(),
+            help=(f.metadata["help"] if "default:" in f.metadata["help"]
+                  else f"{f.metadata['help']} ({_defaults_help(f.name)})").replace("%", "%%"),
         )
 
 
@@ -78,12 +115,25 @@ def params_from_args(args: argparse.Namespace) -> StyleParams:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    names = [f.name for f in dataclasses.fields(StyleParams)]
-    print(f"{'option':<22}" + "".join(f"{p:>14}" for p in PRESETS))
-    for name in names:
-        cells = "".join(f"{_show(getattr(p, name)):>14}" for p in PRESETS.values())
-        print(f"--{name.replace('_', '-'):<20}{cells}")
+    print(presets_table())
     return 0
+
+
+def presets_table() -> str:
+    """Every option's value in each preset, in columns two spaces apart at least. A row
+    whose value is the same in every preset and too wide for the columns is shown once."""
+    rows = [(f.name, [_show(getattr(p, f.name)) for p in PRESETS.values()]) for f in dataclasses.fields(StyleParams)]
+    width = max(len(name) for name in PRESETS)
+    width = max([width, *(len(c) for _, cells in rows if len(set(cells)) > 1 for c in cells)])
+    first = max(len(name) for name, _ in rows) + 2 + 2  # "--" + name
+    lines = ["option".ljust(first) + "  ".join(p.rjust(width) for p in PRESETS)]
+    for name, cells in rows:
+        head = f"--{name.replace('_', '-')}".ljust(first)
+        if len(set(cells)) == 1 and len(cells[0]) > width:
+            lines.append(f"{head}{cells[0]}  (every preset)")
+        else:
+            lines.append(head + "  ".join(c.rjust(width) for c in cells))
+    return "\n".join(lines)
 
 
 def _show(v: object) -> str:
@@ -92,6 +142,63 @@ def _show(v: object) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+# A scale whose delivered objective ends more than this many times above where the
+# scale started has diverged (each scale is compared with its own start: the style
+# term grows with the image's size). Values below 1 count as 1, so a run that starts
+# at (almost) zero is not flagged for moving a little.
+DIVERGED_FACTOR = 10.0
+
+
+class RunDiverged(UsageError):
+    """The optimization made the image far worse: the parameters do not work (exit 2)."""
+
+
+def _check_not_diverged(p, start: float) -> None:
+    """At the last step of a scale: its delivered total against its first evaluation."""
+    if p.best > DIVERGED_FACTOR * max(start, 1.0):
+        raise RunDiverged(
+            f"diverged: at scale {p.scale}/{p.scales} the objective ended at {p.best:.3g}, "
+            f"{p.best / max(start, 1.0):.2g} times where it started ({start:.3g}); nothing was written. "
+            "Try a smaller --lr, --clamp 1 or --optimizer lbfgs"
+        )
+
+
+def refuse_output_that_is_an_input(output: Path, inputs: Sequence[tuple[str, str]]) -> None:
+    """Writing the result over an input would lose it: refuse the same file under any
+    name (the same path, a symlink, a hard link) before any work."""
+    for role, path in inputs:
+        try:
+            same = output.exists() and os.path.samefile(output, path)
+        except OSError:
+            continue  # a missing input is reported when it is read
+        if same:
+            raise UsageError(f"output {output}: is the {role} image {path}; choose another output file")
+
+
+def _as_output(image, like):
+    """A Preview's image ((h, w, 3) RGB at the current scale's size) in the result's
+    layout: `like`'s size, gray when `like` is gray, `like`'s alpha bit for bit."""
+    import numpy as np
+    from PIL import Image
+
+    h, w, c = like.shape
+    img = Image.fromarray(np.ascontiguousarray(image[:, :, :3]))
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BICUBIC)
+    if c <= 2:
+        img = img.convert("L")  # ITU-R 601 luma, the engine's too
+    pixels = np.asarray(img)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    if c in (2, 4):
+        pixels = np.concatenate([pixels, like[:, :, -1:]], axis=2)
+    return np.ascontiguousarray(pixels)
+
+
+def interrupted_path(output: Path) -> Path:
+    """Where Ctrl-C leaves the best image so far: OUT's name with .interrupted.png."""
+    return output.with_name(f"{output.stem}.interrupted.png")
 
 
 def cmd_stylize(args: argparse.Namespace) -> int:
@@ -103,6 +210,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.max_pixels < 1:
         raise UsageError(f"--max-pixels: must be positive, got {args.max_pixels}")
     output = check_output_path(args.output)
+    refuse_output_that_is_an_input(output, [("content", args.content), *(("style", s) for s in args.styles)])
     content = read_image(args.content, args.max_pixels, "content")
     styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
     if not args.keep_size and params.resize == "longest":
@@ -115,32 +223,61 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise ImageError(f"output {output}: JPEG cannot store the content's transparency; write .png instead")
 
     bar = ProgressBar(quiet=args.quiet)
+    # A Preview every step: the image the run would deliver now, kept for Ctrl-C (cheap
+    # beside a VGG19 pass); only every --save-every-th is written.
     if args.server:
-        events = _remote_events(args, content, styles, params)
+        events, engine_diverged = _remote_events(args, content, styles, params), ()
     else:
-        events = _local_events(args, content, styles, params)
-    from stylecore.events import Preview, Result
+        events, engine_diverged = _local_events(args, content, styles, params)
+    from stylecore.events import Preview, Progress, Result
 
-    for event in events:
-        bar.update(event)
-        if isinstance(event, Preview):
-            write_image(output.with_name(f"{output.stem}.scale{event.scale}.step{event.step:04d}.png"), event.image)
-        elif isinstance(event, Result):
-            write_image(output, event.image)
-            if not args.quiet:
-                print(f"wrote {output} ({event.image.shape[1]}x{event.image.shape[0]})", file=sys.stderr)
+    latest: Preview | None = None
+    start = 0.0  # the first evaluation at the current scale
+    try:
+        for event in events:
+            bar.update(event)
+            if isinstance(event, Progress):
+                start = event.losses.get("total", event.best) if event.step == 1 else start
+                if event.step == event.steps:
+                    _check_not_diverged(event, start)
+            elif isinstance(event, Preview):
+                latest = event
+                if args.save_every and event.step % args.save_every == 0:
+                    write_image(output.with_name(f"{output.stem}.scale{event.scale}.step{event.step:04d}.png"),
+                                event.image)
+            elif isinstance(event, Result):
+                write_image(output, event.image)
+                if not args.quiet:
+                    print(f"wrote {output} ({event.image.shape[1]}x{event.image.shape[0]})", file=sys.stderr)
+    except KeyboardInterrupt:
+        bar.end_line()
+        events.close()  # a remote job is cancelled now, not when the process exits
+        if latest is None:
+            print("style-transfer: interrupted before the first step; nothing was written", file=sys.stderr)
+        else:
+            saved = interrupted_path(output)
+            write_image(saved, _as_output(latest.image, content))
+            print(f"style-transfer: interrupted at scale {latest.scale}, step {latest.step}; wrote the best image "
+                  f"so far to {saved} ({output} was not written)", file=sys.stderr)
+        return EXIT_CANCELLED
+    except engine_diverged as e:
+        raise RunDiverged(f"diverged: {e}; nothing was written") from None
+    finally:
+        bar.end_line()
+        events.close()
     return 0
 
 
 def _local_events(args, content, styles, params):
     from stylecore import Engine
+    from stylecore.engine import Diverged
 
     from .weights import load
 
     weights = load(args.weights, download=not args.no_download)
     if not args.quiet:
         print(f"weights: {weights.describe()}", file=sys.stderr)
-    return Engine(weights.model).run(content, styles, params, preview_every=args.save_every)
+    return Engine(weights.model).run(content, styles, params, preview_every=1), (Diverged,)
 
 
 def _remote_events(args, content, styles, params):
@@ -148,7 +285,7 @@ def _remote_events(args, content, styles, params):
     base = preset(args.preset)
     # --device is the server's business: it runs where it was started.
     return client.stylize(content, styles, params.replace(device=base.device), preset=args.preset,
-                          preview_every=args.save_every, preview_max_side=max(content.shape[:2]))
+                          preview_every=1, preview_max_side=max(content.shape[:2]))
 
 
 def _client(args):
@@ -211,22 +348,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="style-transfer",
         description="Neural style transfer (Gatys et al. 2016, VGG19) for GIMP and the command line.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = sub  # main() lets the subcommand's parser report unknown options
 
-    p = sub.add_parser("stylize", help="stylize an image", description="Stylize CONTENT after one or more STYLE images.")
+    p = sub.add_parser("stylize", help="stylize an image", description="Stylize CONTENT after one or more STYLE images.",
+                       usage="%(prog)s CONTENT STYLE [STYLE ...] -o OUT [options]")
     p.add_argument("content", metavar="CONTENT", help="the photograph (PNG, JPEG, WebP, TIFF, ...)")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); blend them with --style-blend")
     p.add_argument("-o", "--output", required=True, help="result file (.png, .jpg, .webp, .tif)")
     p.add_argument("--weights", help=f"VGG19 weights file (default: ${'{'}STYLE_TRANSFER_WEIGHTS{'}'} or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also write the image every N steps")
+    p.add_argument("--save-every", type=_int, default=0, metavar="N",
+                   help="also write OUT.scaleS.stepNNNN.png every N steps (default: 0, none)")
     p.add_argument("--keep-size", action="store_true", help="output at the content's full size (work at --size, upscale)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse images with more pixels (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("--max-pixels", type=_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _add_client_options(p, required=False)
     add_param_options(p)
@@ -291,7 +431,10 @@ def _add_client_options(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # told by the subcommand's parser, whose --help lists what it takes
+        parser.commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     from .client import RemoteError, ServerUnavailable
     from .weights import WeightsError
 
@@ -301,6 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"style-transfer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except RemoteError as e:
+        if e.code.name == "FAILED_PRECONDITION":  # the server's engine diverged (NaN or infinity)
+            print(f"style-transfer: error: diverged on the server: {e.details}; nothing was written", file=sys.stderr)
+            return EXIT_USAGE
         print(f"style-transfer: the server refused the job: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

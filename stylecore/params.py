@@ -27,9 +27,11 @@ RESIZES = ("longest", "notebook")
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _f(default: Any, help: str) -> Any:
-    """A field with its help text, which the CLI and the gRPC contract's docs show."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A field with its help text, which the CLI and the gRPC contract's docs show, and
+    for a field with a fixed set of values its `choices` (checked on construction; the
+    CLI's --help lists them): `dataclasses.fields(StyleParams)[i].metadata["choices"]`."""
+    return dataclasses.field(default=default, metadata={"help": help, **({"choices": choices} if choices else {})})
 
 
 class ParamError(ValueError):
@@ -51,15 +53,16 @@ class StyleParams:
         "how SIZE applies: longest (the longest side, never enlarged; bicubic) or notebook (the reference "
         "notebook's torchvision Resize(SIZE): the shorter side becomes SIZE, or the longest side's length "
         "when that is at most SIZE; bilinear on the 8-bit image; the style stretched to the content's shape)",
+        RESIZES,
     )
     scales: int = _f(1, "coarse-to-fine pyramid levels, ending at SIZE")
     min_scale: int = _f(128, "longest side of the coarsest level in px")
     steps: int = _f(100, "optimizer steps at the final scale")
     coarse_steps: int = _f(100, "optimizer steps at each coarser scale")
-    optimizer: str = _f("lbfgs", "lbfgs or adam")
+    optimizer: str = _f("lbfgs", "lbfgs or adam", OPTIMIZERS)
     lr: float = _f(1.0, "step size (for L-BFGS a multiplier on its own step length)")
     average: float = _f(0.0, "adam only: decay of the moving average that is returned (0 = off)")
-    init: str = _f("content", "starting image: content, noise or gray")
+    init: str = _f("content", "starting image: content, noise or gray", INITS)
     clamp: int = _f(1, "1: keep every pixel in the valid range while optimizing (0: the notebook's unbounded image)")
 
     # --- objective ---
@@ -73,13 +76,17 @@ class StyleParams:
     style_scale: float = _f(
         1.0, "style image's longest side relative to the working image's; 0 = resize it to the content's shape"
     )
-    pooling: str = _f("max", "max or avg (Gatys et al. prefer avg)")
-    preserve_colors: str = _f("none", "none, luminance (luminance-only transfer) or match (colour matching)")
+    pooling: str = _f("max", "max or avg (Gatys et al. prefer avg)", POOLINGS)
+    preserve_colors: str = _f(
+        "none", "none, luminance (luminance-only transfer) or match (colour matching)", PRESERVE_COLORS
+    )
 
     # --- execution ---
     seed: int = _f(0, "random seed; the same seed and settings give the same output on CPU")
-    precision: str = _f("auto", "auto, fp32 or bf16 (auto: bf16 only where the hardware is fast at it)")
-    device: str = _f("auto", "auto, cpu or cuda (auto: CUDA when present)")
+    precision: str = _f(
+        "auto", "auto, fp32 or bf16 (auto: bf16 only where the hardware is fast at it)", PRECISIONS
+    )
+    device: str = _f("auto", "auto, cpu or cuda (auto: CUDA when present)", DEVICES)
 
     def __post_init__(self) -> None:
         _check_int(self, "size", 1, 16384)
@@ -89,13 +96,9 @@ class StyleParams:
         _check_int(self, "coarse_steps", 0, 100_000)
         _check_int(self, "seed", 0, 2**63 - 1)
         _check_int(self, "clamp", 0, 1)
-        _check_choice(self, "optimizer", OPTIMIZERS)
-        _check_choice(self, "init", INITS)
-        _check_choice(self, "pooling", POOLINGS)
-        _check_choice(self, "preserve_colors", PRESERVE_COLORS)
-        _check_choice(self, "precision", PRECISIONS)
-        _check_choice(self, "resize", RESIZES)
-        _check_choice(self, "device", DEVICES)
+        for f in dataclasses.fields(self):
+            if "choices" in f.metadata:
+                _check_choice(self, f.name, f.metadata["choices"])
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
             _check_float(self, name)
         if not (0.0 < self.lr < math.inf):

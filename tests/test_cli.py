@@ -3,6 +3,7 @@ exit status 2 for each kind of bad input (never a traceback)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import struct
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styleserver.cli import main
+from stylecore.params import FIELDS, PRESETS, StyleParams
+from styleserver.cli import _show, main
 from styleserver.imageio import read_image
 
 FAST = ["--size", "48", "--scales", "1", "--steps", "3", "-q"]
@@ -113,11 +115,63 @@ def test_bad_input_gets_one_line_and_status_2(files, weights_file, capsys, setup
     assert not (files / names.get("out", "out.png")).exists()
 
 
-def test_non_numeric_option_is_an_argparse_error(files, weights_file, capsys):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "abc"], "argument --size: expected a whole number, got 'abc'"),
+        (["--steps", "many"], "argument --steps: expected a whole number, got 'many'"),
+        (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+        (["--style-layer-weights", "1,x"], "argument --style-layer-weights: expected comma-separated numbers"),
+        (["--sizee", "3"], "unrecognized arguments: --sizee"),
+    ],
+)
+def test_command_line_mistakes_get_one_line_naming_the_option(files, weights_file, capsys, args, message):
     with pytest.raises(SystemExit) as exit_:
-        stylize(files, weights_file, "--steps", "many")
+        stylize(files, weights_file, *args)
     assert exit_.value.code == 2
-    assert "argument --steps: invalid int value: 'many'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("style-transfer stylize: error: ") and len(err.strip().splitlines()) == 1
+    assert message in err and "usage:" not in err
+
+
+def test_a_missing_output_option_gets_one_line(files, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["stylize", str(files / "content.jpg"), str(files / "style.png")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "the following arguments are required: -o/--output" in err
+
+
+@pytest.fixture(scope="module")
+def stylize_help() -> str:
+    """`style-transfer stylize --help`, whitespace collapsed (argparse wraps lines)."""
+    proc = subprocess.run([sys.executable, "-m", "styleserver.cli", "stylize", "--help"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0
+    return " ".join(proc.stdout.split())
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(StyleParams) if "choices" in f.metadata])
+def test_help_lists_the_choices_the_parameters_accept(stylize_help, name):
+    choices = dataclasses.fields(StyleParams)[FIELDS.index(name)].metadata["choices"]
+    assert f"--{name.replace('_', '-')} {{{','.join(choices)}}}" in stylize_help
+
+
+@pytest.mark.parametrize(
+    "option, defaults",
+    [
+        ("--optimizer {lbfgs,adam}", "(default: lbfgs; seed: adam)"),
+        ("--size SIZE", "(default: 512; draft: 256, high: 1024, seed: 400)"),
+        ("--style-weight STYLE_WEIGHT", "(default: 1e+06)"),
+        ("--preset {default,draft,high,seed}", "(default: default;"),
+        ("--save-every N", "(default: 0, none)"),
+        ("--max-pixels N", "(default: 64,000,000)"),
+    ],
+)
+def test_help_shows_defaults(stylize_help, option, defaults):
+    assert option in stylize_help
+    after = stylize_help[stylize_help.index(option):]
+    assert defaults in after[: after.index(" --", len(option))]
 
 
 def test_jpeg_output_of_a_transparent_image_is_refused_before_running(files, weights_file, content, capsys):
@@ -146,7 +200,188 @@ def test_missing_weights_through_the_real_command(files, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_presets_lists_every_option(capsys):
-    assert main(["presets"]) == 0
-    out = capsys.readouterr().out
-    assert "--style-weight" in out and "seed" in out and "3000" in out
+@pytest.fixture(scope="module")
+def presets_output() -> str:
+    import contextlib
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["presets"]) == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_presets_shows_each_value_in_its_own_column(presets_output, name):
+    line = next(l for l in presets_output.splitlines() if l.startswith(f"--{name.replace('_', '-')} "))
+    values = [_show(getattr(p, name)) for p in PRESETS.values()]
+    cells = line.split()[1:]
+    assert cells == values or cells == [values[0], "(every", "preset)"]
+    assert len(line) <= 80
+
+
+def test_presets_header_names_the_presets(presets_output):
+    assert presets_output.splitlines()[0].split() == ["option", *PRESETS]
+
+
+# --- the progress bar ---------------------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _feed(bar, scales=((2, 10), (1, 5))) -> None:
+    """Started, then a Progress for every step of each (scale count, steps) pair."""
+    from stylecore.events import Progress, Started
+
+    levels = [steps for n, steps in scales for _ in range(n)]
+    bar.update(Started(device="cpu", dtype="float32", sizes=tuple((32 * i, 48 * i) for i in range(1, len(levels) + 1)),
+                       total_steps=sum(levels)))
+    for scale, steps in enumerate(levels, start=1):
+        for step in range(1, steps + 1):
+            bar.update(Progress(scale=scale, scales=len(levels), step=step, steps=steps,
+                                losses={"total": 123456.789}, best=123456.789, elapsed=3725.0, eta=59.0))
+
+
+@pytest.mark.parametrize("columns", [200, 80, 50, 30, 12])
+def test_progress_bar_redraws_in_place_within_the_terminal_width(monkeypatch, columns):
+    from styleserver.progress import ProgressBar
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    stream = _Terminal()
+    _feed(ProgressBar(stream))
+    started, drawn = stream.getvalue().split("\n", 1)
+    assert "\n" not in drawn  # every step redrew the same line
+    frames = [f.removesuffix("\x1b[K") for f in drawn.split("\r")[1:]]
+    assert len(frames) == 25 and all(0 < len(f) < columns for f in frames)
+
+
+def test_progress_bar_on_a_wide_terminal_shows_every_figure(monkeypatch):
+    from styleserver.progress import ProgressBar
+
+    monkeypatch.setenv("COLUMNS", "120")
+    stream = _Terminal()
+    _feed(ProgressBar(stream))
+    last = stream.getvalue().split("\r")[-1]
+    assert "100% scale 3/3 step 5/5 loss 1.235e+05 elapsed 1:02:05 ETA 0:59" in last and last.startswith("[###")
+
+
+def test_progress_without_a_terminal_is_a_line_now_and_then():
+    from styleserver.progress import ProgressBar
+
+    stream = io.StringIO()
+    _feed(ProgressBar(stream, log_every=3600))
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    # the first step, then the end of each scale
+    assert [l.split(" (")[0] for l in lines[1:]] == ["scale 1/3 step 1/10", "scale 1/3 step 10/10",
+                                                     "scale 2/3 step 10/10", "scale 3/3 step 5/5"]
+
+
+# --- protecting the user's files ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same path", "relative path", "symlink", "hard link", "style"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(files, weights_file, capsys, monkeypatch, how):
+    monkeypatch.chdir(files)
+    out, role = {"same path": (files / "content.jpg", "content"), "relative path": ("./content.jpg", "content"),
+                 "symlink": (files / "link.jpg", "content"), "hard link": (files / "hard.jpg", "content"),
+                 "style": (files / "style.png", "style")}[how]
+    if how == "symlink":
+        (files / "link.jpg").symlink_to(files / "content.jpg")
+    elif how == "hard link":
+        os.link(files / "content.jpg", files / "hard.jpg")
+    before = (files / "content.jpg").read_bytes(), (files / "style.png").read_bytes()
+    assert main(["stylize", "content.jpg", str(files / "style.png"), "-o", str(out), "--weights", "/nonexistent",
+                 *FAST]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"is the {role} image" in err
+    assert ((files / "content.jpg").read_bytes(), (files / "style.png").read_bytes()) == before
+
+
+class Where(list):
+    """Extra stylize arguments: none for the local engine, or --server with `running`."""
+
+    running = None
+
+
+@pytest.fixture(params=["local", "remote"])
+def where(request):
+    if request.param == "local":
+        return Where()
+    running = request.getfixturevalue("start_server")()
+    where = Where(["--server", f"127.0.0.1:{running.port}"])
+    where.running = running
+    return where
+
+
+def test_a_diverging_run_is_an_error_and_writes_nothing(files, weights_file, capsys, where):
+    (files / "out.png").write_bytes(b"precious")
+    assert stylize(files, weights_file, "--optimizer", "adam", "--lr", "1e6", "--clamp", "0", *where) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("style-transfer: error: diverged: at scale 1/1 the objective ended at ")
+    assert len(err.strip().splitlines()) == 1
+    assert (files / "out.png").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_ctrl_c_writes_the_best_image_so_far_beside_the_output(files, weights_file, content, capsys, monkeypatch,
+                                                               where, channels):
+    """Ctrl-C (KeyboardInterrupt in the main thread) during the second step."""
+    from styleserver.progress import ProgressBar
+    from stylecore.events import Progress
+
+    alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (43, 1))
+    Image.fromarray(np.dstack([content, alpha][: channels - 2])).save(files / "c.png")
+    seen = []
+
+    def update(self, event):
+        seen.append(event)
+        if sum(isinstance(e, Progress) for e in seen) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressBar, "update", update)
+    # 1000 steps: the remote job would hold the server for minutes unless it is cancelled
+    assert stylize(files, weights_file, "--steps", "1000", *where, content="c.png") == 130
+    err = capsys.readouterr().err
+    assert f"wrote the best image so far to {files / 'out.interrupted.png'}" in err
+    assert not (files / "out.png").exists()
+    saved = read_image(files / "out.interrupted.png")
+    assert saved.shape == (32, 48, channels)
+    if channels == 4:  # the output's alpha: the content's, shrunk to --size 48
+        expected = read_image(files / "c.png")
+        from styleserver.imageio import shrink
+        assert np.array_equal(saved[:, :, 3], shrink(expected, 48)[:, :, 3])
+    if where.running:  # the server stopped the job: it is free at once
+        import time
+
+        deadline = time.monotonic() + 10
+        while where.running.service.scheduler.depth != (False, 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert where.running.service.scheduler.depth == (False, 0)
+
+
+def test_ctrl_c_from_the_terminal_stops_the_real_command(files, weights_file):
+    """SIGINT to the installed command mid-run: status 130, the image so far on disk."""
+    import signal
+    import time
+
+    exe = Path(sys.executable).with_name("style-transfer")
+    proc = subprocess.Popen(
+        [str(exe), "stylize", str(files / "content.jpg"), str(files / "style.png"), "-o", str(files / "out.png"),
+         "--weights", weights_file, "--size", "48", "--scales", "1", "--steps", "100000"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # not a terminal: a plain line at the first step
+            if line.startswith("scale 1/1 step 1/"):
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        err = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        proc.kill()
+    assert "wrote the best image so far to" in err and "Traceback" not in err
+    assert read_image(files / "out.interrupted.png").shape == (32, 48, 3)
+    assert not (files / "out.png").exists()

@@ -50,11 +50,34 @@ class StyleTransferServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Stylize(self, request_iterator, context):
-        """One job per call. The client sends a Header, then the bytes of every image
-        (the content and each style) as ImageChunks in order. The server answers with
-        Queued (while waiting for the device), Started, Progress after every step,
-        Preview at the requested interval, the result as ResultChunks, then Done.
-        Closing or cancelling the call cancels the job within one optimization step.
+        """One job per call.
+
+        Upload: the client sends one Header, then the bytes of every image whole and
+        in order (the content, then styles[0], styles[1], ...) as ImageChunks, and then
+        half-closes its side of the stream (grpc-js: call.end(); Python: the request
+        iterator ends; Go: CloseSend). The upload ends only with that half-close: the
+        server reads until it, and the job is neither queued nor started before it.
+
+        Answer: Queued (only when the job has to wait for the device; again each time
+        its place changes), Started, Progress after every step, Preview at the
+        requested interval, the result as ResultChunks, then Done; then the call ends
+        with status OK.
+
+        Cancelling the call (or the client going away) stops the job within one
+        optimization step and frees the device for the next job. The half-close is
+        not a cancel: it is how every upload ends.
+
+        The header is checked against Limits before any image byte is read: a refusal
+        arrives before the upload's bytes are spent.
+
+        Errors end the call with a status: INVALID_ARGUMENT (a parameter or image the
+        server refuses; the message names the field by its proto path, e.g.
+        header.params.style_scale), RESOURCE_EXHAUSTED (an image, a working size or a
+        job over the Limits, or the queue is full), DEADLINE_EXCEEDED (the upload was
+        slower than Limits allow), FAILED_PRECONDITION (the objective
+        became NaN or infinite: the parameters diverge), UNAVAILABLE (the server is
+        still loading VGG19, or shutting down), UNAUTHENTICATED (a server started with
+        a token, and the call lacks "authorization: Bearer TOKEN").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
