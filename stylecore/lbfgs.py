@@ -57,6 +57,7 @@ class BoxLBFGS:
         self.restart_step = first_step
         self.rejected_in_a_row = 0
         self.rejections = 0  # in all; for tests and logs
+        self.gradient_stepped = False  # the last move was a plain gradient step
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -68,6 +69,11 @@ class BoxLBFGS:
         g = self.x.grad.reshape(-1)
         finite = math.isfinite(value)
         if finite and (self.best is None or value < self.best[0]):
+            if self.gradient_stepped and self.best is not None:
+                # A gradient step (no usable curvature pair) that improved: where the
+                # curvature is negative no pair is ever kept, and a fixed short step
+                # would crawl (measured: 0.5% per step in bf16). Lengthen the next.
+                self.restart_step *= 2
             self.best = (value, x.clone(), g.clone())
         elif self.best is not None and (not finite or value > self.best[0] + self.rise * abs(self.best[0])):
             self._reject(x, g, finite)
@@ -77,6 +83,7 @@ class BoxLBFGS:
         self.rejected_in_a_row = 0
         self._remember(x, g)
         self.prev = (x.clone(), g.clone())
+        self.gradient_stepped = False
         self._move(self._direction(g))
         return loss
 
@@ -103,15 +110,18 @@ class BoxLBFGS:
             direction = lambda: self._gradient_step(bg, self.restart_step)  # noqa: E731
         self.x.copy_(bx.view_as(self.x))
         self.prev = (bx.clone(), bg.clone())
+        self.gradient_stepped = False
         self._move(direction())
 
     def _move(self, direction: torch.Tensor) -> None:
+        """Call with a freshly computed direction (its computation sets gradient_stepped)."""
         self.x.add_(direction.view_as(self.x))
         if self.lower is not None:
             self.x.copy_(torch.maximum(torch.minimum(self.x, self.upper), self.lower))  # project onto the box
 
     def _gradient_step(self, g: torch.Tensor, largest: float) -> torch.Tensor:
         """-g scaled so that no element moves by more than lr * largest."""
+        self.gradient_stepped = True
         return g * (-self.lr * largest / g.abs().max().clamp_min(1e-30))
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:

@@ -89,9 +89,10 @@ def test_two_rejections_in_a_row_drop_the_history_and_shorten_the_fresh_start():
     for _ in range(5):
         opt.step(closure)
     assert opt.rejections == 1 and opt.pairs  # the first keeps the history
+    before = opt.restart_step
     opt.step(closure)
     assert opt.rejections == 2 and not opt.pairs
-    assert opt.restart_step == 0.25
+    assert opt.restart_step == before / 2
     for _ in range(30):
         opt.step(closure)
     assert torch.allclose(opt.best[1], SOLUTION, atol=1e-6)
@@ -109,3 +110,21 @@ def test_a_modest_rise_is_accepted():
     assert opt.rejections == 0
     opt.step(closure_for(y, shifted, spikes={1: first * 4.5}))
     assert opt.rejections == 1
+
+
+def test_gradient_steps_lengthen_while_they_improve_where_no_curvature_pair_is_kept():
+    """Along a concave direction (negative curvature) no pair passes yᵀs > 0, so the
+    optimizer takes gradient steps; each that improves doubles the next one's length
+    instead of crawling at a fixed step."""
+    x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    concave = lambda v: -(v ** 2).sum() - v.sum()  # noqa: E731  (gradient never zero near 0)
+    lower, upper = torch.full((2,), -100.0, dtype=torch.float64), torch.full((2,), 100.0, dtype=torch.float64)
+    opt = BoxLBFGS(x, lower, upper, first_step=0.01)
+    closure = closure_for(x, concave)
+    moves = []
+    for _ in range(6):
+        before = x.detach().clone()
+        opt.step(closure)
+        moves.append(float((x.detach() - before).abs().max()))
+    assert not opt.pairs
+    assert all(b == pytest.approx(2 * a) for a, b in zip(moves[1:], moves[2:]))  # 0.02, 0.04, 0.08, ...
