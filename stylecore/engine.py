@@ -18,7 +18,7 @@ import torch
 from . import images, sizes
 from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, blend_grams, gram_matrix
-from .optimize import Evaluate, ImageOptimizer, autocast
+from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
 from .precision import resolve_dtype
 from .params import CONTENT_LAYER, STYLE_LAYERS, ParamError, StyleParams
 from .vgg import VGGFeatures
@@ -110,14 +110,23 @@ class Engine:
         )
 
     def evaluator(self, job: Job, objective: Objective, dtype: torch.dtype | None = None) -> Evaluate:
-        """x (1, 3, h, w) normalized -> the objective's terms, the network in `dtype`
-        (default: the job's), the losses in fp32."""
+        """The whole image at once: x (1, 3, h, w) normalized -> the objective's terms
+        (see optimize.Evaluate), the network in `dtype` (default: the job's), the
+        losses in fp32."""
         net, cast = self.network(job.device), autocast(job.device, dtype or job.dtype)
 
-        def evaluate(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            with cast:
-                feats = net(x.contiguous(memory_format=torch.channels_last), objective.layers, job.params.pooling)
-            return objective(feats, images.denormalize(x))
+        def evaluate(x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True) -> Evaluation:
+            yield from ()  # nothing to report within one evaluation
+            with torch.set_grad_enabled(grad):
+                with cast:
+                    feats = net(x.contiguous(memory_format=torch.channels_last), objective.layers,
+                                job.params.pooling)
+                terms = objective(feats, images.denormalize(x))
+                if grad:
+                    terms["total"].backward()
+                    # The gradient comes back in channels_last strides; L-BFGS flattens it.
+                    x.grad = x.grad.contiguous()
+            return {k: float(v) for k, v in terms.items()}  # device sync
 
         return evaluate
 
@@ -161,7 +170,7 @@ class Engine:
                 if cancel():
                     raise Cancelled()
                 t_step = time.perf_counter()
-                terms = optimize.step()  # device sync: reads the loss values
+                terms = yield from optimize.step((index, step))  # device sync: reads the loss values
                 step_seconds += time.perf_counter() - t_step
                 delivered = optimize.delivered_terms
                 if not math.isfinite(delivered.get("total", terms["total"])):
@@ -198,8 +207,7 @@ class Engine:
         if tuple(rgb.shape[-2:]) != size:
             raise ValueError(f"image is {rgb.shape[-1]}x{rgb.shape[-2]}, the working size is {size[1]}x{size[0]}")
         evaluate = self.evaluator(job, self.objective(job, size), torch.float32)
-        with torch.no_grad():
-            return {k: v.item() for k, v in evaluate(images.normalize(rgb).to(job.device)).items()}
+        return _drain(evaluate(images.normalize(rgb).to(job.device), grad=False))
 
     @staticmethod
     def _initial(params: StyleParams, content_img: images.SplitImage, size, device) -> torch.Tensor:
@@ -221,6 +229,15 @@ def _resize_input(image: images.SplitImage, size: tuple[int, int], params: Style
     if params.resize == "notebook":
         return images.resize_bilinear_8bit(image.rgb, size)
     return images.resize(image.rgb, size)
+
+
+def _drain(evaluation: Evaluation) -> dict[str, float]:
+    """Runs an evaluation to its end, dropping its progress events; returns its terms."""
+    while True:
+        try:
+            next(evaluation)
+        except StopIteration as done:
+            return done.value
 
 
 def _to_uint8_rgb(rgb: torch.Tensor) -> np.ndarray:

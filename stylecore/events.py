@@ -37,6 +37,19 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class TilePass:
+    """One tile done, within a step of a tiled (full-resolution) evaluation: phase 1
+    sums the tiles' statistics, phase 2 computes their gradients (tiling.py)."""
+
+    scale: int
+    step: int  # the step being evaluated (1-based, within the scale)
+    phase: int  # 1 or 2
+    phases: int
+    tile: int  # 1-based
+    tiles: int
+
+
+@dataclass(frozen=True)
 class Preview:
     scale: int
     step: int
@@ -52,4 +65,4 @@ class Result:
     elapsed: float
 
 
-Event = Started | Progress | Preview | Result
+Event = Started | Progress | TilePass | Preview | Result

@@ -59,12 +59,18 @@ class BoxLBFGS:
         self.rejections = 0  # in all; for tests and logs
         self.gradient_stepped = False  # the last move was a plain gradient step
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         """closure: evaluates the loss at x and fills x.grad. Returns that loss."""
         with torch.enable_grad():
             loss = closure()
-        value = float(loss)  # device sync
+        self.tell(float(loss))  # device sync
+        return loss
+
+    @torch.no_grad()
+    def tell(self, value: float) -> None:
+        """The objective at x is `value` and x.grad its gradient: accept or reject the
+        point, then move x. (Callers that evaluate in pieces, tile by tile, use this
+        instead of `step`.)"""
         x = self.x.detach().reshape(-1)
         g = self.x.grad.reshape(-1)
         finite = math.isfinite(value)
@@ -77,15 +83,14 @@ class BoxLBFGS:
             self.best = (value, x.clone(), g.clone())
         elif self.best is not None and (not finite or value > self.best[0] + self.rise * abs(self.best[0])):
             self._reject(x, g, finite)
-            return loss
+            return
         elif not finite:
-            return loss  # not finite at the start: nothing to go back to; the caller sees it
+            return  # not finite at the start: nothing to go back to; the caller sees it
         self.rejected_in_a_row = 0
         self._remember(x, g)
         self.prev = (x.clone(), g.clone())
         self.gradient_stepped = False
         self._move(self._direction(g))
-        return loss
 
     def _remember(self, x: torch.Tensor, g: torch.Tensor) -> None:
         """The curvature pair of the step from self.prev to x."""

@@ -9,6 +9,7 @@ the style loss is made of in bf16.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -78,8 +79,38 @@ def blend_grams(grams: Sequence[torch.Tensor], weights: Sequence[float]) -> torc
     return sum(w * g for w, g in zip(weights, grams))  # type: ignore[return-value]
 
 
+@dataclass
+class Statistics:
+    """What the objective needs from an image's activations: sums over positions, so
+    that tiles of one image add up to the whole image's (tiling.py).
+
+    grams: {style layer: (1, C, C) fp32 unnormalized Gram Σ_positions f fᵀ}
+    positions: {style layer: the number of positions summed (H·W of the whole image)}
+    content_sq: fp32 scalar Σ (F - T)² over the content layer's elements
+    content_count: the number of those elements (C·H·W of the whole image)
+    """
+
+    grams: dict[str, torch.Tensor]
+    positions: dict[str, int]
+    content_sq: torch.Tensor
+    content_count: int
+
+    def add(self, other: "Statistics") -> "Statistics":
+        return Statistics(
+            grams={k: g + other.grams[k] for k, g in self.grams.items()},
+            positions={k: n + other.positions[k] for k, n in self.positions.items()},
+            content_sq=self.content_sq + other.content_sq,
+            content_count=self.content_count + other.content_count,
+        )
+
+
 class Objective(torch.nn.Module):
-    """total = content_weight·content + style_weight·Σ_l w_l·style_l + tv_weight·tv."""
+    """total = content_weight·content + style_weight·Σ_l w_l·style_l + tv_weight·tv.
+
+    Built once per scale from the targets (Engine.objective). Both ways of evaluating
+    it go through `terms`: the whole image at once (`forward`), or tile by tile
+    (tiling.py), which sums `statistics` over tiles first.
+    """
 
     def __init__(
         self,
@@ -94,7 +125,7 @@ class Objective(torch.nn.Module):
         super().__init__()
         self.content_layer = content_layer
         self.content_target = content_target  # (1, C, H, W), detached
-        self.style_grams = dict(style_grams)  # {layer: (1, C, C) fp32}, detached
+        self.style_grams = dict(style_grams)  # {layer: (1, C, C) fp32, H·W-normalized}, detached
         self.style_layer_weights = dict(style_layer_weights)
         self.content_weight = content_weight
         self.style_weight = style_weight
@@ -105,14 +136,36 @@ class Objective(torch.nn.Module):
         """The network layers this objective reads."""
         return [*self.style_grams, self.content_layer]
 
-    def forward(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """features: {layer: activations}; image: (1, 3, H, W) in [0, 1] (for TV).
-        Returns the scalar fp32 terms: content, style, tv and total."""
-        c = content_loss(features[self.content_layer], self.content_target)
+    def statistics(self, features: Mapping[str, torch.Tensor], content_target: torch.Tensor) -> Statistics:
+        """The sums over the positions of `features` (a whole image, or a tile's core
+        with the matching slice of the content target)."""
+        grams, positions = {}, {}
+        for name in self.style_grams:
+            f = features[name]
+            grams[name] = gram_matrix(f, normalize=False)
+            positions[name] = f.shape[-2] * f.shape[-1]
+        f = features[self.content_layer]
+        content_sq = (f.float() - content_target.float()).pow(2).sum()
+        return Statistics(grams, positions, content_sq, f.numel())
+
+    def terms(self, stats: Statistics, tv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The scalar fp32 terms content, style, tv and total from whole-image statistics.
+
+        Style, per layer, in the reference notebook's scaling: mean((G - G_s)²)/(C·H·W)
+        with unnormalized Grams, computed as (H·W/C)·mean((G/(H·W) - g_s)²), the same
+        number (see style_layer_loss)."""
+        c = stats.content_sq / stats.content_count
         s = sum(
-            self.style_layer_weights[name] * style_layer_loss(features[name], gram)
-            for name, gram in self.style_grams.items()
+            self.style_layer_weights[name]
+            * (stats.grams[name] / n - self.style_grams[name]).pow(2).mean() * (n / stats.grams[name].shape[-1])
+            for name, n in stats.positions.items()
         )
-        tv = total_variation(image) if self.tv_weight else image.new_zeros((), dtype=torch.float32)
+        tv = tv if tv is not None else c.new_zeros(())
         total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
         return {"content": c, "style": s, "tv": tv, "total": total}
+
+    def forward(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """features: {layer: activations} of the whole image; image: (1, 3, H, W) in
+        [0, 1] (for TV). Returns the scalar fp32 terms: content, style, tv and total."""
+        tv = total_variation(image) if self.tv_weight else None
+        return self.terms(self.statistics(features, self.content_target), tv)

@@ -6,17 +6,21 @@ precision the network runs in, and the iterate the scale delivers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import torch
 
 from . import images
+from .events import TilePass
 from .lbfgs import BoxLBFGS
 from .params import StyleParams
 
-# Evaluates the objective at an image: (1, 3, h, w) normalized, requires grad ->
-# the scalar fp32 terms {content, style, tv, total}, with total differentiable.
-Evaluate = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+# Evaluates the objective at an image x ((1, 3, h, w) normalized, a leaf): a generator
+# that may yield progress events (TilePass, for a tiled evaluation), returns the
+# terms {content, style, tv, total} as floats and, with grad, leaves the gradient in
+# x.grad (fp32, contiguous).
+Evaluation = Generator[TilePass, None, dict[str, float]]
+Evaluate = Callable[..., Evaluation]  # (x, where=(scale, step), grad=True) -> Evaluation
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -33,17 +37,18 @@ def pixel_box(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 class ImageOptimizer:
     """x: the starting image, (1, 3, h, w) fp32 normalized; evaluate: the objective."""
 
-    def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams):
+    def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams, history: int = 20):
+        """history: L-BFGS curvature pairs kept (each costs two image-sized vectors)."""
         self.evaluate, self.params = evaluate, params
         self.x = x.detach().contiguous().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
         self.box = pixel_box(x.device) if params.clamp else None
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
-            self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr)
-            self.opt = self.lbfgs
+            self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history)
+            self.adam = None
         else:
             self.lbfgs = None
-            self.opt = torch.optim.Adam([self.x], lr=params.lr)
+            self.adam = torch.optim.Adam([self.x], lr=params.lr)
         # Adam's iterate is noisy; an exponential moving average of it is a better image
         # (crowsonkb/style-transfer-pytorch). avg starts at 0 and is bias-corrected.
         self.avg = torch.zeros_like(self.x) if params.average and params.optimizer == "adam" else None
@@ -51,28 +56,23 @@ class ImageOptimizer:
         self.terms: dict[str, float] = {}  # the last evaluation's
         self.best_terms: dict[str, float] = {}  # L-BFGS: the evaluation of the iterate delivered
 
-    def _closure(self) -> torch.Tensor:
+    def step(self, where: tuple[int, int] = (0, 0)) -> Generator[TilePass, None, dict[str, float]]:
+        """One evaluation and one move; yields what the evaluation yields. Returns the
+        terms evaluated at the iterate before the move."""
         self.x.grad = None
-        terms = self.evaluate(self.x)
-        terms["total"].backward()
-        # The gradient comes back in channels_last strides; L-BFGS flattens it.
-        self.x.grad = self.x.grad.contiguous()
-        self._last = terms
-        return terms["total"]
-
-    def step(self) -> dict[str, float]:
-        """One evaluation and one move. Returns the terms evaluated at the iterate
-        before the move (device sync)."""
-        self.opt.step(self._closure)
-        if self.lbfgs is None and self.box is not None:
-            with torch.no_grad():
-                self.x.copy_(torch.maximum(torch.minimum(self.x, self.box[1]), self.box[0]))
+        self.terms = yield from self.evaluate(self.x, where)
+        if self.lbfgs is not None:
+            self.lbfgs.tell(self.terms["total"])
+            if self.lbfgs.best is not None and self.lbfgs.best[0] == self.terms["total"]:
+                self.best_terms = self.terms
+        else:
+            self.adam.step()
+            if self.box is not None:
+                with torch.no_grad():
+                    self.x.copy_(torch.maximum(torch.minimum(self.x, self.box[1]), self.box[0]))
         self.n += 1
         if self.avg is not None:
             self.avg.mul_(self.params.average).add_(self.x.detach(), alpha=1 - self.params.average)
-        self.terms = {k: v.item() for k, v in self._last.items()}  # device sync
-        if self.lbfgs is not None and self.lbfgs.best is not None and self.lbfgs.best[0] == self.terms["total"]:
-            self.best_terms = self.terms
         return self.terms
 
     @property

@@ -1,0 +1,154 @@
+"""The objective of a whole image, evaluated tile by tile in bounded memory.
+
+The style term depends on the image only through Gram matrices, which are sums over
+positions, and the content term is a sum over positions too (losses.Statistics). So
+one evaluation of the whole image's objective and gradient is two passes over tiles:
+
+1. forward only: each tile's statistics over its core, summed into the whole
+   image's; from them the terms (exactly the untiled ones) and, by autograd through
+   `Objective.terms` on those small tensors, dL/dG for every style layer and
+   dL/d(content sum of squares);
+2. forward and backward of each tile's surrogate
+       Σ_l <dL/dG_l, G_l(core)> + dL/dcontent_sq · content_sq(core),
+   whose gradient with respect to the tile's pixels is exactly that tile's share of
+   the whole image's gradient; the shares add up in x.grad (halos overlap).
+
+Each tile is its core plus a halo of HALO px on every side (clipped at the image's
+borders). HALO covers conv5_1's receptive radius (85 px), and tile corners sit on a
+16 px grid (the four 2x2 poolings before conv5_1), so a core's activations equal the
+untiled ones up to rounding: the tiled objective and gradient are the untiled ones,
+not an approximation. (Per-tile style targets, which make tiled results drift and
+seam, are never used: every tile is pulled toward the one whole-image Gram.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import torch
+
+from . import images
+from .events import Cancelled, TilePass
+from .losses import Objective, Statistics, total_variation
+from .optimize import autocast
+from .vgg import VGGFeatures
+
+ALIGN = 16  # four 2x2 poolings before conv5_1
+HALO = 96  # >= conv5_1's receptive radius (85 px), a multiple of ALIGN
+# Each layer's stride relative to the input (pooling halves the resolution).
+STRIDE = {"conv1_1": 1, "conv2_1": 2, "conv3_1": 4, "conv4_1": 8, "conv4_2": 8, "conv5_1": 16}
+
+
+@dataclass(frozen=True)
+class Tile:
+    core: tuple[int, int, int, int]  # y0, y1, x0, x1: the pixels whose activations this tile owns
+    padded: tuple[int, int, int, int]  # the core and its halo, clipped to the image
+
+
+def plan(height: int, width: int, core: int) -> list[Tile]:
+    """Tiles covering a height x width image with cores of at most core x core px
+    (core: a multiple of ALIGN), row by row."""
+    if core % ALIGN:
+        raise ValueError(f"tile core {core} is not a multiple of {ALIGN}")
+    tiles = []
+    for y0 in range(0, height, core):
+        for x0 in range(0, width, core):
+            y1, x1 = min(y0 + core, height), min(x0 + core, width)
+            padded = (max(0, y0 - HALO), min(height, y1 + HALO), max(0, x0 - HALO), min(width, x1 + HALO))
+            tiles.append(Tile((y0, y1, x0, x1), padded))
+    return tiles
+
+
+def _core_slices(tile: Tile, stride: int, image: tuple[int, int], features: tuple[int, int]):
+    """The core's rows and columns in a tile's activations at `stride` (whose spatial
+    size is `features`), and in the whole image's. A core that ends at the image's
+    border takes every remaining row or column (max pooling floors odd sizes the same
+    way in both, since tile corners sit on the ALIGN grid)."""
+    (y0, y1, x0, x1), (py0, _, px0, _) = tile.core, tile.padded  # pixels
+    ty0, tx0 = (y0 - py0) // stride, (x0 - px0) // stride
+    ty1 = features[0] if y1 == image[0] else (y1 - py0) // stride
+    tx1 = features[1] if x1 == image[1] else (x1 - px0) // stride
+    gy0, gx0 = y0 // stride, x0 // stride
+    return slice(ty0, ty1), slice(tx0, tx1), slice(gy0, gy0 + ty1 - ty0), slice(gx0, gx0 + tx1 - tx0)
+
+
+class TiledObjective:
+    """`objective` evaluated on a whole image tile by tile, cores of `core` px."""
+
+    def __init__(self, net: VGGFeatures, objective: Objective, pooling: str, dtype: torch.dtype, core: int,
+                 cancel: Callable[[], bool] | None = None):
+        self.net, self.objective, self.pooling, self.dtype = net, objective, pooling, dtype
+        self.core = core
+        self.cancel = cancel or (lambda: False)
+
+    def _core_statistics(self, xt: torch.Tensor, tile: Tile, image: tuple[int, int]) -> Statistics:
+        """xt: the padded tile (1, 3, h, w) -> the statistics of its core."""
+        with autocast(xt.device, self.dtype):
+            feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling)
+        cores, target = {}, None
+        for name, f in feats.items():
+            ty, tx, gy, gx = _core_slices(tile, STRIDE[name], image, tuple(f.shape[-2:]))
+            cores[name] = f[..., ty, tx]
+            if name == self.objective.content_layer:
+                target = self.objective.content_target[..., gy, gx]
+        return self.objective.statistics(cores, target)
+
+    def evaluate(self, x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True
+                 ) -> Generator[TilePass, None, dict[str, float]]:
+        """x: (1, 3, H, W) normalized. Yields a TilePass after each tile of each pass
+        (`where` = (scale, step) for them); returns the terms as floats. With `grad`,
+        x.grad holds the whole image's gradient afterwards (fp32, contiguous)."""
+        image = (x.shape[-2], x.shape[-1])
+        tiles = plan(*image, self.core)
+        phases = 2 if grad else 1
+        leaf, x = x, x.detach()
+
+        total: Statistics | None = None
+        with torch.no_grad():
+            for i, tile in enumerate(tiles, start=1):
+                if self.cancel():
+                    raise Cancelled()
+                py0, py1, px0, px1 = tile.padded
+                stats = self._core_statistics(x[..., py0:py1, px0:px1], tile, image)
+                total = stats if total is None else total.add(stats)
+                yield TilePass(*where, phase=1, phases=phases, tile=i, tiles=len(tiles))
+        assert total is not None
+
+        # dL/dG_l and dL/dcontent_sq by autograd through the formula the untiled path uses.
+        objective = self.objective
+        leaves = Statistics(
+            grams={k: g.requires_grad_(grad) for k, g in total.grams.items()},
+            positions=total.positions,
+            content_sq=total.content_sq.requires_grad_(grad),
+            content_count=total.content_count,
+        )
+        image_01 = images.denormalize(x).requires_grad_(grad and bool(objective.tv_weight))
+        with torch.set_grad_enabled(grad):
+            terms = objective.terms(leaves, total_variation(image_01) if objective.tv_weight else None)
+            if grad:
+                terms["total"].backward()
+        values = {k: float(v) for k, v in terms.items()}  # device sync
+        if not grad:
+            return values
+
+        x_grad = torch.zeros_like(x, memory_format=torch.contiguous_format)  # (1, 3, H, W) fp32
+        if image_01.grad is not None:  # TV's share, through denormalize (x * std + mean)
+            x_grad += image_01.grad * x.new_tensor(images.IMAGENET_STD).view(1, 3, 1, 1)
+        weights = {k: g.grad for k, g in leaves.grams.items()}  # {layer: (1, C, C) dL/dG}
+        content_coef = leaves.content_sq.grad  # scalar dL/dcontent_sq
+        for i, tile in enumerate(tiles, start=1):
+            if self.cancel():
+                raise Cancelled()
+            py0, py1, px0, px1 = tile.padded
+            xt = x[..., py0:py1, px0:px1].clone().requires_grad_(True)
+            with torch.enable_grad():
+                stats = self._core_statistics(xt, tile, image)
+                surrogate = content_coef * stats.content_sq
+                for k, g in stats.grams.items():
+                    surrogate = surrogate + (weights[k] * g).sum()
+                surrogate.backward()
+            x_grad[..., py0:py1, px0:px1] += xt.grad
+            yield TilePass(*where, phase=2, phases=phases, tile=i, tiles=len(tiles))
+        leaf.grad = x_grad
+        return values
