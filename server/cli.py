@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stylecore.params import PRESETS, ParamError, StyleParams, preset
+from stylecore.params import DEVICES, PRESETS, ParamError, StyleParams, preset
 
 from .errors import UsageError
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
@@ -277,14 +277,16 @@ def _local_events(args, content, styles, params):
     weights = load(args.weights, download=not args.no_download)
     if not args.quiet:
         print(f"weights: {weights.describe()}", file=sys.stderr)
-    return Engine(weights.model).run(content, styles, params, preview_every=1), (Diverged,)
+    return Engine(weights.model).run(content, styles, params, preview_every=1, device=args.device or "auto"), \
+        (Diverged,)
 
 
 def _remote_events(args, content, styles, params):
+    if args.device:
+        raise UsageError("--device: a server runs on the device it was started with "
+                         "(style-transfer serve --device); leave --device out with --server")
     client = _client(args)
-    base = preset(args.preset)
-    # --device is the server's business: it runs where it was started.
-    return client.stylize(content, styles, params.replace(device=base.device), preset=args.preset,
+    return client.stylize(content, styles, params, preset=args.preset,
                           preview_every=1, preview_max_side=max(content.shape[:2]))
 
 
@@ -368,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--device", default=None, choices=DEVICES,
+                   help="where the local engine runs (default: auto, CUDA when present); with --server the server's own")
     _add_client_options(p, required=False)
     add_param_options(p)
     p.set_defaults(func=cmd_stylize)
@@ -375,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=50051, help="port (0: any free port; default 50051)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="where the network runs (default: auto)")
     p.add_argument("--weights", help="VGG19 weights file (default: $STYLE_TRANSFER_WEIGHTS or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="largest image accepted")
