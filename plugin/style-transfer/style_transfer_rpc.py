@@ -70,15 +70,16 @@ def sentence(text: str) -> str:
 # --- the token ----------------------------------------------------------------------------
 
 
-def resolve_token(typed: str, token_file: str, profile: str | None) -> str | None:
-    """The token to send: one typed in the dialog (kept in PROFILE/style-transfer-token,
-    0600, so that GIMP's plain-text saved settings never hold it), else the token file
-    named in the dialog, else the one kept from an earlier typed token, else None.
-    Raises ServerError when a named token file cannot be read."""
+def resolve_token(typed: str, token_file: str, profile: str | None, keep: bool = True) -> str | None:
+    """The token to send: one typed in the dialog (with `keep`, kept in
+    PROFILE/style-transfer-token, 0600, so that GIMP's plain-text saved settings never
+    hold it), else the token file named in the dialog, else the one kept from an
+    earlier typed token, else None. Raises ServerError when a named token file cannot
+    be read."""
     kept = os.path.join(profile, TOKEN_FILE_NAME) if profile else None
     typed = (typed or "").strip()
     if typed:
-        if kept:
+        if kept and keep:
             store_token(kept, typed)
         return typed
     if token_file:
