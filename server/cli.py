@@ -323,18 +323,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_gimp(args: argparse.Namespace) -> int:
     import stylegimp
 
-    plugins = Path(args.dir) if args.dir else None
+    plugins = Path(args.dir) if args.dir and args.dir.strip() else None
     if args.action == "install":
-        target = stylegimp.install(plugins)
+        try:
+            where = stylegimp.describe_profile(plugins)
+            target = stylegimp.install(plugins)
+        except stylegimp.NoProfile as e:
+            raise UsageError(str(e)) from None
+        print(f"using the {where}")
         print(f"installed the GIMP plug-in in {target}")
         print("restart GIMP; it is under Filters > Artistic > Style Transfer... (start a server first: "
               "style-transfer serve)")
         return 0
     if args.action == "uninstall":
-        removed = stylegimp.uninstall(plugins)
+        try:
+            removed = stylegimp.uninstall(plugins)
+        except stylegimp.NoProfile as e:
+            raise UsageError(str(e)) from None
         print(f"removed {removed}" if removed else "the plug-in was not installed there; nothing to do")
         return 0
-    checks = stylegimp.doctor(plugins, args.server or "127.0.0.1:50051")
+    token = _read_text(args.token_file, "--token-file") if args.token_file else None
+    checks = stylegimp.doctor(plugins, args.server or "127.0.0.1:50051", token=token, tls_ca=args.tls_ca)
     for ok, text in checks:
         print(f"[{'ok' if ok else '!!'}] {text}")
     return 0 if all(ok for ok, _ in checks) else 1
@@ -414,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("install", "uninstall", "doctor"))
     p.add_argument("--dir", help="GIMP's plug-ins folder (default: the one of your GIMP 3 profile)")
     p.add_argument("--server", help="doctor: the server address to check (default 127.0.0.1:50051)")
+    p.add_argument("--token-file", help="doctor: file with the server's bearer token")
+    p.add_argument("--tls-ca", nargs="?", const="", default=None, metavar="PEM",
+                   help="doctor: connect with TLS (optionally trusting this CA file)")
     p.set_defaults(func=cmd_gimp)
 
     p = sub.add_parser("info", help="what a server runs", description="Ask a server what it runs and accepts.")

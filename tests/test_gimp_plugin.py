@@ -168,14 +168,116 @@ def test_token_file_missing_says_so(plugin_dir, tmp_path):
         rpc.resolve_token("", str(tmp_path / "nope"), None)
 
 
+def _profile(folder, mtime=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sessionrc").write_text("")
+    if mtime is not None:
+        os.utime(folder / "sessionrc", (mtime, mtime))
+    return folder
+
+
+FLATPAK = ".var/app/org.gimp.GIMP/config/GIMP"
+
+
+@pytest.mark.parametrize("profiles, env, expected", [
+    ({".config/GIMP/3.0": 1}, {}, ".config/GIMP/3.0"),
+    ({f"{FLATPAK}/3.0": 1}, {}, f"{FLATPAK}/3.0"),
+    ({".config/GIMP/3.0": 2, f"{FLATPAK}/3.0": 1}, {}, ".config/GIMP/3.0"),  # the one GIMP wrote last
+    ({".config/GIMP/3.0": 1, f"{FLATPAK}/3.0": 2}, {}, f"{FLATPAK}/3.0"),
+    ({".config/GIMP/3.0": 2, f"{FLATPAK}/3.2": 1}, {}, f"{FLATPAK}/3.2"),  # the newest GIMP 3 first
+    ({"snap/gimp/current/.config/GIMP/3.0": 1}, {}, "snap/gimp/current/.config/GIMP/3.0"),
+    ({".config/GIMP/3.0": 1}, {"XDG_CONFIG_HOME": ""}, ".config/GIMP/3.0"),  # empty means unset
+    ({".config/GIMP/3.0": 1}, {"XDG_CONFIG_HOME": "  "}, ".config/GIMP/3.0"),
+    ({".config/GIMP/3.0": 1}, {"GIMP3_DIRECTORY": ""}, ".config/GIMP/3.0"),
+    ({"xdg/GIMP/3.0": 1}, {"XDG_CONFIG_HOME": "{home}/xdg"}, "xdg/GIMP/3.0"),
+    ({".config/GIMP/3.0": 1}, {"GIMP3_DIRECTORY": "{home}/mine"}, "mine"),
+    ({".config/GIMP/2.10": 1}, {}, None),  # GIMP 2.10 is not supported
+    ({}, {}, None),
+])
+def test_profile_detection(tmp_path, monkeypatch, profiles, env, expected):
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_CONFIG_HOME", "GIMP3_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(home=home))
+    for folder, mtime in profiles.items():
+        _profile(home / folder, 1_700_000_000 + mtime)
+    (home / ".config/GIMP/3.0x").mkdir(parents=True)  # not a version
+    if expected is None:
+        with pytest.raises(stylegimp.NoProfile, match="start GIMP 3 once"):
+            stylegimp.default_plugins_dir()
+        assert main(["gimp", "install"]) == 2
+        assert not (tmp_path / "GIMP").exists()  # never into the current folder
+    else:
+        assert stylegimp.default_plugins_dir() == home / expected / "plug-ins"
+        assert main(["gimp", "install"]) == 0
+        assert (home / expected / "plug-ins" / "style-transfer" / "style-transfer.py").is_file()
+
+
+def _doctor(capsys, *args):
+    code = main(["gimp", "doctor", *args])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dir_, expected", [
+    ("/nonexistent/plug-ins", "[!!] /nonexistent is not a GIMP 3 profile (missing)"),
+    ("/nonexistent", "[!!] / is not a GIMP 3 profile (none of gimprc"),
+])
+def test_doctor_refuses_what_is_no_profile(capsys, server, dir_, expected):
+    code, out = _doctor(capsys, "--dir", dir_, "--server", f"127.0.0.1:{server.port}")
+    assert code == 1 and expected in out
+
+
+def test_doctor_reports_gimp_contract_and_weights(tmp_path, capsys, monkeypatch, server):
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
+    stylegimp.install(plugins)
+    monkeypatch.setattr(stylegimp, "find_gimp", lambda: None)
+    code, out = _doctor(capsys, "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}")
+    assert code == 1
+    assert "[!!] no GIMP 3 installation found" in out
+    assert f"[ok] GIMP 3 profile {plugins.parent} (from --dir)" in out
+    from styletransfer.v1.wire import CONTRACT_VERSION
+
+    assert f"[ok] contract: plug-in {CONTRACT_VERSION}, server {CONTRACT_VERSION}" in out
+    assert "[!!] server weights vgg19-random-seed0.pth sha256:test are UNVERIFIED" in out  # the test server's
+
+
+def test_doctor_flags_an_older_plugin_contract(tmp_path, capsys, monkeypatch, server):
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
+    wire_copy = stylegimp.install(plugins) / "vendor" / "styletransfer" / "v1" / "wire.py"
+    wire_copy.write_text(wire_copy.read_text().replace('CONTRACT_VERSION = "', 'CONTRACT_VERSION = "old-'))
+    code, out = _doctor(capsys, "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}")
+    assert code == 1 and "[!!] contract: plug-in old-v1" in out and "style-transfer gimp install" in out
+
+
+def test_doctor_with_token_and_tls(tmp_path, capsys, monkeypatch, guarded, cert):
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
+    stylegimp.install(plugins)
+    (tmp_path / "token").write_text("s3cret\n")
+    address = f"127.0.0.1:{guarded.port}"
+    _, out = _doctor(capsys, "--dir", str(plugins), "--server", address, "--token-file", str(tmp_path / "token"),
+                     "--tls-ca", str(cert[0]))
+    assert f"[ok] server at {address}" in out
+    (tmp_path / "token").write_text("wrong\n")
+    _, out = _doctor(capsys, "--dir", str(plugins), "--server", address, "--token-file", str(tmp_path / "token"),
+                     "--tls-ca", str(cert[0]))
+    assert "refused the token" in out
+
+
 def test_gimp_commands_install_doctor_uninstall(tmp_path, capsys, server):
-    plugins = tmp_path / "GIMP" / "3.0" / "plug-ins"
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
     assert main(["gimp", "install", "--dir", str(plugins)]) == 0
     assert (plugins / "style-transfer" / "style-transfer.py").is_file()
-    assert main(["gimp", "doctor", "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}"]) == 0
+    main(["gimp", "doctor", "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}"])
+    out = capsys.readouterr().out
+    assert out.count("[ok]") >= 6 and f"[ok] server at 127.0.0.1:{server.port}" in out
     assert main(["gimp", "doctor", "--dir", str(plugins), "--server", "127.0.0.1:9"]) == 1
     out = capsys.readouterr().out
-    assert "[!!] no server at 127.0.0.1:9" in out and "style-transfer serve --port 9" in out
+    assert "[!!] no style-transfer server answers at 127.0.0.1:9" in out and "style-transfer serve --port 9" in out
     assert main(["gimp", "uninstall", "--dir", str(plugins)]) == 0
     assert not (plugins / "style-transfer").exists()
     assert main(["gimp", "uninstall", "--dir", str(plugins)]) == 0
