@@ -15,7 +15,6 @@ import importlib
 import json
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -25,19 +24,127 @@ VENDORED = ("grpclib", "h2", "hpack", "hyperframe", "multidict", "google.protobu
 _COMPILED = (".so", ".pyd", ".dylib", ".dll")
 
 
-def gimp_config_dir() -> Path:
-    """GIMP 3's per-user configuration directory on this system ($GIMP3_DIRECTORY wins)."""
-    if os.environ.get("GIMP3_DIRECTORY"):
-        return Path(os.environ["GIMP3_DIRECTORY"])
+PROFILE_FILES = ("gimprc", "sessionrc", "pluginrc", "shortcutsrc", "menurc", "toolrc", "devicerc", "contextrc")
+
+
+class NoProfile(Exception):
+    """No GIMP 3 profile was found; the message lists where it looked."""
+
+
+def _env(name: str) -> str | None:
+    """An environment variable's value; unset and empty (or blank) are the same."""
+    value = os.environ.get(name, "")
+    return value if value.strip() else None
+
+
+def profile_bases() -> list[tuple[str, Path]]:
+    """(kind, folder holding GIMP's versioned profiles) for this system, in order of preference."""
+    home = Path.home()
     if sys.platform == "win32":
-        return Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming")) / "GIMP" / "3.0"
+        appdata = Path(_env("APPDATA") or home / "AppData" / "Roaming")
+        return [("Windows", appdata / "GIMP")]
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "GIMP" / "3.0"
-    return Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "GIMP" / "3.0"
+        return [("macOS", home / "Library" / "Application Support" / "GIMP")]
+    config = Path(_env("XDG_CONFIG_HOME") or home / ".config")
+    return [("native", config / "GIMP"),
+            ("Flatpak", home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP"),
+            ("Snap", home / "snap" / "gimp" / "current" / ".config" / "GIMP")]
+
+
+def _version(name: str) -> tuple[int, ...] | None:
+    try:
+        version = tuple(int(p) for p in name.split("."))
+    except ValueError:
+        return None
+    return version if version and version[0] == 3 else None
+
+
+def is_profile(folder: Path) -> bool:
+    """A GIMP profile GIMP has run in: a folder with one of the files GIMP writes there."""
+    return folder.is_dir() and any((folder / f).is_file() for f in PROFILE_FILES)
+
+
+def find_profiles() -> list[tuple[str, Path]]:
+    """(kind, profile) of every existing GIMP 3 profile, newest first: the highest GIMP 3
+    version, then the one GIMP last wrote to. $GIMP3_DIRECTORY (if set) is the only one."""
+    if _env("GIMP3_DIRECTORY"):
+        return [("GIMP3_DIRECTORY", Path(_env("GIMP3_DIRECTORY")))]
+    found = []
+    for kind, base in profile_bases():
+        if not base.is_dir():
+            continue
+        for folder in base.iterdir():
+            version = _version(folder.name)
+            if version and is_profile(folder):
+                found.append((version, _last_written(folder), kind, folder))
+    found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+    return [(kind, folder) for _, _, kind, folder in found]
+
+
+def _last_written(folder: Path) -> float:
+    return max((folder / f).stat().st_mtime for f in PROFILE_FILES if (folder / f).is_file())
+
+
+def gimp_config_dir() -> Path:
+    """The GIMP 3 profile to use: the newest existing one (see find_profiles). Raises
+    NoProfile, naming where it looked."""
+    profiles = find_profiles()
+    if profiles:
+        return profiles[0][1]
+    looked = [str(Path(_env("GIMP3_DIRECTORY")))] if _env("GIMP3_DIRECTORY") else \
+        [str(base / "3.*") for _, base in profile_bases()]
+    raise NoProfile("no GIMP 3 profile found (looked in " + ", ".join(looked) + "): start GIMP 3 once, "
+                    "or pass the plug-ins folder with --dir")
 
 
 def default_plugins_dir() -> Path:
     return gimp_config_dir() / "plug-ins"
+
+
+def describe_profile(plugins_dir: Path | None) -> str:
+    """Which profile install/doctor use, and why (the newest of several, its kind)."""
+    if plugins_dir is not None:
+        return f"plug-ins folder {plugins_dir} (from --dir)"
+    profiles = find_profiles()
+    if not profiles:
+        return "no GIMP 3 profile found"
+    kind, folder = profiles[0]
+    text = f"GIMP 3 profile {folder} ({kind})"
+    if len(profiles) > 1:
+        text += "; the newest of " + ", ".join(f"{p} ({k})" for k, p in profiles)
+    return text
+
+
+def find_gimp() -> str | None:
+    """Where GIMP 3 is installed (a description), or None."""
+    for name in ("gimp-3.0", "gimp-console-3.0", "gimp-3", "gimp"):
+        path = shutil.which(name)
+        if path and (name != "gimp" or _gimp_is_3(path)):
+            return path
+    for flatpak in (Path("/var/lib/flatpak/app/org.gimp.GIMP"), Path.home() / ".local/share/flatpak/app/org.gimp.GIMP"):
+        if flatpak.is_dir():
+            return f"Flatpak org.gimp.GIMP ({flatpak})"
+    if Path("/snap/gimp").is_dir():
+        return "Snap gimp (/snap/gimp)"
+    if sys.platform == "darwin":
+        for app in sorted(Path("/Applications").glob("GIMP*.app"), reverse=True):
+            if (app / "Contents" / "MacOS").is_dir() and "2.10" not in app.name:
+                return str(app)
+    if sys.platform == "win32":
+        for base in filter(None, (_env("ProgramFiles"), _env("LOCALAPPDATA") and str(Path(_env("LOCALAPPDATA")) / "Programs"))):
+            for exe in sorted(Path(base).glob("GIMP 3*/bin/gimp-3*.exe"), reverse=True):
+                return str(exe)
+    return None
+
+
+def _gimp_is_3(path: str) -> bool:
+    import subprocess
+
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "version 3." in out
 
 
 def install(plugins_dir: Path | None = None) -> Path:
@@ -82,27 +189,84 @@ def uninstall(plugins_dir: Path | None = None) -> Path | None:
     return target
 
 
-def doctor(plugins_dir: Path | None = None, server: str = "127.0.0.1:50051") -> list[tuple[bool, str]]:
-    """(ok, finding) for each thing the plug-in needs."""
-    plugins_dir = Path(plugins_dir) if plugins_dir else default_plugins_dir()
+def installed_contract(target: Path) -> str | None:
+    """CONTRACT_VERSION of the plug-in's vendored copy of styletransfer/v1/wire.py."""
+    import ast
+
+    path = target / "vendor" / "styletransfer" / "v1" / "wire.py"
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "CONTRACT_VERSION" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return None
+
+
+def doctor(plugins_dir: Path | None = None, server: str = "127.0.0.1:50051", token: str | None = None,
+           tls_ca: str | None = None) -> list[tuple[bool, str]]:
+    """(ok, finding) for each thing the plug-in needs: GIMP 3, its profile, the plug-in's
+    files, a server that answers (with the token and TLS given), speaks the plug-in's
+    contract version and runs verified weights."""
+    from styleserver import __version__
+
+    gimp = find_gimp()
+    checks = [(gimp is not None, f"GIMP 3 installed: {gimp}" if gimp else
+               "no GIMP 3 installation found (gimp-3.0, gimp --version, Flatpak org.gimp.GIMP, Snap): install GIMP 3")]
+    if plugins_dir is None:
+        try:
+            plugins_dir = default_plugins_dir()
+        except NoProfile as e:
+            return checks + [(False, str(e))] + _server_checks(None, server, token, tls_ca)
+        profile_text = describe_profile(None)
+    else:
+        plugins_dir = Path(plugins_dir)
+        profile_text = f"GIMP 3 profile {plugins_dir.parent} (from --dir)"
     config = plugins_dir.parent
+    if is_profile(config):
+        checks.append((True, profile_text))
+    else:
+        checks.append((False, f"{config} is not a GIMP 3 profile (" + ("missing" if not config.is_dir() else
+                      f"none of {', '.join(PROFILE_FILES[:3])}, ... in it") + "): start GIMP 3 once, or pass "
+                      "the plug-ins folder of your profile with --dir"))
     target = plugins_dir / PLUGIN_NAME
-    checks = [
-        (config.is_dir(), f"GIMP 3 configuration folder {config}"
-         + ("" if config.is_dir() else " is missing: start GIMP 3 once, or pass --dir")),
-        ((target / f"{PLUGIN_NAME}.py").is_file(), f"plug-in {target / (PLUGIN_NAME + '.py')}"
-         + ("" if target.is_dir() else " is not installed: run style-transfer gimp install")),
-    ]
+    checks.append(((target / f"{PLUGIN_NAME}.py").is_file(), f"plug-in {target / (PLUGIN_NAME + '.py')}"
+                   + ("" if target.is_dir() else " is not installed: run style-transfer gimp install")))
+    contract = None
     if target.is_dir():
         main = target / f"{PLUGIN_NAME}.py"
         checks.append((os.access(main, os.X_OK), f"{main.name} is executable"))
         missing = [n for n in VENDORED if not target.joinpath("vendor", *n.split(".")).is_dir()]
         checks.append((not missing, "vendored packages " + (f"missing: {', '.join(missing)}" if missing else "present")))
-    host, _, port = server.rpartition(":")
+        try:
+            installed = json.loads((target / "install.json").read_text()).get("version")
+        except (OSError, ValueError):
+            installed = None
+        checks.append((installed == __version__, f"plug-in version {installed}" + (
+            "" if installed == __version__ else f", this project is {__version__}: run style-transfer gimp install")))
+        contract = installed_contract(target)
+    return checks + _server_checks(contract, server, token, tls_ca)
+
+
+def _server_checks(contract: str | None, server: str, token: str | None, tls_ca: str | None) -> list[tuple[bool, str]]:
+    from styleserver.client import Client, RemoteError, ServerUnavailable
+
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
-            checks.append((True, f"server reachable at {server}"))
-    except (OSError, ValueError) as e:
-        checks.append((False, f"no server at {server} ({e.__class__.__name__}): start one with "
-                              f"style-transfer serve --port {port}"))
+        with Client(server, token=token, tls_ca=tls_ca, connect_timeout=3) as client:
+            info = client.info()
+    except ServerUnavailable as e:
+        return [(False, str(e))]
+    except RemoteError as e:
+        return [(False, f"the server at {server} answers but refused GetInfo: {e.details}")]
+    checks = [(True, f"server at {server}: version {info['server_version']}, {info['device']} ({info['dtype']})")]
+    theirs = info.get("contract_version") or "unknown (older than v1.1)"
+    if contract is not None:
+        checks.append((theirs == contract, f"contract: plug-in {contract}, server {theirs}" + (
+            "" if theirs == contract else ": install the plug-in from the server's version (style-transfer gimp "
+                                          "install) or update the server")))
+    checks.append((bool(info["model_verified"]), f"server weights {info['model']}" + (
+        " verified (torchvision's ImageNet VGG19)" if info["model_verified"] else
+        " are UNVERIFIED: not the ImageNet VGG19 weights, results are meaningless; start the server with "
+        "vgg19-dcbb9e9d.pth")))
     return checks

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stylecore.params import PRESETS, ParamError, StyleParams, preset
+from stylecore.params import DEVICES, PRESETS, ParamError, StyleParams, preset
 
 from .errors import UsageError
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
@@ -277,14 +277,16 @@ def _local_events(args, content, styles, params):
     weights = load(args.weights, download=not args.no_download)
     if not args.quiet:
         print(f"weights: {weights.describe()}", file=sys.stderr)
-    return Engine(weights.model).run(content, styles, params, preview_every=1), (Diverged,)
+    return Engine(weights.model).run(content, styles, params, preview_every=1, device=args.device or "auto"), \
+        (Diverged,)
 
 
 def _remote_events(args, content, styles, params):
+    if args.device:
+        raise UsageError("--device: a server runs on the device it was started with "
+                         "(style-transfer serve --device); leave --device out with --server")
     client = _client(args)
-    base = preset(args.preset)
-    # --device is the server's business: it runs where it was started.
-    return client.stylize(content, styles, params.replace(device=base.device), preset=args.preset,
+    return client.stylize(content, styles, params, preset=args.preset,
                           preview_every=1, preview_max_side=max(content.shape[:2]))
 
 
@@ -321,18 +323,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_gimp(args: argparse.Namespace) -> int:
     import stylegimp
 
-    plugins = Path(args.dir) if args.dir else None
+    plugins = Path(args.dir) if args.dir and args.dir.strip() else None
     if args.action == "install":
-        target = stylegimp.install(plugins)
+        try:
+            where = stylegimp.describe_profile(plugins)
+            target = stylegimp.install(plugins)
+        except stylegimp.NoProfile as e:
+            raise UsageError(str(e)) from None
+        print(f"using the {where}")
         print(f"installed the GIMP plug-in in {target}")
         print("restart GIMP; it is under Filters > Artistic > Style Transfer... (start a server first: "
               "style-transfer serve)")
         return 0
     if args.action == "uninstall":
-        removed = stylegimp.uninstall(plugins)
+        try:
+            removed = stylegimp.uninstall(plugins)
+        except stylegimp.NoProfile as e:
+            raise UsageError(str(e)) from None
         print(f"removed {removed}" if removed else "the plug-in was not installed there; nothing to do")
         return 0
-    checks = stylegimp.doctor(plugins, args.server or "127.0.0.1:50051")
+    token = _read_text(args.token_file, "--token-file") if args.token_file else None
+    checks = stylegimp.doctor(plugins, args.server or "127.0.0.1:50051", token=token, tls_ca=args.tls_ca)
     for ok, text in checks:
         print(f"[{'ok' if ok else '!!'}] {text}")
     return 0 if all(ok for ok, _ in checks) else 1
@@ -368,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--device", default=None, choices=DEVICES,
+                   help="where the local engine runs (default: auto, CUDA when present); with --server the server's own")
     _add_client_options(p, required=False)
     add_param_options(p)
     p.set_defaults(func=cmd_stylize)
@@ -375,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=50051, help="port (0: any free port; default 50051)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where the network runs")
+    p.add_argument("--device", default="auto", choices=DEVICES, help="where the network runs (default: auto)")
     p.add_argument("--weights", help="VGG19 weights file (default: $STYLE_TRANSFER_WEIGHTS or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="largest image accepted")
@@ -410,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("install", "uninstall", "doctor"))
     p.add_argument("--dir", help="GIMP's plug-ins folder (default: the one of your GIMP 3 profile)")
     p.add_argument("--server", help="doctor: the server address to check (default 127.0.0.1:50051)")
+    p.add_argument("--token-file", help="doctor: file with the server's bearer token")
+    p.add_argument("--tls-ca", nargs="?", const="", default=None, metavar="PEM",
+                   help="doctor: connect with TLS (optionally trusting this CA file)")
     p.set_defaults(func=cmd_gimp)
 
     p = sub.add_parser("info", help="what a server runs", description="Ask a server what it runs and accepts.")

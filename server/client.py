@@ -23,11 +23,11 @@ from stylecore.buffers import check_buffer
 from stylecore.params import StyleParams, preset as get_preset
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
+from styletransfer.v1 import wire
+from styletransfer.v1.wire import DEFAULT_ADDRESS, Queued  # noqa: F401 - Queued is one of the events yielded
 
 from . import convert
 from .imageio import decode_image
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
 class ServerUnavailable(Exception):
@@ -48,8 +48,9 @@ class Client:
                  connect_timeout: float = 5.0):
         self.address = address
         self.connect_timeout = connect_timeout
-        self._metadata = [("authorization", f"Bearer {token}")] if token else []
-        options = [("grpc.max_receive_message_length", 8 * convert.CHUNK_BYTES)]
+        self._token, self._tls = token, tls_ca is not None
+        self._metadata = wire.auth_metadata(token)
+        options = [("grpc.max_receive_message_length", 2 * wire.MAX_MESSAGE_BYTES)]
         if tls_ca is not None:
             creds = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes() if tls_ca else None)
             self._channel = grpc.secure_channel(address, creds, options=options)
@@ -73,14 +74,14 @@ class Client:
             raise ServerUnavailable(self._unavailable_message()) from None
 
     def _unavailable_message(self) -> str:
-        port = self.address.rsplit(":", 1)[-1]
-        return (f"no style-transfer server answers at {self.address}; "
-                f"start one with: style-transfer serve --port {port}")
+        return wire.unavailable_text(self.address)
 
     def _error(self, e: grpc.RpcError) -> Exception:
         if e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" not in (e.details() or "") \
                 and "loading" not in (e.details() or ""):
             return ServerUnavailable(self._unavailable_message())
+        if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return RemoteError(e.code(), wire.unauthenticated_text(self.address, bool(self._token)))
         return RemoteError(e.code(), e.details() or "")
 
     def info(self) -> dict:
@@ -117,14 +118,13 @@ class Client:
                 metas.append(convert.image_meta(array))
                 images.append(array.tobytes())
         base = get_preset(preset)
-        header = pb.Header(
-            preset=preset,
-            params=convert.params_to_proto(params, base) if params is not None else pb.Params(),
+        header = wire.header(
+            metas[0], metas[1:], preset=preset,
+            params=convert.params_to_proto(params, base) if params is not None else None,
             preview_every=preview_every, preview_max_side=preview_max_side, result_format=result_format,
-            content=metas[0], styles=metas[1:],
         )
         self._connect()
-        call = self._stub.Stylize(convert.request_stream(header, images), metadata=self._metadata)
+        call = self._stub.Stylize(wire.request_stream(header, images), metadata=self._metadata)
         decoder = convert.EventDecoder()
         try:
             for message in call:

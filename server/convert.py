@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -16,17 +16,16 @@ from PIL import Image
 from stylecore.events import Preview, Progress, Result, Started
 from stylecore.params import ParamError, StyleParams, preset
 from styletransfer.v1 import style_transfer_pb2 as pb
+from styletransfer.v1 import wire
+from styletransfer.v1.wire import CHUNK_BYTES, PREVIEW_MAX_SIDE, Queued, chunks, request_stream  # noqa: F401
 
 from .imageio import ImageError, ImageTooLarge, decode_image, encode_image, probe
-from .limits import CHUNK_BYTES, Limits
-from .scheduler import Queued
+from .limits import Limits
 
-PREVIEW_MAX_SIDE = 256
-
-FORMATS = {
-    pb.IMAGE_FORMAT_PNG: "PNG", pb.IMAGE_FORMAT_JPEG: "JPEG",
-    pb.IMAGE_FORMAT_WEBP: "WEBP", pb.IMAGE_FORMAT_TIFF: "TIFF",
-}
+# The wire rules themselves (chunking, reassembly, format sniffing, Queued, the texts
+# clients show) live in styletransfer.v1.wire, shared with the GIMP plug-in; this
+# module converts between messages and the engine's types (numpy, PIL, StyleParams).
+FORMATS = wire.FORMAT_NAMES
 
 # StyleParams fields that are sequences travel as repeated fields.
 _SEQUENCES = {f.name for f in dataclasses.fields(StyleParams) if str(f.type).startswith("tuple")}
@@ -36,13 +35,10 @@ _SEQUENCES = {f.name for f in dataclasses.fields(StyleParams) if str(f.type).sta
 
 
 def params_from_proto(preset_name: str, message: pb.Params) -> StyleParams:
-    """The preset with every field the message sets on top. Raises ParamError.
-    `device` is not taken: a server runs on its own device."""
+    """The preset with every field the message sets on top. Raises ParamError."""
     base = preset(preset_name or "default")
     changes = {}
     for f in dataclasses.fields(StyleParams):
-        if f.name == "device":
-            continue
         if f.name in _SEQUENCES:
             values = getattr(message, f.name)
             if len(values):
@@ -71,21 +67,21 @@ def params_to_proto(params: StyleParams, base: StyleParams | None = None) -> pb.
 
 def image_meta(array: np.ndarray) -> pb.ImageMeta:
     h, w, c = array.shape
-    return pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=w, height=h, channels=c, size_bytes=array.nbytes)
+    return wire.raw_meta(w, h, c)
 
 
 def encoded_meta(data: bytes) -> pb.ImageMeta | None:
-    """Meta for an encoded file's bytes: its format told by its first bytes, and its
-    size read from its header (so that the server can refuse it before the upload).
-    None for a format the contract does not name: send those decoded, as RAW."""
-    for fmt, name in FORMATS.items():
-        try:
-            dims = probe(data[: 1 << 16], name)
-        except ImageError:
-            continue
-        width, height = dims[:2] if dims else (0, 0)
-        return pb.ImageMeta(format=fmt, size_bytes=len(data), width=width, height=height)
-    return None
+    """wire.encoded_meta with the file's size read from its header (so that the server
+    can refuse it before the upload). None for a format the contract does not name:
+    send those decoded, as RAW."""
+    fmt = wire.sniff_format(data)
+    if fmt is None:
+        return None
+    try:
+        dims = probe(data[: 1 << 16], FORMATS[fmt])
+    except ImageError:
+        dims = None  # the server will say what is wrong with it
+    return wire.encoded_meta(data, dims[:2] if dims else None)
 
 
 def format_name(meta: pb.ImageMeta) -> str | None:
@@ -150,21 +146,6 @@ def encode_result(array: np.ndarray, fmt: int) -> tuple[pb.ImageMeta, bytes]:
     return pb.ImageMeta(format=fmt, size_bytes=len(data)), data
 
 
-def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """(offset, piece) pairs; one empty piece for empty data."""
-    view = memoryview(data)
-    for offset in range(0, max(1, len(data)), size):
-        yield offset, bytes(view[offset : offset + size])
-
-
-def request_stream(header: pb.Header, images: Iterable[bytes], chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeRequest]:
-    """The client side of Stylize: the header, then each image's bytes in chunks."""
-    yield pb.StylizeRequest(header=header)
-    for index, data in enumerate(images):
-        for offset, piece in chunks(data, chunk):
-            yield pb.StylizeRequest(chunk=pb.ImageChunk(image=index, offset=offset, data=piece))
-
-
 # --- events -----------------------------------------------------------------------------
 
 
@@ -200,8 +181,7 @@ def event_to_proto(event, job_id: str = "", model: str = "", verified: bool = Fa
 
 def result_to_proto(result: Result, fmt: int, chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeEvent]:
     meta, data = encode_result(result.image, fmt)
-    for offset, piece in chunks(data, chunk):
-        yield pb.StylizeEvent(result=pb.ResultChunk(meta=meta if offset == 0 else None, offset=offset, data=piece))
+    yield from wire.result_events(meta, data, chunk)
     yield pb.StylizeEvent(done=pb.Done(elapsed=result.elapsed, losses=result.losses))
 
 
@@ -211,9 +191,7 @@ class EventDecoder:
 
     def __init__(self, max_pixels: int = 1 << 31):
         self.max_pixels = max_pixels
-        self._meta: pb.ImageMeta | None = None
-        self._parts: list[bytes] = []
-        self._received = 0
+        self._result = wire.ResultAssembler()
 
     def decode(self, message: pb.StylizeEvent):
         """Returns an event, or None for a message that is part of a larger one."""
@@ -232,17 +210,16 @@ class EventDecoder:
             image = np.asarray(Image.open(io.BytesIO(message.preview.png)).convert("RGB"))
             return Preview(scale=message.preview.scale, step=message.preview.step, image=image)
         if kind == "result":
-            r = message.result
-            if r.offset == 0:
-                self._meta, self._parts, self._received = r.meta, [], 0
-            if self._meta is None or r.offset != self._received:
-                raise ImageError(f"result chunk at offset {r.offset} out of order")
-            self._parts.append(r.data)
-            self._received += len(r.data)
+            try:
+                self._result.add(message.result)
+            except wire.WireError as e:
+                raise ImageError(str(e)) from None
             return None
         if kind == "done":
-            if self._meta is None:
-                raise ImageError("the server sent no result")
-            image = image_from_bytes(self._meta, b"".join(self._parts), self.max_pixels, "result")
+            try:
+                meta, data = self._result.finish()
+            except wire.WireError as e:
+                raise ImageError(str(e)) from None
+            image = image_from_bytes(meta, data, self.max_pixels, "result")
             return Result(image=image, losses=dict(message.done.losses), elapsed=message.done.elapsed)
         raise ImageError(f"unknown event {kind!r}")

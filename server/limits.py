@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from styletransfer.v1.wire import CHUNK_BYTES, MAX_MESSAGE_BYTES  # the contract's, shared with clients
+
 from .imageio import DEFAULT_MAX_PIXELS
 
-CHUNK_BYTES = 1 << 20  # 1 MiB: well under gRPC's default 4 MiB message limit
 MiB, GiB = 1 << 20, 1 << 30
 
 # The memory model of one job, from measurements on CPU with fp32 (README, "Server"):
@@ -44,7 +45,7 @@ class Limits:
     reflection_calls: int = 4  # concurrent reflection streams
     idle_seconds: float = 300.0  # a connection without calls is closed after this long
     chunk_bytes: int = CHUNK_BYTES
-    max_message_bytes: int = 4 * CHUNK_BYTES
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
     @property
     def request_bytes(self) -> int:

@@ -16,7 +16,7 @@ from typing import TextIO
 
 from stylecore.events import Progress, Result, Started
 
-from .scheduler import Queued
+from styletransfer.v1.wire import Queued
 
 MIN_BAR = 10  # narrowest bar worth drawing, inside its brackets
 MAX_BAR = 40

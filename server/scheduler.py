@@ -8,10 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Queued:
-    position: int  # jobs ahead of this one (1 = next)
+from styletransfer.v1.wire import Queued  # the event is the contract's (wire.py), shared with clients
 
 
 class QueueFull(Exception):

@@ -17,6 +17,7 @@ from stylecore import Cancelled, Engine, ParamError, Result
 from stylecore.engine import Diverged
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
+from styletransfer.v1 import wire
 
 from . import __version__, admission, convert
 from .admission import Dims, Refused
@@ -76,7 +77,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         if isinstance(request, convert.Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a GetInfoRequest ({request.error})")
         return pb.Info(
-            server_version=__version__, device=self.model.device, dtype=self.model.dtype,
+            server_version=__version__, contract_version=wire.CONTRACT_VERSION, device=self.model.device, dtype=self.model.dtype,
             model=self.model.name, model_sha256=self.model.sha256, model_verified=self.model.verified,
             limits=convert.limits_to_proto(self.limits),
             presets=[pb.Preset(name=n, params=convert.params_to_proto(p)) for n, p in PRESETS.items()],
@@ -115,8 +116,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             del data
             record.sizes = " ".join(f"{a.shape[1]}x{a.shape[0]}x{a.shape[2]}" for a in images)
             admission.check(header, self.limits, [Dims(a.shape[1], a.shape[0], a.shape[2]) for a in images])
-            params = plan.params.replace(device=self.device)
-            yield from self._run(job, header, params, images, context, record)
+            yield from self._run(job, header, plan.params, images, context, record)
         except GeneratorExit:  # gRPC stopped reading the events: the client went away
             record.set("cancelled by client", f"while {record.outcome}" if record.outcome in ("queued", "running")
                        else "while streaming events")
@@ -174,7 +174,8 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             def cancel() -> bool:  # checked by the engine between steps
                 return ticket.cancel.is_set() or not context.is_active()
 
-            events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every)
+            events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every,
+                                           device=self.device)  # the server's device, never the client's
             for event in events:
                 if isinstance(event, Result):
                     yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)

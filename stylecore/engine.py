@@ -28,7 +28,9 @@ class Diverged(RuntimeError):
     """The objective became NaN or infinite."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -69,10 +71,12 @@ class Engine:
 
     # --- preparation -------------------------------------------------------------------
 
-    def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams) -> Job:
-        """Checks the images, resolves device and precision, plans the pyramid.
+    def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams,
+                device: str | torch.device = "auto") -> Job:
+        """Checks the images, resolves the device (the caller's: a server's or the CLI's
+        choice, never a job parameter) and precision, plans the pyramid.
         Raises ParamError / ValueError naming what is wrong."""
-        device = resolve_device(params.device)
+        device = resolve_device(device)
         content_img = images.split(content, "content")
         if not styles:
             raise ParamError("styles", "at least one style image is needed")
@@ -139,14 +143,16 @@ class Engine:
         params: StyleParams,
         cancel: Callable[[], bool] | None = None,
         preview_every: int = 0,
+        device: str | torch.device = "auto",
     ) -> Iterator[Event]:
         """Stylize `content` (H, W, C uint8) after `styles`; yields Started, then Progress
         after every step (and Preview every `preview_every` steps), then Result.
-        Raises Cancelled within one step of `cancel()` returning True."""
+        Runs on `device` ("auto": CUDA when present). Raises Cancelled within one step
+        of `cancel()` returning True."""
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
-        job = self.prepare(content, styles, params)
+        job = self.prepare(content, styles, params, device)
         t0 = time.perf_counter()
         yield Started(
             device=str(job.device),

@@ -24,7 +24,7 @@ POOLINGS = ("max", "avg")
 PRESERVE_COLORS = ("none", "luminance", "match")
 PRECISIONS = ("auto", "fp32", "bf16")
 RESIZES = ("longest", "notebook")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # where a run goes: Engine.run(device=...), not a job parameter
 
 
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -86,7 +86,6 @@ class StyleParams:
     precision: str = _f(
         "auto", "auto, fp32 or bf16 (auto: bf16 only where the hardware is fast at it)", PRECISIONS
     )
-    device: str = _f("auto", "auto, cpu or cuda (auto: CUDA when present)", DEVICES)
 
     def __post_init__(self) -> None:
         _check_int(self, "size", 1, 16384)

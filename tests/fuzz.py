@@ -55,7 +55,7 @@ def params(draw) -> pb.Params:
     for name in ("lr", "average", "content_weight", "style_weight", "tv_weight", "style_scale"):
         if draw(st.booleans()):
             setattr(p, name, draw(floats))
-    for name in ("optimizer", "init", "pooling", "preserve_colors", "precision", "device"):
+    for name in ("optimizer", "init", "pooling", "preserve_colors", "precision"):
         if draw(st.integers(0, 3)) == 0:
             setattr(p, name, draw(words))
     if draw(st.integers(0, 3)) == 0:

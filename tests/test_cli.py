@@ -385,3 +385,20 @@ def test_ctrl_c_from_the_terminal_stops_the_real_command(files, weights_file):
     assert "wrote the best image so far to" in err and "Traceback" not in err
     assert read_image(files / "out.interrupted.png").shape == (32, 48, 3)
     assert not (files / "out.png").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--server", "127.0.0.1:9", "--device", "cpu"], "--device: a server runs on the device it was started with"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_device_is_the_local_engines_only(tmp_path, capsys, args, expected):
+    from PIL import Image
+
+    for name in ("c.png", "s.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    try:
+        code = main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(tmp_path / "o.png"), *args])
+    except SystemExit as e:  # argparse's own refusals
+        code = e.code
+    assert code == 2 and expected in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

@@ -43,6 +43,7 @@ import hashlib, json, sys
 sys.path[:0] = [sys.argv[1], sys.argv[1] + "/vendor"]
 import os; os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
 import style_transfer_rpc as rpc
+server = rpc.Server(**json.loads(sys.argv[2]))
 w, h, c = 40, 30, 4
 pixels = bytes((i * 7) % 256 for i in range(w * h * c))
 style = bytes((i * 13) % 256 for i in range(32 * 32 * 3))
@@ -50,7 +51,9 @@ events = []
 job = rpc.Job(content=pixels, width=w, height=h, channels=c, styles=[(style, 32, 32, 3)],
               params={"size": 32, "steps": 3, "scales": 1}, preview_every=1)
 try:
-    result = rpc.run(sys.argv[2], job, lambda e: events.append(e.WhichOneof("event")))
+    info = rpc.info(server)
+    rpc.preset_values(info, "draft")
+    result = rpc.run(server, job, lambda e: events.append(e.WhichOneof("event")))
 except rpc.ServerError as e:
     print(json.dumps({"error": str(e)})); sys.exit(0)
 print(json.dumps({
@@ -62,9 +65,10 @@ print(json.dumps({
 """
 
 
-def run_client(plugin_dir, address):
+def run_client(plugin_dir, address, **server):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", CLIENT, str(plugin_dir), address],
+    settings = json.dumps(dict(server, address=address))
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", CLIENT, str(plugin_dir), settings],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -85,14 +89,195 @@ def test_plugin_client_with_no_server_names_the_address_and_the_command(plugin_d
     assert "style-transfer serve --port 9" in out["error"]
 
 
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    from certs import make_cert
+
+    return make_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def guarded(start_server, cert):
+    """A server that wants a token and speaks TLS only."""
+    return start_server(token="s3cret", tls=(cert[0].read_bytes(), cert[1].read_bytes()))
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"token": "s3cret", "tls": True, "ca": True}, None),
+    ({"token": "wrong", "tls": True, "ca": True}, "refused the token (UNAUTHENTICATED)"),
+    ({"token": None, "tls": True, "ca": True}, "wants a token (UNAUTHENTICATED)"),
+    ({"token": "s3cret", "tls": True, "ca": False}, "check that it serves TLS"),  # the system's roots: not ours
+    ({"token": "s3cret", "tls": False, "ca": False}, "turn TLS on"),
+])
+def test_plugin_client_with_token_and_tls(plugin_dir, guarded, cert, settings, expected):
+    ca = str(cert[0]) if settings.pop("ca") else ""
+    out = run_client(plugin_dir, f"127.0.0.1:{guarded.port}", ca_file=ca, **settings)
+    if expected is None:
+        assert "error" not in out, out
+        assert out["alpha_kept"] and out["events"][-1] == "done"
+    else:
+        assert expected in out.get("error", ""), out
+
+
+def test_plugin_client_unknown_preset_names_the_servers(plugin_dir, server):
+    rpc = _rpc(plugin_dir)
+    info = rpc.info(rpc.Server(f"127.0.0.1:{server.port}"))
+    assert info.contract_version == rpc.wire.CONTRACT_VERSION
+    assert rpc.preset_values(info, "draft")["size"] == 256
+    with pytest.raises(rpc.ServerError, match="offers: default, draft, high, seed"):
+        rpc.preset_values(info, "ultra")
+
+
+def _rpc(plugin_dir):
+    sys.path.insert(0, str(plugin_dir))
+    try:
+        import style_transfer_rpc
+
+        return style_transfer_rpc
+    finally:
+        sys.path.remove(str(plugin_dir))
+
+
+@pytest.mark.parametrize("typed, file_token, kept, keep, expected, stored", [
+    ("typed", None, None, True, "typed", "typed"),  # typed once: kept in the profile
+    ("typed", None, None, False, "typed", None),  # a script's token: not kept
+    ("", "from-file", "old", True, "from-file", "old"),  # a token file beats the kept one
+    ("", None, "old", True, "old", "old"),
+    ("", None, None, True, None, None),
+])
+def test_token_resolution(plugin_dir, tmp_path, typed, file_token, kept, keep, expected, stored):
+    rpc = _rpc(plugin_dir)
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    kept_file = profile / rpc.TOKEN_FILE_NAME
+    if kept:
+        rpc.store_token(str(kept_file), kept)
+    token_file = ""
+    if file_token:
+        token_file = str(tmp_path / "token")
+        (tmp_path / "token").write_text(file_token + "\n")
+    assert rpc.resolve_token(typed, token_file, str(profile), keep=keep) == expected
+    assert (kept_file.read_text().strip() if kept_file.exists() else None) == stored
+    if kept_file.exists():
+        assert stat.S_IMODE(kept_file.stat().st_mode) == 0o600
+
+
+def test_token_file_missing_says_so(plugin_dir, tmp_path):
+    rpc = _rpc(plugin_dir)
+    with pytest.raises(rpc.ServerError, match="Cannot read the token file"):
+        rpc.resolve_token("", str(tmp_path / "nope"), None)
+
+
+def _profile(folder, mtime=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sessionrc").write_text("")
+    if mtime is not None:
+        os.utime(folder / "sessionrc", (mtime, mtime))
+    return folder
+
+
+FLATPAK = ".var/app/org.gimp.GIMP/config/GIMP"
+
+
+@pytest.mark.parametrize("profiles, env, expected", [
+    ({".config/GIMP/3.0": 1}, {}, ".config/GIMP/3.0"),
+    ({f"{FLATPAK}/3.0": 1}, {}, f"{FLATPAK}/3.0"),
+    ({".config/GIMP/3.0": 2, f"{FLATPAK}/3.0": 1}, {}, ".config/GIMP/3.0"),  # the one GIMP wrote last
+    ({".config/GIMP/3.0": 1, f"{FLATPAK}/3.0": 2}, {}, f"{FLATPAK}/3.0"),
+    ({".config/GIMP/3.0": 2, f"{FLATPAK}/3.2": 1}, {}, f"{FLATPAK}/3.2"),  # the newest GIMP 3 first
+    ({"snap/gimp/current/.config/GIMP/3.0": 1}, {}, "snap/gimp/current/.config/GIMP/3.0"),
+    ({".config/GIMP/3.0": 1}, {"XDG_CONFIG_HOME": ""}, ".config/GIMP/3.0"),  # empty means unset
+    ({".config/GIMP/3.0": 1}, {"XDG_CONFIG_HOME": "  "}, ".config/GIMP/3.0"),
+    ({".config/GIMP/3.0": 1}, {"GIMP3_DIRECTORY": ""}, ".config/GIMP/3.0"),
+    ({"xdg/GIMP/3.0": 1}, {"XDG_CONFIG_HOME": "{home}/xdg"}, "xdg/GIMP/3.0"),
+    ({".config/GIMP/3.0": 1}, {"GIMP3_DIRECTORY": "{home}/mine"}, "mine"),
+    ({".config/GIMP/2.10": 1}, {}, None),  # GIMP 2.10 is not supported
+    ({}, {}, None),
+])
+def test_profile_detection(tmp_path, monkeypatch, profiles, env, expected):
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_CONFIG_HOME", "GIMP3_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(home=home))
+    for folder, mtime in profiles.items():
+        _profile(home / folder, 1_700_000_000 + mtime)
+    (home / ".config/GIMP/3.0x").mkdir(parents=True)  # not a version
+    if expected is None:
+        with pytest.raises(stylegimp.NoProfile, match="start GIMP 3 once"):
+            stylegimp.default_plugins_dir()
+        assert main(["gimp", "install"]) == 2
+        assert not (tmp_path / "GIMP").exists()  # never into the current folder
+    else:
+        assert stylegimp.default_plugins_dir() == home / expected / "plug-ins"
+        assert main(["gimp", "install"]) == 0
+        assert (home / expected / "plug-ins" / "style-transfer" / "style-transfer.py").is_file()
+
+
+def _doctor(capsys, *args):
+    code = main(["gimp", "doctor", *args])
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dir_, expected", [
+    ("/nonexistent/plug-ins", "[!!] /nonexistent is not a GIMP 3 profile (missing)"),
+    ("/nonexistent", "[!!] / is not a GIMP 3 profile (none of gimprc"),
+])
+def test_doctor_refuses_what_is_no_profile(capsys, server, dir_, expected):
+    code, out = _doctor(capsys, "--dir", dir_, "--server", f"127.0.0.1:{server.port}")
+    assert code == 1 and expected in out
+
+
+def test_doctor_reports_gimp_contract_and_weights(tmp_path, capsys, monkeypatch, server):
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
+    stylegimp.install(plugins)
+    monkeypatch.setattr(stylegimp, "find_gimp", lambda: None)
+    code, out = _doctor(capsys, "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}")
+    assert code == 1
+    assert "[!!] no GIMP 3 installation found" in out
+    assert f"[ok] GIMP 3 profile {plugins.parent} (from --dir)" in out
+    from styletransfer.v1.wire import CONTRACT_VERSION
+
+    assert f"[ok] contract: plug-in {CONTRACT_VERSION}, server {CONTRACT_VERSION}" in out
+    assert "[!!] server weights vgg19-random-seed0.pth sha256:test are UNVERIFIED" in out  # the test server's
+
+
+def test_doctor_flags_an_older_plugin_contract(tmp_path, capsys, monkeypatch, server):
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
+    wire_copy = stylegimp.install(plugins) / "vendor" / "styletransfer" / "v1" / "wire.py"
+    wire_copy.write_text(wire_copy.read_text().replace('CONTRACT_VERSION = "', 'CONTRACT_VERSION = "old-'))
+    code, out = _doctor(capsys, "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}")
+    assert code == 1 and "[!!] contract: plug-in old-v1" in out and "style-transfer gimp install" in out
+
+
+def test_doctor_with_token_and_tls(tmp_path, capsys, monkeypatch, guarded, cert):
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
+    stylegimp.install(plugins)
+    (tmp_path / "token").write_text("s3cret\n")
+    address = f"127.0.0.1:{guarded.port}"
+    _, out = _doctor(capsys, "--dir", str(plugins), "--server", address, "--token-file", str(tmp_path / "token"),
+                     "--tls-ca", str(cert[0]))
+    assert f"[ok] server at {address}" in out
+    (tmp_path / "token").write_text("wrong\n")
+    _, out = _doctor(capsys, "--dir", str(plugins), "--server", address, "--token-file", str(tmp_path / "token"),
+                     "--tls-ca", str(cert[0]))
+    assert "refused the token" in out
+
+
 def test_gimp_commands_install_doctor_uninstall(tmp_path, capsys, server):
-    plugins = tmp_path / "GIMP" / "3.0" / "plug-ins"
+    plugins = _profile(tmp_path / "GIMP" / "3.0") / "plug-ins"
     assert main(["gimp", "install", "--dir", str(plugins)]) == 0
     assert (plugins / "style-transfer" / "style-transfer.py").is_file()
-    assert main(["gimp", "doctor", "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}"]) == 0
+    main(["gimp", "doctor", "--dir", str(plugins), "--server", f"127.0.0.1:{server.port}"])
+    out = capsys.readouterr().out
+    assert out.count("[ok]") >= 6 and f"[ok] server at 127.0.0.1:{server.port}" in out
     assert main(["gimp", "doctor", "--dir", str(plugins), "--server", "127.0.0.1:9"]) == 1
     out = capsys.readouterr().out
-    assert "[!!] no server at 127.0.0.1:9" in out and "style-transfer serve --port 9" in out
+    assert "[!!] no style-transfer server answers at 127.0.0.1:9" in out and "style-transfer serve --port 9" in out
     assert main(["gimp", "uninstall", "--dir", str(plugins)]) == 0
     assert not (plugins / "style-transfer").exists()
     assert main(["gimp", "uninstall", "--dir", str(plugins)]) == 0

@@ -117,6 +117,28 @@ def test_plugin_in_real_gimp(root, server, work):
     assert gray["layers"] == 3 and gray["new_is_gray"] and gray["source_unchanged"]
 
 
+def test_plugin_with_a_token_and_tls_in_real_gimp(root, start_server, work):
+    """A shared GPU box's set-up: a token (from a file; a typed wrong one is refused with
+    advice) and TLS with a self-signed certificate made here."""
+    from certs import make_cert
+
+    (work / "tls").mkdir(exist_ok=True)
+    cert, key = make_cert(work / "tls")
+    guarded = start_server(token="s3cret", tls=(cert.read_bytes(), key.read_bytes()))
+    (work / "token").write_text("s3cret\n")
+    cases = run_gimp(root, work, {"guarded": f"127.0.0.1:{guarded.port}", "token_file": str(work / "token"),
+                                  "ca": str(cert), "cases": ["guarded", "guarded_wrong_token",
+                                                             "guarded_without_tls"]}, "guarded")
+    ok = cases["guarded"]
+    assert ok.get("status") == "success", ok.get("message") or ok.get("error")
+    assert ok["layer_names"][0] == "Background - style + style2 (seed 0)"
+    wrong = cases["guarded_wrong_token"]
+    assert wrong["status"] == "execution-error" and wrong["layers"] == 1
+    assert "refused the token (UNAUTHENTICATED)" in wrong["message"] and "Token field" in wrong["message"]
+    plain = cases["guarded_without_tls"]
+    assert plain["status"] == "execution-error" and "turn TLS on" in plain["message"], plain["message"]
+
+
 def test_killing_the_plugin_stops_the_job_at_once(root, server, work, content, style):
     gimp = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}", "cases": ["long_job"]}, "kill",
                     background=True)

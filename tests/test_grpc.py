@@ -17,7 +17,7 @@ from PIL import Image
 from stylecore import Preview, Progress, Result, Started, preset
 from styleserver import convert
 from styleserver.client import Client, RemoteError, ServerUnavailable
-from styleserver.scheduler import Queued
+from styletransfer.v1.wire import Queued
 from styleserver.serve import ConfigError, start
 from styleserver.service import Model
 from styletransfer.v1 import style_transfer_pb2 as pb

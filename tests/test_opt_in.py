@@ -14,7 +14,7 @@ def test_cuda_runs_in_bf16_with_fp32_losses(engine, content, style):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     events = list(engine.run(content, [style], preset("default").replace(size=64, scales=2, min_scale=32,
-                                                                            steps=10, device="cuda")))
+                                                                            steps=10), device="cuda"))
     started = events[0]
     assert isinstance(started, Started) and started.device.startswith("cuda")
     assert started.dtype == ("bfloat16" if torch.cuda.is_bf16_supported() else "float32")

@@ -10,6 +10,7 @@ GIMP's Python has no grpcio: gRPC is spoken by style_transfer_rpc.py with the
 pure-Python packages in ./vendor (see stylegimp/__init__.py).
 """
 
+import math
 import os
 import sys
 
@@ -26,8 +27,6 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 import style_transfer_rpc as rpc  # noqa: E402
 
 PROC_NAME = "plug-in-style-transfer"
-QUALITY = {"draft": "draft", "standard": "default", "high": "high"}
-BASE_STYLE_WEIGHT = 1e6  # the presets' style_weight; "strength" multiplies it
 
 
 def pixel_format(drawable):
@@ -98,21 +97,74 @@ class Previewer:
             self.layer = None
 
 
-def style_input(config, image):
-    """The style image: a file's bytes (the server decodes it) or another layer's pixels."""
-    style_file = config.get_property("style-file")
+def file_or_layer(config, file_prop, layer_prop, what):
+    """A style image: a file's bytes (the server decodes it) or a layer's pixels; None if neither."""
+    style_file = config.get_property(file_prop)
     if style_file is not None and style_file.get_path():
         path = style_file.get_path()
         try:
             with open(path, "rb") as f:
                 return f.read(), os.path.splitext(os.path.basename(path))[0]
         except OSError as e:
-            raise rpc.ServerError(f"Cannot read the style image {path}: {e.strerror or e}")
-    layer = config.get_property("style-layer")
+            raise rpc.ServerError(f"Cannot read the {what} {path}: {e.strerror or e}")
+    layer = config.get_property(layer_prop)
     if layer is None:
-        raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
+        return None
     data, channels = read_pixels(layer, 0, 0, layer.get_width(), layer.get_height())
     return (data, layer.get_width(), layer.get_height(), channels), layer.get_name()
+
+
+def _path(config, prop):
+    f = config.get_property(prop)
+    return f.get_path() if f is not None and f.get_path() else ""
+
+
+def server_of(config, run_mode):
+    """The server's address, token and TLS from the config. A token typed in the dialog
+    is kept in the GIMP profile (0600) and cleared from the config, so that GIMP's
+    plain-text saved settings never hold it."""
+    typed = config.get_property("token") or ""
+    interactive = run_mode == Gimp.RunMode.INTERACTIVE
+    token = rpc.resolve_token(typed, _path(config, "token-file"), Gimp.directory(), keep=interactive)
+    if typed and interactive:
+        config.set_property("token", "")
+    return rpc.Server(address=config.get_property("server").strip(), token=token,
+                      tls=config.get_property("tls"), ca_file=_path(config, "tls-ca-file"))
+
+
+def largest_side(limits, w, h):
+    """The longest working side the server's max_work_pixels allows for a w x h layer."""
+    if not limits.max_work_pixels:
+        return None
+    long, short = max(w, h), max(1, min(w, h))
+    return int(math.sqrt(limits.max_work_pixels * long / short))
+
+
+def job_params(config, info, preset_name, w, h, two_styles):
+    """The fields to send: those the dialog sets, relative to the server's preset
+    (strength multiplies its style weight; 0 means its own value elsewhere)."""
+    base = rpc.preset_values(info, preset_name)
+    params = {"seed": config.get_property("seed"),
+              "style_weight": base.get("style_weight", 1.0) * config.get_property("strength")}
+    size = config.get_property("max-size") or base.get("size", max(w, h))
+    size = min(size, max(w, h))
+    limit = largest_side(info.limits, w, h)
+    if limit and size > limit:
+        size = limit
+    params["size"] = size
+    if config.get_property("style-scale") > 0:
+        params["style_scale"] = config.get_property("style-scale")
+    if config.get_property("smoothness") > 0:
+        params["tv_weight"] = config.get_property("smoothness")
+    init = config.get_property("init")
+    if init in ("content", "noise"):
+        params["init"] = init
+    if config.get_property("preserve-colors"):
+        params["preserve_colors"] = "luminance"
+    if two_styles:
+        blend = config.get_property("style2-weight")
+        params["style_blend"] = [1.0 - blend, blend]
+    return params
 
 
 def run(procedure, run_mode, image, drawables, config, data):
@@ -126,7 +178,12 @@ def run(procedure, run_mode, image, drawables, config, data):
 
         GimpUi.init(PROC_NAME)
         dialog = GimpUi.ProcedureDialog.new(procedure, config, "Style Transfer")
-        dialog.fill(None)
+        try:  # what the server offers, above the options (the presets are its own)
+            dialog.get_label("server-info", server_summary(config), False, False)
+            dialog.fill(["server-info"] + [p.get_name() for p in procedure.get_arguments()
+                                           if p.get_name() not in ("run-mode", "image", "drawables")])
+        except Exception:  # noqa: BLE001 - an older libgimp: the plain dialog
+            dialog.fill(None)
         if not dialog.run():
             dialog.destroy()
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
@@ -136,28 +193,38 @@ def run(procedure, run_mode, image, drawables, config, data):
     ok, x, y, w, h = source.mask_intersect()
     if not ok or w == 0 or h == 0:
         return fail(procedure, "The selection does not overlap the layer: nothing to stylize.")
-    pixels, channels = read_pixels(source, x, y, w, h)
     try:
-        style, style_name = style_input(config, image)
+        server = server_of(config, run_mode)
+        style = file_or_layer(config, "style-file", "style-layer", "style image")
+        if style is None:
+            raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
+        second = file_or_layer(config, "style2-file", "style2-layer", "second style image")
+        Gimp.progress_init("Style transfer: asking " + server.address)
+        info = rpc.info(server)
+        if w * h > info.limits.max_pixels > 0:
+            raise rpc.ServerError(f"The layer has {w * h:,} pixels; the server at {server.address} accepts at most "
+                                  f"{info.limits.max_pixels:,} per image.")
+        preset_name = config.get_property("preset").strip() or "default"
+        params = job_params(config, info, preset_name, w, h, second is not None)
     except rpc.ServerError as e:
         return fail(procedure, str(e))
+    pixels, channels = read_pixels(source, x, y, w, h)
+    styles = [style[0]] + ([second[0]] if second else [])
+    style_name = style[1] + (f" + {second[1]}" if second else "")
 
     seed = config.get_property("seed")
     job = rpc.Job(
-        content=pixels, width=w, height=h, channels=channels, styles=[style],
-        preset=QUALITY.get(config.get_property("quality"), "default"),
-        params={
-            "size": min(config.get_property("max-size"), max(w, h)),
-            "style_weight": BASE_STYLE_WEIGHT * config.get_property("strength"),
-            "preserve_colors": "luminance" if config.get_property("preserve-colors") else "none",
-            "seed": seed,
-        },
+        content=pixels, width=w, height=h, channels=channels, styles=styles, preset=preset_name, params=params,
         preview_every=5 if config.get_property("live-preview") else 0,
         preview_max_side=max(w, h),
     )
-    address = config.get_property("server")
     preview = Previewer(image, source, x, y, w, h)
-    Gimp.progress_init("Style transfer: connecting to " + address)
+    started = f"Style transfer on {server.address}: {info.device} ({info.dtype}), preset {preset_name}"
+    if not info.model_verified:
+        started += ". WARNING: " + rpc.wire.unverified_text(info.model)
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            Gimp.message(rpc.sentence(rpc.wire.unverified_text(info.model)) + ".")
+    Gimp.progress_set_text(started)
 
     def on_event(event):
         kind = event.WhichOneof("event")
@@ -172,7 +239,7 @@ def run(procedure, run_mode, image, drawables, config, data):
             preview.show(event.preview.png)
 
     try:
-        result = rpc.run(address, job, on_event)
+        result = rpc.run(server, job, on_event)
     except rpc.ServerError as e:
         preview.remove()
         return fail(procedure, str(e))
@@ -195,6 +262,20 @@ def run(procedure, run_mode, image, drawables, config, data):
     Gimp.progress_end()
     Gimp.displays_flush()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def server_summary(config):
+    """One line for the dialog: the server's device, presets and weights, or why it does not answer."""
+    try:
+        server = rpc.Server(address=config.get_property("server").strip(),
+                            token=rpc.resolve_token("", _path(config, "token-file"), Gimp.directory()),
+                            tls=config.get_property("tls"), ca_file=_path(config, "tls-ca-file"))
+        info = rpc.info(server, timeout=3.0)
+    except rpc.ServerError as e:
+        return str(e)
+    text = (f"Server {server.address}: {info.device} ({info.dtype}), presets "
+            f"{', '.join(p.name for p in info.presets)}")
+    return text + ("" if info.model_verified else ". WARNING: UNVERIFIED weights: results are meaningless")
 
 
 class StyleTransfer(Gimp.PlugIn):
@@ -223,20 +304,50 @@ class StyleTransfer(Gimp.PlugIn):
         procedure.add_layer_argument("style-layer", "...or style la_yer",
                                      "A layer of this image to take the style from (if no file is chosen)",
                                      True, flags)
-        procedure.add_double_argument("strength", "Style _strength", "Multiplies the style weight",
+        procedure.add_file_argument("style2-file", "Second st_yle image", "A second style image file (optional)",
+                                    Gimp.FileChooserAction.OPEN, True, None, flags)
+        procedure.add_layer_argument("style2-layer", "...or second style layer",
+                                     "A layer to take a second style from (optional)", True, flags)
+        procedure.add_double_argument("style2-weight", "Second style's _weight",
+                                      "Share of the second style in the blend (0: none, 1: only it)",
+                                      0.0, 1.0, 0.5, flags)
+        procedure.add_string_argument("preset", "_Preset",
+                                      "One of the server's presets (style-transfer info lists them): "
+                                      "default, draft, high, seed on a standard server", "default", flags)
+        procedure.add_double_argument("strength", "Style _strength", "Multiplies the preset's style weight",
                                       0.01, 100.0, 1.0, flags)
-        quality = Gimp.Choice.new()
-        for index, (nick, label) in enumerate((("draft", "Draft"), ("standard", "Standard"), ("high", "High"))):
-            quality.add(nick, index, label, "")
-        procedure.add_choice_argument("quality", "_Quality", "Speed against quality", quality, "standard", flags)
-        procedure.add_int_argument("max-size", "_Maximum size", "Longest side the server works at, px",
-                                   32, 4096, 512, flags)
+        procedure.add_int_argument("max-size", "_Maximum size",
+                                   "Longest side the server works at, px (0: the preset's; the server's "
+                                   "limit applies)", 0, 16384, 0, flags)
+        procedure.add_double_argument("style-scale", "Style s_cale",
+                                      "The style image's size relative to the result's (0: the preset's)",
+                                      0.0, 8.0, 0.0, flags)
+        procedure.add_double_argument("smoothness", "S_moothness",
+                                      "Total-variation weight: smooths fine noise (0: the preset's)",
+                                      0.0, 1000.0, 0.0, flags)
+        init = Gimp.Choice.new()
+        for index, (nick, label) in enumerate((("preset", "The preset's"), ("content", "The layer"),
+                                               ("noise", "Noise"))):
+            init.add(nick, index, label, "")
+        procedure.add_choice_argument("init", "Start _from", "The image the optimization starts from",
+                                      init, "preset", flags)
         procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
                                        "Keep the layer's colours (luminance-only transfer)", False, flags)
         procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",
                                    0, 2**31 - 1, 0, flags)
-        procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server",
+        procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT",
                                       "127.0.0.1:50051", flags)
+        procedure.add_string_argument("token", "_Token",
+                                      "The server's token, typed once: kept in your GIMP profile "
+                                      "(style-transfer-token, readable by you only), never in GIMP's saved "
+                                      "settings", "", flags)
+        procedure.add_file_argument("token-file", "Token _file", "A file holding the server's token",
+                                    Gimp.FileChooserAction.OPEN, True, None, flags)
+        procedure.add_boolean_argument("tls", "Use TL_S", "Connect with TLS (the server runs with --tls-cert)",
+                                       False, flags)
+        procedure.add_file_argument("tls-ca-file", "TLS _CA file",
+                                    "The authority that signed the server's certificate (empty: the system's)",
+                                    Gimp.FileChooserAction.OPEN, True, None, flags)
         procedure.add_boolean_argument("live-preview", "_Live preview",
                                        "Show the work in progress in a temporary layer", True, flags)
         return procedure

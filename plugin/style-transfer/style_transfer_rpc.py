@@ -4,7 +4,10 @@ GIMP 3 on Windows and macOS bundles its own Python without pip, and PyPI's grpci
 wheels do not fit it, so the plug-in cannot import grpcio. It speaks gRPC itself
 with grpclib (asyncio, HTTP/2 through the pure-Python h2) and the protobuf
 runtime's pure-Python implementation; `style-transfer gimp install` copies those,
-without their optional C extensions, into the plug-in's `vendor` folder.
+without their optional C extensions, into the plug-in's `vendor` folder, together
+with the contract's package, whose `wire` module holds the wire rules (chunking,
+reassembly, headers, the texts for common failures) shared with the server and the
+other Python client.
 
 This module knows nothing of GIMP, so it is tested against a real server outside GIMP.
 """
@@ -12,15 +15,30 @@ This module knows nothing of GIMP, so it is tested against a real server outside
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 from dataclasses import dataclass, field
 from typing import Callable
 
-STYLIZE = "/styletransfer.v1.StyleTransfer/Stylize"
-CHUNK = 1 << 20
+from styletransfer.v1 import style_transfer_pb2 as pb
+from styletransfer.v1 import wire
+
+TOKEN_FILE_NAME = "style-transfer-token"  # in the GIMP profile, 0600: a token typed once
 
 
 class ServerError(Exception):
-    """A readable message for the user: the server is down, or refused the job."""
+    """A readable message for the user: the server is down, refused the token or the job."""
+
+
+@dataclass
+class Server:
+    """Where the server is and how to reach it: its address, a bearer token, and TLS
+    (with a CA file, or the system's roots when `ca_file` is empty)."""
+
+    address: str = wire.DEFAULT_ADDRESS
+    token: str | None = None
+    tls: bool = False
+    ca_file: str = ""
 
 
 @dataclass
@@ -33,7 +51,7 @@ class Job:
     channels: int
     styles: list  # of encoded image files (bytes) or (bytes, width, height, channels) raw buffers
     preset: str = "default"
-    params: dict = field(default_factory=dict)  # StyleParams field -> value
+    params: dict = field(default_factory=dict)  # Params field -> value
     preview_every: int = 0
     preview_max_side: int = 256
 
@@ -44,50 +62,92 @@ class Result:
     losses: dict
 
 
-def _pb():
-    from styletransfer.v1 import style_transfer_pb2 as pb
+def sentence(text: str) -> str:
+    """wire's texts are lower-case clauses (the CLI prefixes them); GIMP shows sentences."""
+    return text[:1].upper() + text[1:]
 
-    return pb
+
+# --- the token ----------------------------------------------------------------------------
 
 
-def _meta(pb, image):
+def resolve_token(typed: str, token_file: str, profile: str | None, keep: bool = True) -> str | None:
+    """The token to send: one typed in the dialog (with `keep`, kept in
+    PROFILE/style-transfer-token, 0600, so that GIMP's plain-text saved settings never
+    hold it), else the token file named in the dialog, else the one kept from an
+    earlier typed token, else None. Raises ServerError when a named token file cannot
+    be read."""
+    kept = os.path.join(profile, TOKEN_FILE_NAME) if profile else None
+    typed = (typed or "").strip()
+    if typed:
+        if kept and keep:
+            store_token(kept, typed)
+        return typed
+    if token_file:
+        try:
+            return wire.read_token(token_file)
+        except (OSError, ValueError) as e:
+            raise ServerError(f"Cannot read the token file {token_file}: {getattr(e, 'strerror', None) or e}") from None
+    if kept and os.path.isfile(kept):
+        try:
+            return wire.read_token(kept)
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def store_token(path: str, token: str) -> None:
+    """Write `token` to `path`, readable by its owner only (created 0600, never wider)."""
+    fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.chmod(path + ".new", 0o600)
+    os.replace(path + ".new", path)
+
+
+def forget_token(profile: str) -> bool:
+    path = os.path.join(profile, TOKEN_FILE_NAME)
+    if os.path.exists(path):
+        os.remove(path)
+        return True
+    return False
+
+
+# --- the request ----------------------------------------------------------------------------
+
+
+def _meta(image):
     if isinstance(image, (bytes, bytearray)):
-        return pb.ImageMeta(format=pb.IMAGE_FORMAT_PNG, size_bytes=len(image)), bytes(image)
+        meta = wire.encoded_meta(bytes(image))
+        if meta is None:
+            raise ServerError("The style image is not a PNG, JPEG, WebP or TIFF file: open it in GIMP and "
+                              "choose its layer instead.")
+        return meta, bytes(image)
     data, w, h, c = image
-    return pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=w, height=h, channels=c, size_bytes=len(data)), data
+    return wire.raw_meta(w, h, c), data
 
 
 def requests(job: Job):
     """The Stylize request stream for `job`."""
-    pb = _pb()
-    params = pb.Params()
-    for name, value in job.params.items():
-        if isinstance(value, (list, tuple)):
-            getattr(params, name).extend(value)
-        else:
-            setattr(params, name, value)
     metas, blobs = [], []
     for image in [(job.content, job.width, job.height, job.channels), *job.styles]:
-        meta, data = _meta(pb, image)
+        meta, data = _meta(image)
         metas.append(meta)
         blobs.append(data)
-    yield pb.StylizeRequest(header=pb.Header(
-        preset=job.preset, params=params, preview_every=job.preview_every,
-        preview_max_side=job.preview_max_side, result_format=pb.IMAGE_FORMAT_RAW,
-        content=metas[0], styles=metas[1:],
-    ))
-    for index, data in enumerate(blobs):
-        for offset in range(0, len(data), CHUNK):
-            yield pb.StylizeRequest(chunk=pb.ImageChunk(image=index, offset=offset, data=data[offset:offset + CHUNK]))
+    head = wire.header(metas[0], metas[1:], preset=job.preset, params=job.params,
+                       preview_every=job.preview_every, preview_max_side=job.preview_max_side,
+                       result_format=pb.IMAGE_FORMAT_RAW)
+    return wire.request_stream(head, blobs)
 
 
 def describe(event) -> str | None:
     """Progress text for GIMP's progress bar, or None."""
-    kind = event.WhichOneof("event")
+    kind = wire.event_type(event)
     if kind == "queued":
-        return f"Waiting for the server: {event.queued.position} job(s) ahead"
+        return sentence(wire.queued_text(event.queued.position))
     if kind == "started":
-        return f"Started on {event.started.device}"
+        s = event.started
+        text = f"Style transfer on the server's {s.device} ({s.dtype})"
+        return text if s.model_verified else f"{text}. WARNING: {wire.unverified_text(s.model)}"
     if kind == "progress":
         p = event.progress
         eta = int(round(p.eta))
@@ -95,57 +155,114 @@ def describe(event) -> str | None:
     return None
 
 
-def run(address: str, job: Job, on_event: Callable, token: str | None = None) -> Result:
-    """Run `job` on the server at HOST:PORT; calls on_event(message) for every event.
-    Raises ServerError with a message fit for the user."""
+# --- calls ------------------------------------------------------------------------------------
+
+
+def _ssl_context(server: Server):
+    if not server.tls:
+        return None
     try:
-        return asyncio.run(_run(address, job, on_event, token))
+        ctx = ssl.create_default_context(cafile=server.ca_file or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ServerError(f"Cannot use the CA file {server.ca_file}: {getattr(e, 'strerror', None) or e}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["h2"])  # gRPC is HTTP/2
+    return ctx
+
+
+def _channel(server: Server):
+    from grpclib.client import Channel
+
+    host, sep, port = server.address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ServerError(f"The server address {server.address!r} is not HOST:PORT (e.g. {wire.DEFAULT_ADDRESS}).")
+    return Channel(host.strip("[]") or "127.0.0.1", int(port), ssl=_ssl_context(server))
+
+
+def _call(server: Server, coroutine_function):
+    """Run one call; every failure becomes a ServerError that says what to do."""
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+    try:
+        return asyncio.run(coroutine_function())
     except ServerError:
         raise
-    except (ConnectionError, OSError, asyncio.TimeoutError) as e:
-        port = address.rsplit(":", 1)[-1]
-        raise ServerError(
-            f"No style-transfer server answers at {address} ({e.__class__.__name__}).\n"
-            f"Start one with:  style-transfer serve --port {port}"
-        ) from None
-
-
-async def _run(address: str, job: Job, on_event: Callable, token: str | None) -> Result:
-    from grpclib.client import Channel
-    from grpclib.const import Cardinality
-    from grpclib.exceptions import GRPCError, StreamTerminatedError
-
-    pb = _pb()
-    host, _, port = address.rpartition(":")
-    channel = Channel(host.strip("[]") or "127.0.0.1", int(port))
-    metadata = {"authorization": f"Bearer {token}"} if token else None
-    meta, parts, losses = None, [], {}
-    try:
-        async with channel.request(STYLIZE, Cardinality.STREAM_STREAM, pb.StylizeRequest, pb.StylizeEvent,
-                                   metadata=metadata) as stream:
-            for message in requests(job):
-                await stream.send_message(message)
-            await stream.end()
-            async for event in stream:
-                kind = event.WhichOneof("event")
-                if kind == "result":
-                    if event.result.offset == 0:
-                        meta, parts = event.result.meta, []
-                    parts.append(event.result.data)
-                elif kind == "done":
-                    losses = dict(event.done.losses)
-                on_event(event)
     except GRPCError as e:
-        raise ServerError(f"The server refused the job: {e.message} [{e.status.name}]") from None
-    except StreamTerminatedError as e:
-        raise ServerError(f"The server closed the connection: {e}") from None
-    finally:
-        channel.close()
-    if meta is None:
-        raise ServerError("The server sent no result")
-    pixels = b"".join(parts)
+        if e.status == Status.UNAUTHENTICATED:
+            text = wire.unauthenticated_text(server.address, bool(server.token))
+            raise ServerError(sentence(text) + ": type it in the Token field, or name a token file.") from None
+        if e.status == Status.UNAVAILABLE and "shutting down" not in (e.message or "") \
+                and "loading" not in (e.message or ""):
+            raise ServerError(sentence(wire.unavailable_text(server.address))) from None
+        raise ServerError(sentence(wire.refused_text(e.status.name, e.message or ""))) from None
+    except ssl.SSLError as e:
+        raise ServerError(sentence(wire.tls_text(server.address, e.reason or str(e), True))) from None
+    except (StreamTerminatedError, ProtocolError) as e:
+        raise ServerError(sentence(wire.tls_text(server.address, str(e) or type(e).__name__, server.tls))) from None
+    except (ConnectionError, OSError, asyncio.TimeoutError):
+        raise ServerError(sentence(wire.unavailable_text(server.address))) from None
+    except wire.WireError as e:
+        raise ServerError(f"The server broke the protocol: {e}") from None
+
+
+def info(server: Server, timeout: float = 10.0):
+    """The server's Info (presets, limits, device, weights). Raises ServerError."""
+    from grpclib.const import Cardinality
+
+    async def call():
+        channel = _channel(server)
+        try:
+            async with channel.request(wire.GET_INFO, Cardinality.UNARY_UNARY, pb.GetInfoRequest, pb.Info,
+                                       timeout=timeout, metadata=dict(wire.auth_metadata(server.token))) as stream:
+                await stream.send_message(pb.GetInfoRequest(), end=True)
+                reply = await stream.recv_message()
+                await stream.recv_trailing_metadata()
+                return reply
+        finally:
+            channel.close()
+
+    return _call(server, call)
+
+
+def preset_values(info_reply, name: str) -> dict:
+    """{field: value} of one of the server's presets. Raises ServerError naming the server's presets."""
+    for p in info_reply.presets:
+        if p.name == name:
+            return {f.name: v for f, v in p.params.ListFields()}
+    names = ", ".join(p.name for p in info_reply.presets)
+    raise ServerError(f"The server has no preset {name!r}; it offers: {names}.")
+
+
+def run(server, job: Job, on_event: Callable, token: str | None = None) -> Result:
+    """Run `job` on `server` (a Server, or a HOST:PORT string); calls on_event(message)
+    for every event. Raises ServerError with a message fit for the user."""
+    if isinstance(server, str):
+        server = Server(server, token=token)
+    from grpclib.const import Cardinality
+
+    async def call():
+        channel = _channel(server)
+        result, losses = wire.ResultAssembler(), {}
+        try:
+            async with channel.request(wire.STYLIZE, Cardinality.STREAM_STREAM, pb.StylizeRequest,
+                                       pb.StylizeEvent, metadata=dict(wire.auth_metadata(server.token))) as stream:
+                for message in requests(job):
+                    await stream.send_message(message)
+                await stream.end()
+                async for event in stream:
+                    kind = wire.event_type(event)
+                    if kind == "result":
+                        result.add(event.result)
+                    elif kind == "done":
+                        losses = dict(event.done.losses)
+                    on_event(event)
+        finally:
+            channel.close()
+        return result.finish(), losses
+
+    (meta, pixels), losses = _call(server, call)
     if len(pixels) != job.width * job.height * job.channels:
         raise ServerError(f"The server's result has {len(pixels)} bytes, expected "
                           f"{job.width}x{job.height}x{job.channels}")
     return Result(pixels=pixels, losses=losses)
-

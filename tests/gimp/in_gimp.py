@@ -52,7 +52,7 @@ def case_selection():
         image.select_rectangle(Gimp.ChannelOps.REPLACE, *sel)
         status, message = style_transfer(
             image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
-                              "quality": "draft", "max-size": 48, "seed": 3, "live-preview": True})
+                              "preset": "draft", "max-size": 48, "seed": 3, "live-preview": True})
         layers = image.get_layers()
         out = {"status": status, "message": message, "layer_names": [l.get_name() for l in layers],
                "channels": n, "width": source.get_width(), "height": source.get_height(),
@@ -93,7 +93,7 @@ def case_feathered():
         Gimp.Selection.feather(image, 8.0)
         status, message = style_transfer(
             image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
-                              "quality": "draft", "max-size": 48, "live-preview": False})
+                              "preset": "draft", "max-size": 48, "live-preview": False})
         after, _ = pixels(image.get_layers()[0])
         w, h = source.get_width(), source.get_height()
         mask = bytes(image.get_selection().get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "Y u8",
@@ -117,7 +117,7 @@ def case_server_down():
         source = image.get_layers()[0]
         status, message = style_transfer(
             image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": "127.0.0.1:9",
-                              "quality": "draft", "max-size": 48})
+                              "preset": "draft", "max-size": 48})
         return {"status": status, "message": message, "layers": len(image.get_layers())}
     finally:
         image.delete()
@@ -134,11 +134,57 @@ def case_gray_style_layer():
         style.set_name("style layer")
         before, n = pixels(source)
         status, message = style_transfer(
-            image, source, **{"style-layer": style, "server": P["server"], "quality": "draft", "max-size": 40,
+            image, source, **{"style-layer": style, "server": P["server"], "preset": "draft", "max-size": 40,
                               "live-preview": False})
         new = image.get_layers()[0]
         return {"status": status, "message": message, "channels": n, "layers": len(image.get_layers()),
                 "new_is_gray": new.is_gray(), "source_unchanged": pixels(source)[0] == before}
+    finally:
+        image.delete()
+
+
+def case_guarded():
+    """A server that wants a token and speaks TLS: the token from a file, TLS with the
+    test's CA; two styles (a file and a layer) blended, style scale, smoothness, noise start."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        style = Gimp.Layer.new_from_drawable(source, image)
+        image.insert_layer(style, None, 1)
+        style.set_name("style2")
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "style2-layer": style,
+                              "style2-weight": 0.3, "style-scale": 0.5, "smoothness": 1.0, "init": "noise",
+                              "server": P["guarded"], "token-file": Gio.File.new_for_path(P["token_file"]),
+                              "tls": True, "tls-ca-file": Gio.File.new_for_path(P["ca"]),
+                              "preset": "draft", "max-size": 40, "live-preview": False})
+        return {"status": status, "message": message, "layer_names": [l.get_name() for l in image.get_layers()]}
+    finally:
+        image.delete()
+
+
+def case_guarded_wrong_token():
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["guarded"],
+                              "token": "wrong", "tls": True, "tls-ca-file": Gio.File.new_for_path(P["ca"]),
+                              "preset": "draft", "max-size": 40})
+        return {"status": status, "message": message, "layers": len(image.get_layers())}
+    finally:
+        image.delete()
+
+
+def case_guarded_without_tls():
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["guarded"],
+                              "token-file": Gio.File.new_for_path(P["token_file"]), "preset": "draft",
+                              "max-size": 40})
+        return {"status": status, "message": message, "layers": len(image.get_layers())}
     finally:
         image.delete()
 
@@ -150,7 +196,7 @@ def case_long_job():
         source = image.get_layers()[0]
         status, message = style_transfer(
             image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
-                              "quality": "high", "max-size": 96, "live-preview": False})
+                              "preset": "high", "max-size": 96, "live-preview": False})
         return {"status": status, "message": message, "layers": len(image.get_layers())}
     finally:
         image.delete()

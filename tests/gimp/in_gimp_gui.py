@@ -56,7 +56,7 @@ try:
     image.select_rectangle(Gimp.ChannelOps.REPLACE, *P["selection"])
     report["status"] = style_transfer(
         image, layer, Gimp.RunMode.NONINTERACTIVE,
-        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "quality": "draft",
+        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
            "max-size": 128, "seed": 1})
     report["layers_after_run"] = [l.get_name() for l in image.get_layers()]
     Gimp.displays_flush()

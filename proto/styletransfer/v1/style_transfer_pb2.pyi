@@ -49,7 +49,7 @@ class Header(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ...) -> None: ...
 
 class Params(_message.Message):
-    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "device")
+    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     RESIZE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
@@ -71,7 +71,6 @@ class Params(_message.Message):
     PRESERVE_COLORS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
-    DEVICE_FIELD_NUMBER: _ClassVar[int]
     size: int
     resize: str
     scales: int
@@ -93,8 +92,7 @@ class Params(_message.Message):
     preserve_colors: str
     seed: int
     precision: str
-    device: str
-    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class ImageMeta(_message.Message):
     __slots__ = ("format", "width", "height", "channels", "size_bytes")
@@ -235,7 +233,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Info(_message.Message):
-    __slots__ = ("server_version", "device", "dtype", "model", "model_sha256", "model_verified", "limits", "presets")
+    __slots__ = ("server_version", "device", "dtype", "model", "model_sha256", "model_verified", "limits", "presets", "contract_version")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +242,7 @@ class Info(_message.Message):
     MODEL_VERIFIED_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     device: str
     dtype: str
@@ -252,7 +251,8 @@ class Info(_message.Message):
     model_verified: bool
     limits: Limits
     presets: _containers.RepeatedCompositeFieldContainer[Preset]
-    def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_verified: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ...) -> None: ...
+    contract_version: str
+    def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_verified: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., contract_version: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_pixels", "max_message_bytes", "chunk_bytes", "max_queue", "max_request_bytes", "max_styles", "upload_seconds", "min_upload_bytes_per_second", "max_work_pixels", "max_job_bytes", "max_calls")

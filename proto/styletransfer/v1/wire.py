@@ -1,0 +1,229 @@
+"""The wire rules of styletransfer.v1, in one place for every Python side of the contract.
+
+The server (styleserver), the Python client (styleserver.client) and the GIMP plug-in's
+pure-Python client (which `style-transfer gimp install` vendors into GIMP's Python)
+all take from here: the chunk size, how an image is cut into ImageChunks and how
+the result's chunks are put together again, how a request's header is built, how an
+encoded file's format is told from its first bytes, the Queued event, and the texts
+of the failures every client shows (no server, wrong token, TLS).
+
+Imports nothing but the standard library and the protobuf runtime (through the
+generated style_transfer_pb2): no numpy, PIL, grpc or torch, so that GIMP's Python
+can import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from . import style_transfer_pb2 as pb
+
+# The contract's version: the package (v1) and a revision that grows whenever a field
+# is added or retired. GetInfo reports the server's as Info.contract_version; `style-transfer
+# gimp doctor` compares it with the installed plug-in's copy of this file.
+CONTRACT_VERSION = "v1.1"
+
+SERVICE = "styletransfer.v1.StyleTransfer"
+STYLIZE = f"/{SERVICE}/Stylize"
+GET_INFO = f"/{SERVICE}/GetInfo"
+
+DEFAULT_PORT = 50051
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+CHUNK_BYTES = 1 << 20  # 1 MiB per ImageChunk / ResultChunk: well under gRPC's 4 MiB message limit
+MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES
+PREVIEW_MAX_SIDE = 256  # Header.preview_max_side 0 means this
+
+# Encoded formats the contract names, with the first bytes that tell them (Pillow's names).
+FORMAT_NAMES = {
+    pb.IMAGE_FORMAT_PNG: "PNG", pb.IMAGE_FORMAT_JPEG: "JPEG",
+    pb.IMAGE_FORMAT_WEBP: "WEBP", pb.IMAGE_FORMAT_TIFF: "TIFF",
+}
+_MAGIC = (
+    (pb.IMAGE_FORMAT_PNG, lambda h: h.startswith(b"\x89PNG\r\n\x1a\n")),
+    (pb.IMAGE_FORMAT_JPEG, lambda h: h.startswith(b"\xff\xd8\xff")),
+    (pb.IMAGE_FORMAT_WEBP, lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
+    (pb.IMAGE_FORMAT_TIFF, lambda h: h[:4] in (b"II*\x00", b"MM\x00*")),
+)
+
+
+class WireError(ValueError):
+    """A message stream that breaks the contract (e.g. result chunks out of order)."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The job waits for the device: `position` jobs are ahead of it (1 = next)."""
+
+    position: int
+
+
+# --- images and chunks ------------------------------------------------------------------
+
+
+def sniff_format(data: bytes) -> int | None:
+    """The ImageFormat of an encoded file, told by its first bytes; None for a format
+    the contract does not name (send those decoded, as RAW)."""
+    head = bytes(data[:16])
+    for fmt, test in _MAGIC:
+        if test(head):
+            return fmt
+    return None
+
+
+def raw_meta(width: int, height: int, channels: int) -> pb.ImageMeta:
+    """An 8-bit, row-major, channels-interleaved buffer (1 gray .. 4 RGBA)."""
+    return pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=width, height=height, channels=channels,
+                        size_bytes=width * height * channels)
+
+
+def encoded_meta(data: bytes, size: tuple[int, int] | None = None) -> pb.ImageMeta | None:
+    """Meta for an encoded file's bytes, or None when its format is not one the contract
+    names. `size` (width, height, as displayed: after EXIF orientation) may be given by a
+    caller that can read it; the server reads it from the file either way."""
+    fmt = sniff_format(data)
+    if fmt is None:
+        return None
+    width, height = size or (0, 0)
+    return pb.ImageMeta(format=fmt, size_bytes=len(data), width=width, height=height)
+
+
+def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(offset, piece) pairs of at most `size` bytes; one empty piece for empty data."""
+    view = memoryview(data)
+    for offset in range(0, max(1, len(data)), size):
+        yield offset, bytes(view[offset:offset + size])
+
+
+def image_chunks(index: int, data: bytes, size: int = CHUNK_BYTES) -> Iterator[pb.ImageChunk]:
+    """One image's ImageChunks: `index` 0 is the content, 1.. the styles."""
+    for offset, piece in chunks(data, size):
+        yield pb.ImageChunk(image=index, offset=offset, data=piece)
+
+
+def params_message(values: Mapping | None = None) -> pb.Params:
+    """A Params message from {field name: value}; lists and tuples fill repeated fields."""
+    message = pb.Params()
+    for name, value in (values or {}).items():
+        if isinstance(value, (list, tuple)):
+            getattr(message, name).extend(value)
+        else:
+            setattr(message, name, value)
+    return message
+
+
+def header(content: pb.ImageMeta, styles: Iterable[pb.ImageMeta], preset: str = "default",
+           params: pb.Params | Mapping | None = None, preview_every: int = 0, preview_max_side: int = 0,
+           result_format: int = pb.IMAGE_FORMAT_RAW) -> pb.Header:
+    """The first message of a Stylize call. `params`: a Params message, or a mapping of
+    the fields to set (the preset's value stands for every field not set)."""
+    if not isinstance(params, pb.Params):
+        params = params_message(params)
+    return pb.Header(preset=preset, params=params, preview_every=preview_every,
+                     preview_max_side=preview_max_side, result_format=result_format,
+                     content=content, styles=list(styles))
+
+
+def request_stream(head: pb.Header, images: Iterable[bytes], chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeRequest]:
+    """A whole upload: the header, then every image's bytes, in order, in chunks. The
+    caller half-closes after the last message (that is what ends the upload)."""
+    yield pb.StylizeRequest(header=head)
+    for index, data in enumerate(images):
+        for piece in image_chunks(index, data, chunk):
+            yield pb.StylizeRequest(chunk=piece)
+
+
+def result_events(meta: pb.ImageMeta, data: bytes, chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeEvent]:
+    """The server's side of the result: ResultChunks in order, `meta` on the first only."""
+    for offset, piece in chunks(data, chunk):
+        yield pb.StylizeEvent(result=pb.ResultChunk(meta=meta if offset == 0 else None, offset=offset, data=piece))
+
+
+class ResultAssembler:
+    """The client's side of the result: feed every ResultChunk, then take the whole."""
+
+    def __init__(self):
+        self.meta: pb.ImageMeta | None = None
+        self._parts: list[bytes] = []
+        self._received = 0
+
+    def add(self, chunk: pb.ResultChunk) -> None:
+        if chunk.offset == 0:
+            self.meta, self._parts, self._received = chunk.meta, [], 0
+        if self.meta is None or chunk.offset != self._received:
+            raise WireError(f"result chunk at offset {chunk.offset} out of order (expected {self._received})")
+        self._parts.append(chunk.data)
+        self._received += len(chunk.data)
+
+    def finish(self) -> tuple[pb.ImageMeta, bytes]:
+        """(meta, the result's bytes). Raises WireError when nothing or too little came."""
+        if self.meta is None:
+            raise WireError("the server sent no result")
+        data = b"".join(self._parts)
+        if self.meta.size_bytes and len(data) != self.meta.size_bytes:
+            raise WireError(f"the result has {len(data)} bytes; its meta announced {self.meta.size_bytes}")
+        return self.meta, data
+
+
+def event_type(message: pb.StylizeEvent) -> str:
+    """"queued", "started", "progress", "preview", "result" or "done"."""
+    return message.WhichOneof("event")
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+def auth_metadata(token: str | None) -> list[tuple[str, str]]:
+    """The call metadata a token-protected server wants (nothing without a token)."""
+    return [("authorization", f"Bearer {token}")] if token else []
+
+
+def read_token(path: str) -> str:
+    """A token file's token (surrounding whitespace removed). Raises OSError, ValueError (empty)."""
+    with open(path, encoding="utf-8") as f:
+        token = f.read().strip()
+    if not token:
+        raise ValueError(f"the token file {path} is empty")
+    return token
+
+
+# --- what clients tell their users ------------------------------------------------------
+
+
+def port_of(address: str) -> str:
+    return address.rsplit(":", 1)[-1] if ":" in address else str(DEFAULT_PORT)
+
+
+def unavailable_text(address: str) -> str:
+    return (f"no style-transfer server answers at {address}; "
+            f"start one with: style-transfer serve --port {port_of(address)}")
+
+
+def unauthenticated_text(address: str, had_token: bool) -> str:
+    if had_token:
+        return (f"the server at {address} refused the token (UNAUTHENTICATED): use the token the server was "
+                "started with (the contents of its --token-file)")
+    return (f"the server at {address} wants a token (UNAUTHENTICATED): give the token the server was started "
+            "with (the contents of its --token-file)")
+
+
+def tls_text(address: str, detail: str, tls: bool) -> str:
+    if tls:
+        return (f"TLS with the server at {address} failed ({detail}): check that it serves TLS (--tls-cert), "
+                "and that the CA file names the authority that signed its certificate (or leave it empty for "
+                "the system's roots)")
+    return (f"the server at {address} closed the connection ({detail}): if it serves TLS (--tls-cert), "
+            "turn TLS on in the client")
+
+
+def refused_text(status_name: str, details: str) -> str:
+    return f"the server refused the job: {details} [{status_name}]"
+
+
+def queued_text(position: int) -> str:
+    return f"waiting for the server: {position} job{'s' if position != 1 else ''} ahead"
+
+
+def unverified_text(model: str) -> str:
+    return (f"the server's weights are UNVERIFIED ({model}): not the ImageNet VGG19 weights, "
+            "so results are meaningless")
