@@ -121,7 +121,8 @@ def test_four_concurrent_clients_share_one_worker(server, content, style):
 
     def run(i):
         with Client(f"127.0.0.1:{server.port}") as c:
-            results[i].extend(c.stylize(content, [style], FAST.replace(steps=6)))
+            # 40 steps (about half a second): each job outlasts the 50 ms between arrivals.
+            results[i].extend(c.stylize(content, [style], FAST.replace(steps=40)))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
