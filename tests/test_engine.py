@@ -218,8 +218,8 @@ def test_clamped_optimizers_keep_every_pixel_in_range(engine, content, style, op
 
     params = FAST.replace(optimizer=optimizer, lr=lr)
     job = engine.prepare(content, [style], params)
-    size = job.levels[-1][0]
-    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, size)), params)
+    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, job.levels[-1])),
+                         params)
     for _ in range(8):
         for _ in opt.step():
             pass

@@ -369,7 +369,7 @@ def test_admission_plans_the_engines_working_sizes(engine, preset_name, width, h
     request = pb.Header(preset=preset_name, content=raw_meta(width, height), styles=[raw_meta(50, 70)])
     plan = admission.check(request, Limits())
     job = engine.prepare(np.zeros((height, width, 3), np.uint8), [np.zeros((70, 50, 3), np.uint8)], preset(preset_name))
-    assert plan.levels == tuple(size for size, _ in job.levels)
+    assert plan.levels == tuple(level.size for level in job.levels)
 
 
 # --- shutdown ----------------------------------------------------------------------------------------
