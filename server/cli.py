@@ -76,7 +76,13 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _size(text: str) -> int:
+    """--size: px, or `full` (0): the photo's own size."""
+    return 0 if text.strip().lower() == "full" else _int(text)
+
+
 _PARSERS = {"int": _int, "float": _float, "str": str, "tuple[float, ...]": _float_list}
+_FIELD_PARSERS = {"size": _size}  # fields whose option takes more than their type
 
 
 def _defaults_help(name: str) -> str:
@@ -97,7 +103,8 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
         choices = f.metadata.get("choices")
         # No argparse `choices`: StyleParams checks them, with the same message as over gRPC.
         group.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=_PARSERS[str(f.type)], default=None,
+            "--" + f.name.replace("_", "-"), dest=f.name, type=_FIELD_PARSERS.get(f.name, _PARSERS[str(f.type)]),
+            default=None,
             metavar="{" + ",".join(choices) + "}" if choices else f.name.upper(),
             help=(f.metadata["help"] if "default:" in f.metadata["help"]
                   else f"{f.metadata['help']} ({_defaults_help(f.name)})").replace("%", "%%"),
@@ -213,7 +220,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     refuse_output_that_is_an_input(output, [("content", args.content), *(("style", s) for s in args.styles)])
     content = read_image(args.content, args.max_pixels, "content")
     styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
-    if not args.keep_size and params.resize == "longest":
+    if not args.keep_size and params.resize == "longest" and params.size:
         # The output's longest side is --size (never enlarged); the engine then works
         # at the image's own size and alpha is carried through at that size. (With
         # --resize notebook the engine resizes as the notebook does, from the photo
@@ -408,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--min-upload-rate", type=_bytes, default=Limits.min_upload_rate, metavar="BYTES",
                      help="slower uploads are ended, bytes per second averaged after the first second (default 256K)")
     lim.add_argument("--max-work-pixels", type=int, default=Limits.max_work_pixels, metavar="N",
-                     help="largest working image, every pyramid level and every style at --style-scale "
-                          f"(default {Limits.max_work_pixels:,}: 1024x1024)")
+                     help="largest working image, every pyramid level and every style at --style-scale; "
+                          "larger than fits in --max-job-bytes is worked tile by tile "
+                          f"(default {Limits.max_work_pixels:,}: 24 MP photos at full resolution)")
     lim.add_argument("--max-job-bytes", type=_bytes, default=Limits.max_job_bytes, metavar="BYTES",
                      help="memory budget of one job, estimated before it is accepted (default 4G)")
     lim.add_argument("--max-calls", type=int, default=Limits.max_calls, metavar="N",

@@ -175,7 +175,8 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                 return ticket.cancel.is_set() or not context.is_active()
 
             events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every,
-                                           device=self.device)  # the server's device, never the client's
+                                           device=self.device,  # the server's device, never the client's
+                                           budget=self.limits.max_job_bytes)  # and its memory budget
             for event in events:
                 if isinstance(event, Result):
                     yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)

@@ -80,7 +80,7 @@ class Engine:
     # --- preparation -------------------------------------------------------------------
 
     def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams,
-                device: str | torch.device = "auto") -> Job:
+                device: str | torch.device = "auto", budget: int | None = None) -> Job:
         """Checks the images, resolves the device (the caller's: a server's or the CLI's
         choice, never a job parameter) and precision, plans the pyramid.
         Raises ParamError / ValueError naming what is wrong."""
@@ -90,7 +90,10 @@ class Engine:
             raise ParamError("styles", "at least one style image is needed")
         style_imgs = tuple(images.split(s, f"style {i + 1}") for i, s in enumerate(styles))
         dtype = resolve_dtype(params.precision, device)
-        budget = memory.job_budget(params.max_memory, device)
+        # The job's memory: params.max_memory, and at most the caller's `budget` (a
+        # server's per-job limit, in bytes beyond what the process holds).
+        own = memory.job_budget(params.max_memory, device)
+        budget = own if budget is None else min(budget, own) if params.max_memory else budget
         levels = tuple(
             Level(size, steps, memory.plan_scale(size, dtype, budget, params.tile or None))
             for size, steps in sizes.pyramid(content_img.height, content_img.width, params)
@@ -176,6 +179,7 @@ class Engine:
         cancel: Callable[[], bool] | None = None,
         preview_every: int = 0,
         device: str | torch.device = "auto",
+        budget: int | None = None,
     ) -> Iterator[Event]:
         """Stylize `content` (H, W, C uint8) after `styles`; yields Started, then Progress
         after every step (and Preview every `preview_every` steps), then Result.
@@ -184,7 +188,7 @@ class Engine:
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
-        job = self.prepare(content, styles, params, device)
+        job = self.prepare(content, styles, params, device, budget)
         t0 = time.perf_counter()
         yield Started(
             device=str(job.device),

@@ -41,6 +41,12 @@ def test_writes_the_result_at_size(files, weights_file):
     assert out.shape == (32, 48, 3)  # coffee is 3:2; --size 48 is the longest side
 
 
+@pytest.mark.parametrize("extra", [("--size", "full"), ("--size", "full", "--tile", "32")], ids=["whole", "tiled"])
+def test_size_full_works_at_the_photos_own_size(files, weights_file, extra):
+    assert stylize(files, weights_file, *extra, "--steps", "2") == 0
+    assert read_image(files / "out.png").shape == (43, 64, 3)
+
+
 def test_keep_size_and_intermediate_images(files, weights_file):
     assert stylize(files, weights_file, "--keep-size", "--save-every", "1", "--steps", "2") == 0
     assert read_image(files / "out.png").shape == (43, 64, 3)

@@ -83,7 +83,7 @@ def _header_cases():
         ("1x16384 at size 16384, style_scale 8", header(raw_meta(16384, 1), [tiny],
                                                         pb.Params(size=16384, style_scale=8)),
          RES, "header.params.style_scale"),
-        ("content worked beyond max_work_pixels", header(raw_meta(4000, 4000), [tiny], pb.Params(size=4000)),
+        ("content worked beyond max_work_pixels", header(raw_meta(6000, 6000), [tiny], pb.Params(size=6000)),
          RES, "header.params.size"),
         ("400 styles", header(raw_meta(8, 8), [tiny] * 400), RES, "header.styles"),
         ("16-bit 7999^2 PNG with steps 0", header(pb.ImageMeta(format=png, size_bytes=124_000), [tiny],
@@ -280,7 +280,7 @@ def test_disconnect_storm_leaks_nothing_and_is_logged_as_cancelled(well, content
 def test_info_reports_the_limits(server):
     with Client(server.address) as client:
         limits = client.info()["limits"]
-    assert int(limits["max_styles"]) == 8 and int(limits["max_work_pixels"]) == 1024 * 1024
+    assert int(limits["max_styles"]) == 8 and int(limits["max_work_pixels"]) == 25_000_000
     assert float(limits["upload_seconds"]) > 0 and int(limits["max_request_bytes"]) > 0
     assert int(limits["min_upload_bytes_per_second"]) > 0 and int(limits["max_calls"]) > 0
 
