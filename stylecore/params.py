@@ -238,10 +238,17 @@ DRAFT = DEFAULT.replace(size=256, scales=2, steps=10, coarse_steps=10)
 # Print quality: a fourth, larger scale and more steps at each.
 HIGH = DEFAULT.replace(size=1024, scales=4, steps=30, coarse_steps=30)
 
+# Full resolution: the photo's own size, worked tile by tile where it does not fit in
+# memory (tiling.py). Five levels from 128 px (about 2.4x apart for a 12 MP photo):
+# the coarse levels do most of the work cheaply; a few steps at full size add the
+# detail (README, "Full resolution").
+FULL = DEFAULT.replace(size=0, scales=5, min_scale=128, coarse_steps=10, steps=6)
+
 PRESETS: dict[str, StyleParams] = {
     "default": DEFAULT,
     "draft": DRAFT,
     "high": HIGH,
+    "full": FULL,
     "seed": SEED,
 }
 

@@ -167,9 +167,9 @@ def test_help_lists_the_choices_the_parameters_accept(stylize_help, name):
     "option, defaults",
     [
         ("--optimizer {lbfgs,adam}", "(default: lbfgs; seed: adam)"),
-        ("--size SIZE", "(default: 512; draft: 256, high: 1024, seed: 400)"),
+        ("--size SIZE", "(default: 512; draft: 256, high: 1024, full: 0, seed: 400)"),
         ("--style-weight STYLE_WEIGHT", "(default: 1e+06)"),
-        ("--preset {default,draft,high,seed}", "(default: default;"),
+        ("--preset {default,draft,high,full,seed}", "(default: default;"),
         ("--save-every N", "(default: 0, none)"),
         ("--max-pixels N", "(default: 64,000,000)"),
     ],

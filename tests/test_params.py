@@ -49,7 +49,7 @@ def test_invalid_values_name_the_field(field, value, words):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ParamError, match="unknown preset 'fast'; choose one of default, draft, high, seed"):
+    with pytest.raises(ParamError, match="unknown preset 'fast'; choose one of default, draft, high, full, seed"):
         preset("fast")
 
 
