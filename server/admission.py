@@ -63,7 +63,14 @@ class Plan:
 
 
 def image_names(header: pb.Header) -> tuple[str, ...]:
-    return ("header.content", *(f"header.styles[{i}]" for i in range(len(header.styles))))
+    init = ("header.init_image",) if header.HasField("init_image") else ()
+    return ("header.content", *(f"header.styles[{i}]" for i in range(len(header.styles))), *init)
+
+
+def image_metas(header: pb.Header) -> tuple[pb.ImageMeta, ...]:
+    """In upload order: the content, the styles, then the initial image if any."""
+    init = (header.init_image,) if header.HasField("init_image") else ()
+    return (header.content, *header.styles, *init)
 
 
 def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None = None) -> Plan:
@@ -89,7 +96,10 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
         raise Invalid(f"header.params.{e.field}", str(e).split(": ", 1)[1]) from None
 
     names = image_names(header)
-    metas = (header.content, *header.styles)
+    metas = image_metas(header)
+    if header.HasField("init_image") != (params.init == "image"):
+        raise Invalid("header.init_image", "an initial image goes with params.init 'image', and init 'image' needs "
+                                           f"one; got init {params.init!r} and {'an' if header.HasField('init_image') else 'no'} image")
     known = list(dims) if dims is not None else [None] * len(metas)
     total = 0
     for i, (meta, name) in enumerate(zip(metas, names)):
@@ -132,7 +142,7 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
         # a tiny request must not buy a large style (style_scale up to 8).
         style_limit = max(STYLE_WORK_FLOOR, max(h * w for h, w in levels))
         largest_style = 0
-        for j, style in enumerate(known[1:]):
+        for j, style in enumerate(known[1:1 + len(header.styles)]):
             if style is None:
                 continue
             for level in levels:

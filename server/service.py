@@ -174,9 +174,12 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             def cancel() -> bool:  # checked by the engine between steps
                 return ticket.cancel.is_set() or not context.is_active()
 
-            events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every,
+            styles = images[1:1 + len(header.styles)]
+            init = images[-1] if header.HasField("init_image") else None
+            events = self.model.engine.run(images[0], styles, params, cancel, header.preview_every,
                                            device=self.device,  # the server's device, never the client's
-                                           budget=self.limits.max_job_bytes)  # and its memory budget
+                                           budget=self.limits.max_job_bytes,  # and its memory budget
+                                           init_image=init)
             for event in events:
                 if isinstance(event, Result):
                     yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)

@@ -57,6 +57,7 @@ class Job:
     dtype: torch.dtype  # the network's precision (see precision.py)
     content: images.SplitImage
     styles: tuple[images.SplitImage, ...]
+    init: images.SplitImage | None  # the image to start from (init "image"), any size
     blend: tuple[float, ...]  # normalized weights of the styles
     levels: tuple[Level, ...]  # coarsest first; the last is the working size
     budget: int  # bytes the job may add to what the process held when it was prepared
@@ -80,7 +81,8 @@ class Engine:
     # --- preparation -------------------------------------------------------------------
 
     def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams,
-                device: str | torch.device = "auto", budget: int | None = None) -> Job:
+                device: str | torch.device = "auto", budget: int | None = None,
+                init_image: np.ndarray | None = None) -> Job:
         """Checks the images, resolves the device (the caller's: a server's or the CLI's
         choice, never a job parameter) and precision, plans the pyramid.
         Raises ParamError / ValueError naming what is wrong."""
@@ -89,6 +91,10 @@ class Engine:
         if not styles:
             raise ParamError("styles", "at least one style image is needed")
         style_imgs = tuple(images.split(s, f"style {i + 1}") for i, s in enumerate(styles))
+        if (init_image is not None) != (params.init == "image"):
+            raise ParamError("init", "init 'image' needs an initial image, and an initial image needs init 'image'; "
+                                     f"got init {params.init!r} and {'an' if init_image is not None else 'no'} image")
+        init = images.split(init_image, "initial image") if init_image is not None else None
         dtype = resolve_dtype(params.precision, device)
         # The job's memory: params.max_memory, and at most the caller's `budget` (a
         # server's per-job limit, in bytes beyond what the process holds).
@@ -99,7 +105,7 @@ class Engine:
             for size, steps in sizes.pyramid(content_img.height, content_img.width, params)
         )
         return Job(
-            params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs,
+            params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
             blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget,
         )
 
@@ -180,15 +186,18 @@ class Engine:
         preview_every: int = 0,
         device: str | torch.device = "auto",
         budget: int | None = None,
+        init_image: np.ndarray | None = None,
     ) -> Iterator[Event]:
         """Stylize `content` (H, W, C uint8) after `styles`; yields Started, then Progress
         after every step (and Preview every `preview_every` steps), then Result.
-        Runs on `device` ("auto": CUDA when present). Raises Cancelled within one step
-        of `cancel()` returning True."""
+        Runs on `device` ("auto": CUDA when present), within `budget` bytes when given
+        (and params.max_memory), from `init_image` (H, W, C uint8, any size) when
+        params.init is "image". Raises Cancelled within one step (one tile, on a tiled
+        scale) of `cancel()` returning True."""
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
-        job = self.prepare(content, styles, params, device, budget)
+        job = self.prepare(content, styles, params, device, budget, init_image)
         t0 = time.perf_counter()
         yield Started(
             device=str(job.device),
@@ -208,7 +217,7 @@ class Engine:
             if cancel():
                 raise Cancelled()
             objective = self.objective(job, level, cancel)
-            x = self._initial(params, job.content, (h, w), job.device) if x is None else images.resize(x, (h, w))
+            x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
             evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
             optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history)
             for step in range(1, steps + 1):
@@ -257,11 +266,15 @@ class Engine:
         return _drain(evaluate(images.normalize(rgb).to(job.device), grad=False))
 
     @staticmethod
-    def _initial(params: StyleParams, content_img: images.SplitImage, size, device) -> torch.Tensor:
+    def _initial(job: Job, size: tuple[int, int]) -> torch.Tensor:
         """The starting image, normalized: the content (paper fig. 6 uses white noise;
-        the notebook and most tools start from the content), seeded noise, or gray."""
+        the notebook and most tools start from the content), seeded noise, gray, or the
+        given initial image resized to the first scale."""
+        params, device = job.params, job.device
         if params.init == "content":
-            rgb = _resize_input(content_img, size, params)
+            rgb = _resize_input(job.content, size, params)
+        elif params.init == "image":
+            rgb = images.resize(job.init.rgb, size)
         elif params.init == "noise":
             gen = torch.Generator().manual_seed(params.seed)
             rgb = torch.rand((1, 3, *size), generator=gen)

@@ -19,7 +19,7 @@ CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise", "gray")
+INITS = ("content", "noise", "gray", "image")
 POOLINGS = ("max", "avg")
 PRESERVE_COLORS = ("none", "luminance", "match")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -63,7 +63,8 @@ class StyleParams:
     optimizer: str = _f("lbfgs", "lbfgs or adam", OPTIMIZERS)
     lr: float = _f(1.0, "step size (for L-BFGS a multiplier on its own step length)")
     average: float = _f(0.0, "adam only: decay of the moving average that is returned (0 = off)")
-    init: str = _f("content", "starting image: content, noise or gray", INITS)
+    init: str = _f("content", "starting image: content, noise, gray, or image (a given initial image, e.g. an "
+                              "earlier result: --init-image)", INITS)
     clamp: int = _f(1, "1: keep every pixel in the valid range while optimizing (0: the notebook's unbounded image)")
 
     # --- objective ---

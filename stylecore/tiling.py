@@ -179,7 +179,7 @@ class TiledObjective:
             terms = objective.terms(leaves, total_variation(image_01) if objective.tv_weight else None)
             if grad:
                 terms["total"].backward()
-        values = {k: float(v) for k, v in terms.items()}  # device sync
+        values = {k: float(v.detach()) for k, v in terms.items()}  # device sync
         if not grad:
             return values
 

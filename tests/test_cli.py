@@ -47,6 +47,13 @@ def test_size_full_works_at_the_photos_own_size(files, weights_file, extra):
     assert read_image(files / "out.png").shape == (43, 64, 3)
 
 
+def test_init_image_starts_from_an_earlier_result(files, weights_file):
+    assert stylize(files, weights_file, "--steps", "2") == 0
+    (files / "out.png").rename(files / "first.png")
+    assert stylize(files, weights_file, "--steps", "2", "--init-image", str(files / "first.png")) == 0
+    assert read_image(files / "out.png").shape == (32, 48, 3)
+
+
 def test_keep_size_and_intermediate_images(files, weights_file):
     assert stylize(files, weights_file, "--keep-size", "--save-every", "1", "--steps", "2") == 0
     assert read_image(files / "out.png").shape == (43, 64, 3)
