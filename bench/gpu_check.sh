@@ -11,7 +11,9 @@
 #   2. the engine and service tests on CUDA (the default suite; `auto` = CUDA there)
 #   3. bench/engine_bench.py on CUDA in bf16 and in fp32: step cost against a bare
 #      VGG19, the default preset at 512² and 1024², the high preset, peak GPU memory,
-#      and the race against the seed preset.
+#      and the race against the seed preset;
+#   4. bench/fullres_bench.py on CUDA: a tiled 12 MP evaluation against a bare VGG19,
+#      the 12 MP and 24 MP full-resolution jobs (24 MP target: 60 s).
 # Everything it prints also goes to $OUT/gpu_check.log when $OUT is set.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,11 +61,14 @@ python3 -m pytest -q -m gpu -p no:cacheprovider tests || echo "GPU TESTS FAILED"
 
 section "2. the engine and service tests on CUDA"
 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_losses.py tests/test_lbfgs.py \
-    tests/test_grpc.py || echo "TESTS ON CUDA FAILED"
+    tests/test_tiling.py tests/test_grpc.py || echo "TESTS ON CUDA FAILED"
 
 for precision in bf16 fp32; do
     section "3. engine benchmark on CUDA, $precision"
     timeout 150 python3 bench/engine_bench.py --precision "$precision" --sizes 512,1024 --high \
         || echo "BENCHMARK ($precision) FAILED OR TIMED OUT"
 done
+section "4. full resolution on CUDA: cost of a tiled 12 MP evaluation, then 12 MP and 24 MP jobs (target 24 MP <= 60 s)"
+timeout 120 python3 bench/fullres_bench.py --only cost || echo "FULL-RESOLUTION COST FAILED OR TIMED OUT"
+timeout 150 python3 bench/fullres_bench.py --only memory || echo "FULL-RESOLUTION JOBS FAILED OR TIMED OUT"
 section "done"
