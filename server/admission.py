@@ -15,14 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-
 from stylecore import memory, sizes
 from stylecore.params import ParamError, StyleParams
 from styletransfer.v1 import style_transfer_pb2 as pb
 
 from . import convert
-from .limits import GRAM_BYTES, INPUT_BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL, STYLE_WORK_FLOOR, Limits
+from .limits import GRAM_BYTES, INPUT_BYTES_PER_PIXEL, STYLE_WORK_FLOOR, Limits
 
 
 class Refused(Exception):
@@ -130,17 +128,18 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
                                                      f"{level[0] * level[1]:,} pixels, more than max_work_pixels "
                                                      f"{limits.max_work_pixels:,}")
             levels.append(level)
-        # The engine works a scale whole or tile by tile within the job's budget
-        # (stylecore.memory); the largest scale's plan is the job's peak. fp32: the
-        # larger of the two precisions' needs.
+        # The engine works a scale whole or tile by tile within what the job's budget
+        # leaves after its inputs and targets (stylecore.memory); the largest scale's
+        # plan is the job's peak. In the precision the server runs in.
         try:
-            top = memory.plan_scale(levels[-1], torch.float32, limits.max_job_bytes)
+            top = memory.plan_scale(levels[-1], limits.dtype, limits.max_job_bytes - estimate)
         except ParamError as e:
             raise TooLarge("header.params.size", f"{str(e).split(': ', 1)[1]} (max_job_bytes)") from None
         estimate += top.estimate
-        # A style is worked at most at the content's size, or 1024x1024 for a small content:
-        # a tiny request must not buy a large style (style_scale up to 8).
-        style_limit = max(STYLE_WORK_FLOOR, max(h * w for h, w in levels))
+        # A style is worked at most as large as a square of the content's longest side
+        # (style_scale 1 on a square style), or 1024x1024 for a small content: a tiny
+        # request must not buy a large style (style_scale up to 8).
+        style_limit = max(STYLE_WORK_FLOOR, max(max(h, w) ** 2 for h, w in levels))
         largest_style = 0
         for j, style in enumerate(known[1:1 + len(header.styles)]):
             if style is None:
@@ -153,7 +152,8 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
                                           f"more than {min(style_limit, limits.max_work_pixels):,} (the content's "
                                           f"working size, at least {STYLE_WORK_FLOOR:,}; max_work_pixels)")
                 largest_style = max(largest_style, h * w)
-        estimate += min(largest_style * STYLE_BYTES_PER_PIXEL, top.estimate)  # large styles are tiled too
+        # A large style is worked tile by tile within the same budget, before the scale's
+        # optimization starts: it never adds to the peak beyond the plan above.
     if estimate > limits.max_job_bytes:
         raise TooLarge("header.params.size", f"the job needs about {estimate / 2**30:.1f} GiB, more than this "
                                              f"server's budget of {limits.max_job_bytes / 2**30:.1f} GiB "

@@ -15,12 +15,10 @@ from .imageio import DEFAULT_MAX_PIXELS
 MiB, GiB = 1 << 20, 1 << 30
 
 # The memory model of one job. The image being optimized is planned by the engine's
-# own model (stylecore.memory: whole, or tile by tile within max_job_bytes); the
-# style images only go forward once per level (about 0.8 KB per pixel, freed after
-# their Gram matrices are taken, so the largest one counts; tiled too when large);
-# each style keeps its Gram targets (about 2.3 MB per level); every input costs its
-# decoded bytes plus float copies.
-STYLE_BYTES_PER_PIXEL = 800
+# own model (stylecore.memory: whole, or tile by tile within what max_job_bytes
+# leaves); the style images go forward once per level before it, tiled within the
+# same budget when large; each style keeps its Gram targets (about 2.3 MB per
+# level); every input costs its decoded bytes plus float copies.
 # A style image is worked at most at the content's working size, or at this for a
 # small content: a tiny request must not buy a large style (style_scale up to 8).
 STYLE_WORK_FLOOR = 1024 * 1024
@@ -37,7 +35,7 @@ class Limits:
     upload_seconds: float = 120.0  # from the call's start to the client's half-close
     min_upload_rate: int = 256 * 1024  # bytes per second, averaged, checked after the first second
     max_work_pixels: int = 25_000_000  # full resolution up to 24 MP photos (6000x4000), worked tile by tile
-    max_job_bytes: int = 4 * GiB
+    max_job_bytes: int = 6 * GiB  # a 24 MP photo at full resolution, tile by tile
     # Stylize calls at once (uploading, queued or running). A call costs two blocked
     # threads and nothing else until its bytes arrive, and a stalled upload is ended
     # after about a second (min_upload_rate), so this can be generous: it is what lets
@@ -48,6 +46,15 @@ class Limits:
     idle_seconds: float = 300.0  # a connection without calls is closed after this long
     chunk_bytes: int = CHUNK_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    bf16: bool = False  # jobs run in bf16 (the server's `auto` precision on its device)
+
+    @property
+    def dtype(self):
+        """The precision jobs run in on this server's device, for the memory plan
+        (stylecore.memory); fp32 where unknown: the larger need."""
+        import torch
+
+        return torch.bfloat16 if self.bf16 else torch.float32
 
     @property
     def request_bytes(self) -> int:

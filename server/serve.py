@@ -279,7 +279,7 @@ def run(args) -> int:
         max_pixels=args.max_pixels, max_queue=args.max_queue, max_styles=args.max_styles,
         max_request_bytes=args.max_request_bytes, upload_seconds=args.upload_seconds,
         min_upload_rate=args.min_upload_rate, max_work_pixels=args.max_work_pixels, max_job_bytes=args.max_job_bytes,
-        max_calls=args.max_calls, idle_seconds=args.idle_seconds,
+        max_calls=args.max_calls, idle_seconds=args.idle_seconds, bf16=_runs_in_bf16(args.device),
     )
     running = start(model, args.host, args.port, args.device, token=token, insecure=args.insecure, tls=tls,
                     limits=limits)
@@ -308,6 +308,17 @@ def run(args) -> int:
     running.shutdown(args.grace)
     log.info("stopped")
     return 0
+
+
+def _runs_in_bf16(device: str) -> bool:
+    """Whether jobs on `device` run in bf16 (the engine's `auto`): the memory plan's precision."""
+    from stylecore import resolve_device
+    from stylecore.precision import bf16_is_fast
+
+    try:
+        return bf16_is_fast(resolve_device(device))
+    except Exception:  # an unusable device is reported when the model loads
+        return False
 
 
 def _read_secret(path: str, option: str) -> str:

@@ -96,6 +96,8 @@ class BoxLBFGS:
         """The curvature pair of the step from self.prev to x."""
         if self.prev is None:
             return
+        if len(self.pairs) == self.pairs.maxlen:
+            self.pairs.popleft()  # free the oldest pair before making the new one (memory: full-size images)
         s, y = x - self.prev[0], g - self.prev[1]
         ys = torch.dot(y, s)
         if ys > 1e-10:  # skip pairs that would break positive definiteness (device sync)
@@ -122,7 +124,7 @@ class BoxLBFGS:
         """Call with a freshly computed direction (its computation sets gradient_stepped)."""
         self.x.add_(direction.view_as(self.x))
         if self.lower is not None:
-            self.x.copy_(torch.maximum(torch.minimum(self.x, self.upper), self.lower))  # project onto the box
+            self.x.clamp_(self.lower, self.upper)  # project onto the box, in place
 
     def _gradient_step(self, g: torch.Tensor, largest: float) -> torch.Tensor:
         """-g scaled so that no element moves by more than lr * largest."""

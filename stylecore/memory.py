@@ -18,18 +18,24 @@ from .params import ParamError
 from .tiling import ALIGN, HALO
 
 # One forward+backward through VGG19 up to conv5_1 (activations kept for the backward,
-# max-pool indices, the gradient), per pixel of the network's input, with a 10% margin.
-# Measured at 1024x1024 on CPU (oneDNN): fp32 790 B, bf16 autocast 406 B.
-NETWORK_BYTES = {torch.float32: 870, torch.bfloat16: 450}
+# max-pool indices, the gradient), per pixel of the network's input, with a margin:
+# peak resident growth of the second of two passes in a fresh process, measured at
+# 512x512 and 768x768 on CPU (oneDNN): fp32 1490-1600 B, bf16 autocast 1130-1180 B.
+NETWORK_BYTES = {torch.float32: 1700, torch.bfloat16: 1300}
 # Image-sized fp32 vectors per pixel of a scale, besides L-BFGS's history: the image,
-# its gradient, L-BFGS's best and previous point and gradient, its direction and a
-# new pair being formed (9 x 3 channels x 4 bytes), the content target at conv4_2
-# (512 channels at 1/64 of the pixels, fp32: 32 B), the content at this scale (12 B).
-IMAGE_BYTES = 9 * 12 + 32 + 12
+# its gradient, L-BFGS's best and previous point and gradient, and its direction
+# (7 x 3 channels x 4 bytes); the content target at conv4_2 (512 channels at 1/64 of
+# the pixels: 8 values per pixel, in the network's dtype when tiled).
+VECTOR_BYTES = 7 * 12
+TARGET_VALUES = 8
 PAIR_BYTES = 2 * 12  # one L-BFGS curvature pair (s, y)
 MAX_HISTORY, MIN_HISTORY = 20, 2
 MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
 BUDGET_SHARE = 0.8  # of what the device has, when the job does not say
+# A tiled plan uses this share of its budget: the rest absorbs the allocator's
+# fragmentation and the temporaries between tiles (measured: a plan of 1.03 GB
+# peaked 1.24 GB above the process's start on CPU).
+TILED_SHARE = 0.7
 
 
 @dataclass(frozen=True)
@@ -85,14 +91,18 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     ParamError when even the smallest tiles do not fit."""
     pixels = size[0] * size[1]
     network = NETWORK_BYTES.get(dtype, NETWORK_BYTES[torch.float32])
-    whole = pixels * (IMAGE_BYTES + MAX_HISTORY * PAIR_BYTES + network)
+    whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network)
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)
-    # Tiled: keep the history that leaves room for tiles of at least MIN_CORE.
+    budget = int(budget * TILED_SHARE)
+    # Tiled: at most half of what the image-sized vectors leave goes to the history,
+    # the rest to tiles (a small tile spends most of its work on the halo: with cores
+    # of 528 px, (528 + 192)² / 528² = 1.9x the pixels).
+    image_bytes = VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8)
     smallest_tile = (MIN_CORE + 2 * HALO) ** 2 * network
-    room = budget - pixels * IMAGE_BYTES - smallest_tile
-    history = max(MIN_HISTORY, min(MAX_HISTORY, room // max(1, pixels * PAIR_BYTES)))
-    vectors = pixels * (IMAGE_BYTES + history * PAIR_BYTES)
+    room = budget - pixels * image_bytes - smallest_tile
+    history = max(MIN_HISTORY, min(MAX_HISTORY, room // 2 // max(1, pixels * PAIR_BYTES)))
+    vectors = pixels * (image_bytes + history * PAIR_BYTES)
     side = math.isqrt(max(0, (budget - vectors) // network)) - 2 * HALO
     core = force_core or min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
     if core < MIN_CORE and force_core is None:

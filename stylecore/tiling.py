@@ -100,15 +100,16 @@ def _cores(feats: dict[str, torch.Tensor], tile: Tile, image: tuple[int, int]
 
 def features_whole(net: VGGFeatures, x: torch.Tensor, layer: str, pooling: str, dtype: torch.dtype, core: int,
                    cancel: Callable[[], bool] | None = None) -> torch.Tensor:
-    """One layer's activations of the whole image (1, C, H/s, W/s) fp32, computed tile
-    by tile: the content target of a scale too large for one pass."""
+    """One layer's activations of the whole image (1, C, H/s, W/s), computed tile by
+    tile: the content target of a scale too large for one pass. Kept in the network's
+    dtype (bf16: half the memory of a full-size target; the loss is taken in fp32)."""
     h, w, out = x.shape[-2], x.shape[-1], None
     for feats in core_features(net, x, [layer], pooling, dtype, core, cancel):
         f, gy, gx = feats[layer]
         if out is None:  # max pooling floors: the whole image's size at this stride
             s = STRIDE[layer]
-            out = torch.empty((1, f.shape[1], h // s, w // s), dtype=torch.float32, device=x.device)
-        out[..., gy, gx] = f.float()
+            out = torch.empty((1, f.shape[1], h // s, w // s), dtype=f.dtype, device=x.device)
+        out[..., gy, gx] = f
     assert out is not None
     return out
 
@@ -174,17 +175,19 @@ class TiledObjective:
             content_sq=total.content_sq.requires_grad_(grad),
             content_count=total.content_count,
         )
-        image_01 = images.denormalize(x).requires_grad_(grad and bool(objective.tv_weight))
+        # TV, a sum over neighbouring pixels, needs the whole image: a full-size copy, only when weighted.
+        image_01 = images.denormalize(x).requires_grad_(grad) if objective.tv_weight else None
         with torch.set_grad_enabled(grad):
-            terms = objective.terms(leaves, total_variation(image_01) if objective.tv_weight else None)
+            terms = objective.terms(leaves, total_variation(image_01) if image_01 is not None else None)
             if grad:
                 terms["total"].backward()
         values = {k: float(v.detach()) for k, v in terms.items()}  # device sync
         if not grad:
             return values
 
+        release_freed_memory()  # between the passes: what pass 1 freed goes back before pass 2 allocates
         x_grad = torch.zeros_like(x, memory_format=torch.contiguous_format)  # (1, 3, H, W) fp32
-        if image_01.grad is not None:  # TV's share, through denormalize (x * std + mean)
+        if image_01 is not None:  # TV's share, through denormalize (x * std + mean)
             x_grad += image_01.grad * x.new_tensor(images.IMAGENET_STD).view(1, 3, 1, 1)
         weights = {k: g.grad for k, g in leaves.grams.items()}  # {layer: (1, C, C) dL/dG}
         content_coef = leaves.content_sq.grad  # scalar dL/dcontent_sq
@@ -202,4 +205,27 @@ class TiledObjective:
             x_grad[..., py0:py1, px0:px1] += xt.grad
             yield TilePass(*where, phase=2, phases=phases, tile=i, tiles=len(tiles))
         leaf.grad = x_grad
+        release_freed_memory()
         return values
+
+
+def release_freed_memory() -> None:
+    """Hands memory that the CPU allocator keeps after frees back to the system (glibc
+    keeps large freed blocks in its heap, and tile after tile the resident size would
+    creep up by a tile's worth). Does nothing elsewhere."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
