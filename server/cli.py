@@ -313,6 +313,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     flag = "" if info["model_verified"] else "   <-- NOT the ImageNet VGG19 weights: results are meaningless"
     print(f"server   {args.server} (version {info['server_version']})")
     print(f"device   {info['device']} ({info['dtype']})")
+    for d in info.get("devices", []) if len(info.get("devices", [])) > 1 else []:
+        threads = f", {d['threads']} threads" if d.get("threads") else ""
+        print(f"         {d['name']}: {d['state']}{threads}, {int(d['jobs'])} jobs, {d['busy_seconds']:.0f} s busy")
     print(f"model    {info['model']}{flag}")
     print(f"limits   {int(limits['max_pixels']):,} pixels per image, queue of {limits['max_queue']}, "
           f"{int(limits['chunk_bytes']) // 1024} KiB chunks")
@@ -388,11 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=50051, help="port (0: any free port; default 50051)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="where the network runs (default: auto)")
+    p.add_argument("--device", default=None, choices=DEVICES, help="where the network runs (default: auto)")
+    p.add_argument("--devices", default=None, metavar="all|cuda:0,cuda:1|cpu|cpu:N",
+                   help="one worker per device, all fed by one queue: all (every GPU), a list such as "
+                        "cuda:0,cuda:1, cpu, or cpu:N (N CPU workers dividing the cores); default: --device")
     p.add_argument("--weights", help="VGG19 weights file (default: $STYLE_TRANSFER_WEIGHTS or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="largest image accepted")
-    p.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs that may wait for the device")
+    p.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs that may wait for a device")
     p.add_argument("--token-file", help="require 'authorization: Bearer TOKEN' with the token in this file")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")

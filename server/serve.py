@@ -31,6 +31,8 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
 from styletransfer.v1 import style_transfer_pb2 as pb
 
+from . import devices
+from .devices import WorkerSpec
 from .errors import UsageError
 from .limits import Limits
 from .service import Model, StyleTransferService, add_to_server
@@ -180,9 +182,14 @@ def start(
     insecure: bool = False,
     tls: tuple[bytes, bytes] | None = None,
     limits: Limits | None = None,
+    workers: list[WorkerSpec] | None = None,
+    metrics=None,
+    service: StyleTransferService | None = None,
 ) -> Running:
     """Start serving (health NOT_SERVING until the model is set). port 0 = any free port.
-    `limits` (default: Limits()) with max_pixels/max_queue, when given, on top."""
+    `limits` (default: Limits()) with max_pixels/max_queue, when given, on top.
+    `workers`: one per device (devices.parse), default one on `device`. `service`:
+    another servicer with the same contract (the cluster front), used as given."""
     if not is_loopback(host) and not token and not insecure:
         raise ConfigError(
             f"--host {host} is reachable from the network: give --token-file FILE "
@@ -193,7 +200,8 @@ def start(
         limits = replace(limits, max_pixels=max_pixels)
     if max_queue is not None:
         limits = replace(limits, max_queue=max_queue)
-    service = StyleTransferService(model, limits, device)
+    if service is None:
+        service = StyleTransferService(model, limits, device, workers, metrics)
     interceptors = ([TokenAuth(token)] if token else []) + [ReflectionGate(limits.reflection_calls)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc-worker"),
@@ -247,20 +255,24 @@ def _add_reflection(server: grpc.Server) -> None:
             (grpc.method_handlers_generic_handler(f"{package}.ServerReflection", {"ServerReflectionInfo": handler}),))
 
 
-def load_model(model: Model, weights_path: str | None, device_name: str, download: bool) -> None:
-    """Load the weights into `model`, on the chosen device; raises WeightsError."""
+def load_model(model: Model, weights_path: str | None, device_name: str, download: bool,
+               workers: list[WorkerSpec] | None = None) -> None:
+    """Load the weights into `model`, on the chosen device (or every worker's);
+    raises WeightsError."""
     from stylecore import Engine, resolve_device, resolve_dtype
 
     from .weights import load
 
     weights = load(weights_path, download=download)
-    device = resolve_device(device_name)
+    devices = [resolve_device(w.device) for w in workers] if workers else [resolve_device(device_name)]
     engine = Engine(weights.model)
-    engine.network(device)  # move it now, not during the first job
-    dtype = str(resolve_dtype("auto", device)).removeprefix("torch.")
+    for device in dict.fromkeys(devices):
+        engine.network(device)  # move it now, not during the first job (one copy per device)
+    dtype = str(resolve_dtype("auto", devices[0])).removeprefix("torch.")
+    names = ",".join(w.name for w in workers) if workers else str(devices[0])
     model.set(engine, f"{weights.path.name} sha256:{weights.sha256}", weights.sha256, weights.verified,
-              str(device), dtype)
-    log.info("model: %s on %s (%s)", weights.describe(), device, dtype)
+              names, dtype)
+    log.info("model: %s on %s (%s)", weights.describe(), names, dtype)
 
 
 def run(args) -> int:
@@ -281,8 +293,11 @@ def run(args) -> int:
         min_upload_rate=args.min_upload_rate, max_work_pixels=args.max_work_pixels, max_job_bytes=args.max_job_bytes,
         max_calls=args.max_calls, idle_seconds=args.idle_seconds,
     )
-    running = start(model, args.host, args.port, args.device, token=token, insecure=args.insecure, tls=tls,
-                    limits=limits)
+    if args.device and args.devices:
+        raise ConfigError("give --device or --devices, not both (--devices cpu is --device cpu)")
+    workers = devices.parse(args.devices or args.device or "auto")
+    running = start(model, args.host, args.port, workers[0].device, token=token, insecure=args.insecure, tls=tls,
+                    limits=limits, workers=workers)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -296,7 +311,7 @@ def run(args) -> int:
         signal.signal(sig, on_signal)
     print(f"listening on {args.host}:{running.port}", flush=True)
     try:
-        load_model(model, args.weights, args.device, not args.no_download)
+        load_model(model, args.weights, workers[0].device, not args.no_download, workers)
     except WeightsError:
         running.server.stop(0)
         raise
