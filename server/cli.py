@@ -404,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="... and this private key (PEM)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds running jobs get at shutdown (default 10)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port; "
+                        "default: none)")
     lim = p.add_argument_group("limits (what one client may ask; all are reported by GetInfo)")
     lim.add_argument("--max-styles", type=int, default=Limits.max_styles, metavar="N",
                      help=f"style images per job (default {Limits.max_styles})")

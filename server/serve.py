@@ -202,6 +202,8 @@ def start(
         limits = replace(limits, max_queue=max_queue)
     if service is None:
         service = StyleTransferService(model, limits, device, workers, metrics)
+        if metrics is not None:
+            metrics.watch(service.scheduler)
     interceptors = ([TokenAuth(token)] if token else []) + [ReflectionGate(limits.reflection_calls)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc-worker"),
@@ -296,8 +298,23 @@ def run(args) -> int:
     if args.device and args.devices:
         raise ConfigError("give --device or --devices, not both (--devices cpu is --device cpu)")
     workers = devices.parse(args.devices or args.device or "auto")
+    metrics = None
+    if args.metrics_port is not None:
+        try:
+            from .metrics import Metrics
+        except ImportError:
+            raise ConfigError("--metrics-port needs prometheus_client: pip install 'gimp-style-transfer[server]'") \
+                from None
+        metrics = Metrics()
     running = start(model, args.host, args.port, workers[0].device, token=token, insecure=args.insecure, tls=tls,
-                    limits=limits, workers=workers)
+                    limits=limits, workers=workers, metrics=metrics)
+    if metrics is not None:
+        try:
+            metrics.serve(args.host, args.metrics_port)
+        except OSError as e:
+            running.server.stop(0)
+            raise ConfigError(f"--metrics-port {args.metrics_port}: cannot listen on {args.host} ({e.strerror or e})") \
+                from None
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -310,6 +327,8 @@ def run(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     print(f"listening on {args.host}:{running.port}", flush=True)
+    if metrics is not None:
+        print(f"metrics on http://{args.host}:{metrics.port}/metrics", flush=True)
     try:
         load_model(model, args.weights, workers[0].device, not args.no_download, workers)
     except WeightsError:
@@ -321,6 +340,8 @@ def run(args) -> int:
         pass
     log.info("shutting down: %.0f s grace for running jobs", args.grace)
     running.shutdown(args.grace)
+    if metrics is not None:
+        metrics.stop()
     log.info("stopped")
     return 0
 
