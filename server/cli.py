@@ -407,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port; "
                         "default: none)")
+    cg = p.add_argument_group("cluster (the `cluster` extra: Ray Serve)")
+    cg.add_argument("--cluster", metavar="local|auto|ray://HOST:PORT", default=None,
+                    help="hand jobs to Ray Serve engine replicas: local (a private one-node Ray started here), "
+                         "auto (the Ray cluster this node belongs to), or a Ray Client address")
+    cg.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
+                    help="engine replicas; MIN:MAX autoscales on ongoing requests (queued + running) (default 1)")
+    cg.add_argument("--replica-gpus", type=float, default=-1, metavar="G",
+                    help="GPUs per replica (default: 1 where the cluster has GPUs, else 0)")
+    cg.add_argument("--replica-cpus", type=float, default=1, metavar="N",
+                    help="CPU cores per replica; CPU replicas run on that many threads (default 1)")
+    cg.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                    help="--cluster local: CPUs the private Ray may use (default: all)")
     lim = p.add_argument_group("limits (what one client may ask; all are reported by GetInfo)")
     lim.add_argument("--max-styles", type=int, default=Limits.max_styles, metavar="N",
                      help=f"style images per job (default {Limits.max_styles})")

@@ -295,6 +295,8 @@ def run(args) -> int:
         min_upload_rate=args.min_upload_rate, max_work_pixels=args.max_work_pixels, max_job_bytes=args.max_job_bytes,
         max_calls=args.max_calls, idle_seconds=args.idle_seconds,
     )
+    if args.cluster:
+        return _run_cluster(args, model, limits, token, tls)
     if args.device and args.devices:
         raise ConfigError("give --device or --devices, not both (--devices cpu is --device cpu)")
     workers = devices.parse(args.devices or args.device or "auto")
@@ -342,6 +344,57 @@ def run(args) -> int:
     running.shutdown(args.grace)
     if metrics is not None:
         metrics.stop()
+    log.info("stopped")
+    return 0
+
+
+def _run_cluster(args, model: Model, limits: Limits, token, tls) -> int:
+    """serve --cluster: the gRPC front of a Ray Serve deployment (cluster.py)."""
+    from . import cluster as cl
+
+    if args.device or args.devices:
+        raise ConfigError("--cluster: the replicas choose their devices (--replica-gpus, --replica-cpus); "
+                          "leave --device/--devices out")
+    options = cl.ClusterOptions(
+        address=args.cluster, replicas=cl.parse_replicas(args.replicas), gpus=args.replica_gpus,
+        cpus=args.replica_cpus, weights=str(Path(args.weights).resolve()) if args.weights else
+        os.environ.get("STYLE_TRANSFER_WEIGHTS"), local_cpus=args.ray_cpus,
+    )
+    cl._ray()  # the extra is installed, or a clear error now
+    metrics = None
+    if args.metrics_port is not None:
+        from .metrics import Metrics
+
+        metrics = Metrics()
+    service = cl.ClusterService(model, limits, metrics)
+    if metrics is not None:
+        metrics.watch(service.scheduler)
+        metrics.serve(args.host, args.metrics_port)
+    running = start(model, args.host, args.port, token=token, insecure=args.insecure, tls=tls, limits=limits,
+                    service=service)
+    print(f"listening on {args.host}:{running.port}", flush=True)
+    if metrics is not None:
+        print(f"metrics on http://{args.host}:{metrics.port}/metrics", flush=True)
+    try:
+        cluster = cl.Cluster(options)
+    except Exception:
+        running.server.stop(0)
+        raise
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
+        signal.signal(sig, lambda signum, frame: os._exit(128 + signum) if stop.is_set() else stop.set())
+    try:
+        service.attach(cluster)
+        running.set_serving(True)
+        log.info("serving StyleTransfer on %s:%d, jobs on the Ray cluster (%s)", args.host, running.port, args.cluster)
+        while not stop.wait(0.5):
+            pass
+        log.info("shutting down: %.0f s grace for running jobs", args.grace)
+        running.shutdown(args.grace)
+    finally:
+        cluster.close()
+        if metrics is not None:
+            metrics.stop()
     log.info("stopped")
     return 0
 

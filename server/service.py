@@ -30,7 +30,7 @@ from .upload import ClientGone, Upload
 
 log = logging.getLogger("styleserver")
 
-__all__ = ["Limits", "Model", "StyleTransferService", "add_to_server"]
+__all__ = ["Limits", "Model", "StyleTransferService", "Unavailable", "add_to_server"]
 
 
 class Model:
@@ -47,6 +47,11 @@ class Model:
         self.engine, self.name, self.sha256, self.verified = engine, name, sha256, verified
         self.device, self.dtype = device, dtype
         self.ready.set()
+
+
+class Unavailable(Exception):
+    """The job cannot go on now (e.g. its cluster replica died); the call ends with
+    UNAVAILABLE and this message."""
 
 
 class _Record:
@@ -153,6 +158,9 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         except ShuttingDown:
             record.set("refused", "shutting down")
             self._abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        except Unavailable as e:
+            record.set("failed", str(e))
+            self._abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
         except Diverged as e:
             record.set("failed", str(e))
             self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
