@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GPUs per replica (default: 1 where the cluster has GPUs, else 0)")
     cg.add_argument("--replica-cpus", type=float, default=1, metavar="N",
                     help="CPU cores per replica; CPU replicas run on that many threads (default 1)")
+    cg.add_argument("--attach", action="store_true",
+                    help="never deploy the replicas: wait for the application another front or a KubeRay "
+                         "RayService deployed (styleserver.cluster:build_app)")
     cg.add_argument("--ray-cpus", type=int, default=None, metavar="N",
                     help="--cluster local: CPUs the private Ray may use (default: all)")
     lim = p.add_argument_group("limits (what one client may ask; all are reported by GetInfo)")

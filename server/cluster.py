@@ -292,6 +292,7 @@ class ClusterOptions:
     cpus: float = 1  # per replica (CPU replicas: also their threads)
     weights: str | None = None  # path on the replicas' nodes; None: their STYLE_TRANSFER_WEIGHTS or cache
     local_cpus: int | None = None  # address "local": CPUs the private Ray may use
+    attach: bool = False  # never deploy: wait for the application (deployed by a KubeRay RayService)
 
 
 def parse_replicas(text: str) -> tuple[int, int]:
@@ -327,35 +328,30 @@ class Cluster:
         self._poller.start()
 
     def _deploy(self):
+        """The application, if this cluster has it (deployed by another front, or by a
+        KubeRay RayService from build_app), else deployed here."""
         serve = self._serve
-        o = self.options
-        try:
-            status = serve.status().applications.get(APP)
-        except Exception:  # noqa: BLE001 - Serve not started on this cluster yet
-            status = None
-        if status is not None and str(status.status).endswith("RUNNING"):
-            log.info("cluster: using the running %s application", APP)
+        waited = time.monotonic()
+        while True:
+            try:
+                status = serve.status().applications.get(APP)
+            except Exception:  # noqa: BLE001 - Serve not started on this cluster yet
+                status = None
+            if status is not None or not self.options.attach:
+                break
+            if time.monotonic() - waited > 30:
+                log.info("cluster: waiting for the %s application to be deployed", APP)
+                waited = time.monotonic()
+            time.sleep(2)
+        if status is not None:
+            log.info("cluster: using the %s application (%s)", APP, status.status)
             return serve.get_deployment_handle(DEPLOYMENT, app_name=APP)
-        serve.start(proxy_location="Disabled")
-        actor = {"num_gpus": o.gpus, "num_cpus": o.cpus if not o.gpus else 1}
-        scaling = {}
-        if o.replicas[0] == o.replicas[1]:
-            scaling["num_replicas"] = o.replicas[0]
-        else:
-            scaling["autoscaling_config"] = {
-                "min_replicas": o.replicas[0], "max_replicas": o.replicas[1],
-                "target_ongoing_requests": 1,  # a replica per job running or queued
-                "upscale_delay_s": 5, "downscale_delay_s": 120,
-            }
-        deployment = serve.deployment(
-            EngineReplica, name=DEPLOYMENT, max_ongoing_requests=1, ray_actor_options=actor,
-            health_check_period_s=2, health_check_timeout_s=30, graceful_shutdown_timeout_s=5, **scaling,
-        )
-        threads = 0 if o.gpus else max(1, int(o.cpus))
+        serve.start(proxy_location="Disabled")  # no HTTP proxies: the gRPC front is the only way in
+        o = self.options
         log.info("cluster: deploying %s (%s replicas, %s each)", DEPLOYMENT,
                  "%d" % o.replicas[0] if o.replicas[0] == o.replicas[1] else "%d..%d" % o.replicas,
                  f"{o.gpus:g} GPU" if o.gpus else f"{o.cpus:g} CPU")
-        return serve.run(deployment.bind(o.weights, threads), name=APP, route_prefix=None)
+        return serve.run(application(o), name=APP, route_prefix=None)
 
     def _poll(self) -> None:
         while not self._stop.wait(1.0):
@@ -389,6 +385,39 @@ class Cluster:
         if self.options.address == "local":
             self._serve.shutdown()
         self._ray.shutdown()
+
+
+def application(o: ClusterOptions):
+    """The engine replicas as a Ray Serve application: one job per replica at a time
+    (max_ongoing_requests=1), a GPU or `cpus` cores each, health-checked every 2 s,
+    a fixed count or autoscaling between bounds on ongoing requests (queued + running)."""
+    _, serve = _ray()
+    actor = {"num_gpus": o.gpus, "num_cpus": o.cpus if not o.gpus else 1}
+    scaling: dict = {}
+    if o.replicas[0] == o.replicas[1]:
+        scaling["num_replicas"] = o.replicas[0]
+    else:
+        scaling["autoscaling_config"] = {
+            "min_replicas": o.replicas[0], "max_replicas": o.replicas[1],
+            "target_ongoing_requests": 1,  # a replica for each job running or queued
+            "upscale_delay_s": 5, "downscale_delay_s": 120,
+        }
+    deployment = serve.deployment(
+        EngineReplica, name=DEPLOYMENT, max_ongoing_requests=1, ray_actor_options=actor,
+        health_check_period_s=2, health_check_timeout_s=30, graceful_shutdown_timeout_s=5, **scaling,
+    )
+    return deployment.bind(o.weights, 0 if o.gpus else max(1, int(o.cpus)))
+
+
+def build_app(args: dict):
+    """Serve's application builder, for a config file or a KubeRay RayService
+    (`import_path: styleserver.cluster:build_app`); args: weights (a path on the
+    replicas' nodes), gpus, cpus, min_replicas, max_replicas. The config file's
+    `deployments` section may override the options."""
+    return application(ClusterOptions(
+        address="auto", replicas=(int(args.get("min_replicas", 1)), int(args.get("max_replicas", 1))),
+        gpus=float(args.get("gpus", 1)), cpus=float(args.get("cpus", 1)), weights=args.get("weights"),
+    ))
 
 
 _DIED = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError",

@@ -358,7 +358,7 @@ def _run_cluster(args, model: Model, limits: Limits, token, tls) -> int:
     options = cl.ClusterOptions(
         address=args.cluster, replicas=cl.parse_replicas(args.replicas), gpus=args.replica_gpus,
         cpus=args.replica_cpus, weights=str(Path(args.weights).resolve()) if args.weights else
-        os.environ.get("STYLE_TRANSFER_WEIGHTS"), local_cpus=args.ray_cpus,
+        os.environ.get("STYLE_TRANSFER_WEIGHTS"), local_cpus=args.ray_cpus, attach=args.attach,
     )
     cl._ray()  # the extra is installed, or a clear error now
     metrics = None
