@@ -408,9 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port; "
                         "default: none)")
     cg = p.add_argument_group("cluster (the `cluster` extra: Ray Serve)")
-    cg.add_argument("--cluster", metavar="local|auto|ray://HOST:PORT", default=None,
+    cg.add_argument("--cluster", metavar="local|auto|HOST:PORT", default=None,
                     help="hand jobs to Ray Serve engine replicas: local (a private one-node Ray started here), "
-                         "auto (the Ray cluster this node belongs to), or a Ray Client address")
+                         "auto (the Ray cluster this node has joined with `ray start --address=...`), or that "
+                         "cluster's GCS address (ray:// Ray Client addresses cannot stream and are refused)")
     cg.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
                     help="engine replicas; MIN:MAX autoscales on ongoing requests (queued + running) (default 1)")
     cg.add_argument("--replica-gpus", type=float, default=-1, metavar="G",

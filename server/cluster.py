@@ -1,4 +1,4 @@
-"""`style-transfer serve --cluster local|auto|ray://HOST:PORT`: the gRPC front keeps
+"""`style-transfer serve --cluster local|auto|HOST:PORT`: the gRPC front keeps
 today's contract and hands each job to a Ray Serve deployment of engine replicas
 (one per GPU, or per N CPU cores). Needs the `cluster` extra (Ray Serve).
 
@@ -286,7 +286,7 @@ class ClusterQueue:
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    address: str = "local"  # "local": a private one-node Ray started here; "auto"; "ray://HOST:PORT"
+    address: str = "local"  # "local": a private one-node Ray started here; "auto" or HOST:PORT: a cluster this node joined
     replicas: tuple[int, int] = (1, 1)  # min, max: autoscaling between them on ongoing requests
     gpus: float = -1  # per replica; 0 = CPU replicas; -1: 1 where the cluster has GPUs, else 0
     cpus: float = 1  # per replica (CPU replicas: also their threads)

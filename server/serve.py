@@ -352,6 +352,11 @@ def _run_cluster(args, model: Model, limits: Limits, token, tls) -> int:
     """serve --cluster: the gRPC front of a Ray Serve deployment (cluster.py)."""
     from . import cluster as cl
 
+    if args.cluster.startswith("ray://"):
+        raise ConfigError(
+            f"--cluster {args.cluster}: Ray Client cannot stream a deployment's responses (Ray Serve refuses "
+            "streaming handles over ray://); run the front on a node of the cluster instead: "
+            "`ray start --address=HEAD:6379` there, then `style-transfer serve --cluster auto`")
     if args.device or args.devices:
         raise ConfigError("--cluster: the replicas choose their devices (--replica-gpus, --replica-cpus); "
                           "leave --device/--devices out")

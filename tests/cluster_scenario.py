@@ -9,7 +9,8 @@ for comparison, a single server on one thread (`--devices cpu`, OMP_NUM_THREADS=
 then measures and checks:
   1. the cluster path's overhead for one small job over the single server's;
   2. 8 concurrent small jobs through the front: all complete, positions monotone,
-     results byte-identical to a local run (same seed, one thread);
+     results byte-identical to a local run (same seed, one thread); then a second
+     front (--cluster auto --attach) on the same application: jobs through both;
   3. kill -9 of a replica's process mid-job, N times: every job ends within 30 s,
      each with a result or UNAVAILABLE (never anything else), at most one such per kill;
   4. cancel: with both replicas busy and a job queued, cancelling one running job
@@ -123,8 +124,8 @@ class Server:
                 pass
         return total / 1024
 
-    def stop(self) -> None:
-        pids = self.tree()
+    def stop(self, kill_children: bool = True) -> None:
+        pids = self.tree() if kill_children else [self.proc.pid]
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -212,6 +213,26 @@ def main() -> int:
         out["positions_monotone"] = monotone
         out["queued_jobs"] = sum(any(isinstance(e, Queued) for e in r) for r in results)
         out["replicas_used"] = len({next((e.device for e in r if isinstance(e, Started)), None) for r in results})
+
+        # 2b. a second, stateless front attached to the same application
+        second = Server("--cluster", "auto", "--attach", "--weights", args.weights)
+        try:
+            second.wait_serving(120)
+            both: list = []
+
+            def via(address):
+                both.append(one_job(address, content, style)[0][-1])
+
+            pair = [threading.Thread(target=via, args=(a,)) for a in (front.address, second.address) * 2]
+            for t in pair:
+                t.start()
+            for t in pair:
+                t.join(120)
+            out["second_front_results"] = sum(isinstance(r, Result) and np.array_equal(r.image, reference)
+                                              for r in both)
+            out["second_front_attached"] = any("using the style-transfer application" in line for line in second.log)
+        finally:
+            second.stop(kill_children=False)  # its Ray worker processes belong to the cluster
 
         # 3. kill -9 a replica mid-job
         kills = []

@@ -57,6 +57,11 @@ def test_concurrent_jobs_complete_byte_identical_to_a_local_run(scenario):
     assert scenario["replicas_used"] == 2
 
 
+def test_a_second_front_attaches_to_the_same_replicas(scenario):
+    assert scenario["second_front_attached"]
+    assert scenario["second_front_results"] == 4  # two jobs through each front, all byte-identical
+
+
 def test_killed_replicas_retry_or_unavailable_never_hang(scenario):
     assert len(scenario["kills"]) == KILLS
     for kill in scenario["kills"]:

@@ -185,3 +185,12 @@ def test_serve_refuses_device_and_devices_together(weights_file, capsys):
     assert "give --device or --devices, not both" in capsys.readouterr().err
     assert main(["serve", "--port", "0", "--weights", weights_file, "--devices", "gpu"]) == 2
     assert "unknown device 'gpu'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_ray_client_address_and_devices_with_cluster(weights_file, capsys):
+    from styleserver.cli import main
+
+    assert main(["serve", "--port", "0", "--weights", weights_file, "--cluster", "ray://127.0.0.1:10001"]) == 2
+    assert "Ray Client cannot stream" in capsys.readouterr().err
+    assert main(["serve", "--port", "0", "--weights", weights_file, "--cluster", "local", "--devices", "cpu:2"]) == 2
+    assert "the replicas choose their devices" in capsys.readouterr().err
