@@ -75,7 +75,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         self.model = model
         self.limits = limits
         self.device = device
-        self.workers = workers or [WorkerSpec(device, device)]
+        self.workers = workers or _default_workers(device)
         self.scheduler = Scheduler(limits.max_queue, self.workers)
         self.metrics = metrics
         self.shutting_down = threading.Event()
@@ -235,6 +235,16 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
     def _abort(context, code: grpc.StatusCode, details: str) -> None:
         if context.is_active():
             context.abort(code, details)
+
+
+def _default_workers(device: str) -> list[WorkerSpec]:
+    """One worker on `device` ("auto": cuda:0 or cpu), as --device has always meant."""
+    from . import devices
+
+    try:
+        return devices.parse(device)
+    except devices.DeviceError:  # e.g. cuda without CUDA: the engine says so per job, as before
+        return [WorkerSpec(device, device)]
 
 
 def _set_threads(n: int) -> None:
