@@ -113,7 +113,7 @@ def step_overhead(engine, quick: bool, precision: str) -> None:
     params = DEFAULT.replace(size=512, scales=1, precision=precision)
     job = engine.prepare(content, [style], params)
     device, dtype, net = job.device, job.dtype, engine.network(job.device)
-    objective = engine.objective(job, (512, 512))
+    objective = engine.objective(job, job.levels[-1])
     x0 = images.normalize(job.content.rgb).to(device)
     opt = ImageOptimizer(x0, engine.evaluator(job, objective), params)
     layers = [*STYLE_LAYERS, CONTENT_LAYER]

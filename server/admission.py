@@ -15,12 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stylecore import sizes
+import torch
+
+from stylecore import memory, sizes
 from stylecore.params import ParamError, StyleParams
 from styletransfer.v1 import style_transfer_pb2 as pb
 
 from . import convert
-from .limits import GRAM_BYTES, INPUT_BYTES_PER_PIXEL, OPT_BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL, Limits
+from .limits import GRAM_BYTES, INPUT_BYTES_PER_PIXEL, STYLE_BYTES_PER_PIXEL, STYLE_WORK_FLOOR, Limits
 
 
 class Refused(Exception):
@@ -61,7 +63,14 @@ class Plan:
 
 
 def image_names(header: pb.Header) -> tuple[str, ...]:
-    return ("header.content", *(f"header.styles[{i}]" for i in range(len(header.styles))))
+    init = ("header.init_image",) if header.HasField("init_image") else ()
+    return ("header.content", *(f"header.styles[{i}]" for i in range(len(header.styles))), *init)
+
+
+def image_metas(header: pb.Header) -> tuple[pb.ImageMeta, ...]:
+    """In upload order: the content, the styles, then the initial image if any."""
+    init = (header.init_image,) if header.HasField("init_image") else ()
+    return (header.content, *header.styles, *init)
 
 
 def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None = None) -> Plan:
@@ -87,7 +96,10 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
         raise Invalid(f"header.params.{e.field}", str(e).split(": ", 1)[1]) from None
 
     names = image_names(header)
-    metas = (header.content, *header.styles)
+    metas = image_metas(header)
+    if header.HasField("init_image") != (params.init == "image"):
+        raise Invalid("header.init_image", "an initial image goes with params.init 'image', and init 'image' needs "
+                                           f"one; got init {params.init!r} and {'an' if header.HasField('init_image') else 'no'} image")
     known = list(dims) if dims is not None else [None] * len(metas)
     total = 0
     for i, (meta, name) in enumerate(zip(metas, names)):
@@ -118,20 +130,30 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
                                                      f"{level[0] * level[1]:,} pixels, more than max_work_pixels "
                                                      f"{limits.max_work_pixels:,}")
             levels.append(level)
-        top = levels[-1]
-        estimate += top[0] * top[1] * OPT_BYTES_PER_PIXEL
+        # The engine works a scale whole or tile by tile within the job's budget
+        # (stylecore.memory); the largest scale's plan is the job's peak. fp32: the
+        # larger of the two precisions' needs.
+        try:
+            top = memory.plan_scale(levels[-1], torch.float32, limits.max_job_bytes)
+        except ParamError as e:
+            raise TooLarge("header.params.size", f"{str(e).split(': ', 1)[1]} (max_job_bytes)") from None
+        estimate += top.estimate
+        # A style is worked at most at the content's size, or 1024x1024 for a small content:
+        # a tiny request must not buy a large style (style_scale up to 8).
+        style_limit = max(STYLE_WORK_FLOOR, max(h * w for h, w in levels))
         largest_style = 0
-        for j, style in enumerate(known[1:]):
+        for j, style in enumerate(known[1:1 + len(header.styles)]):
             if style is None:
                 continue
             for level in levels:
                 h, w = sizes.style_size(style.height, style.width, level, params.style_scale)
-                if h * w > limits.max_work_pixels:
+                if h * w > min(style_limit, limits.max_work_pixels):
                     field = "header.params.style_scale" if params.style_scale else "header.params.size"
                     raise TooLarge(field, f"style image {j} would be worked at {w}x{h} = {h * w:,} pixels, "
-                                          f"more than max_work_pixels {limits.max_work_pixels:,}")
+                                          f"more than {min(style_limit, limits.max_work_pixels):,} (the content's "
+                                          f"working size, at least {STYLE_WORK_FLOOR:,}; max_work_pixels)")
                 largest_style = max(largest_style, h * w)
-        estimate += largest_style * STYLE_BYTES_PER_PIXEL
+        estimate += min(largest_style * STYLE_BYTES_PER_PIXEL, top.estimate)  # large styles are tiled too
     if estimate > limits.max_job_bytes:
         raise TooLarge("header.params.size", f"the job needs about {estimate / 2**30:.1f} GiB, more than this "
                                              f"server's budget of {limits.max_job_bytes / 2**30:.1f} GiB "

@@ -76,7 +76,13 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _size(text: str) -> int:
+    """--size: px, or `full` (0): the photo's own size."""
+    return 0 if text.strip().lower() == "full" else _int(text)
+
+
 _PARSERS = {"int": _int, "float": _float, "str": str, "tuple[float, ...]": _float_list}
+_FIELD_PARSERS = {"size": _size}  # fields whose option takes more than their type
 
 
 def _defaults_help(name: str) -> str:
@@ -97,7 +103,8 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
         choices = f.metadata.get("choices")
         # No argparse `choices`: StyleParams checks them, with the same message as over gRPC.
         group.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=_PARSERS[str(f.type)], default=None,
+            "--" + f.name.replace("_", "-"), dest=f.name, type=_FIELD_PARSERS.get(f.name, _PARSERS[str(f.type)]),
+            default=None,
             metavar="{" + ",".join(choices) + "}" if choices else f.name.upper(),
             help=(f.metadata["help"] if "default:" in f.metadata["help"]
                   else f"{f.metadata['help']} ({_defaults_help(f.name)})").replace("%", "%%"),
@@ -210,10 +217,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if args.max_pixels < 1:
         raise UsageError(f"--max-pixels: must be positive, got {args.max_pixels}")
     output = check_output_path(args.output)
-    refuse_output_that_is_an_input(output, [("content", args.content), *(("style", s) for s in args.styles)])
+    inputs = [("content", args.content), *(("style", s) for s in args.styles)]
+    refuse_output_that_is_an_input(output, inputs + ([("initial image", args.init_image)] if args.init_image else []))
     content = read_image(args.content, args.max_pixels, "content")
     styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
-    if not args.keep_size and params.resize == "longest":
+    init = None
+    if args.init_image:  # start from it (an earlier result, a run to continue): init "image"
+        init = read_image(args.init_image, args.max_pixels, "initial image")
+        params = params.replace(init="image")
+    if not args.keep_size and params.resize == "longest" and params.size:
         # The output's longest side is --size (never enlarged); the engine then works
         # at the image's own size and alpha is carried through at that size. (With
         # --resize notebook the engine resizes as the notebook does, from the photo
@@ -226,9 +238,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     # A Preview every step: the image the run would deliver now, kept for Ctrl-C (cheap
     # beside a VGG19 pass); only every --save-every-th is written.
     if args.server:
-        events, engine_diverged = _remote_events(args, content, styles, params), ()
+        events, engine_diverged = _remote_events(args, content, styles, params, init), ()
     else:
-        events, engine_diverged = _local_events(args, content, styles, params)
+        events, engine_diverged = _local_events(args, content, styles, params, init)
     from stylecore.events import Preview, Progress, Result
 
     latest: Preview | None = None
@@ -268,7 +280,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_events(args, content, styles, params):
+def _local_events(args, content, styles, params, init=None):
     from stylecore import Engine
     from stylecore.engine import Diverged
 
@@ -277,17 +289,17 @@ def _local_events(args, content, styles, params):
     weights = load(args.weights, download=not args.no_download)
     if not args.quiet:
         print(f"weights: {weights.describe()}", file=sys.stderr)
-    return Engine(weights.model).run(content, styles, params, preview_every=1, device=args.device or "auto"), \
-        (Diverged,)
+    return Engine(weights.model).run(content, styles, params, preview_every=1, device=args.device or "auto",
+                                     init_image=init), (Diverged,)
 
 
-def _remote_events(args, content, styles, params):
+def _remote_events(args, content, styles, params, init=None):
     if args.device:
         raise UsageError("--device: a server runs on the device it was started with "
                          "(style-transfer serve --device); leave --device out with --server")
     client = _client(args)
     return client.stylize(content, styles, params, preset=args.preset,
-                          preview_every=1, preview_max_side=max(content.shape[:2]))
+                          preview_every=1, preview_max_side=max(content.shape[:2]), init_image=init)
 
 
 def _client(args):
@@ -376,6 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="result file (.png, .jpg, .webp, .tif)")
     p.add_argument("--weights", help=f"VGG19 weights file (default: ${'{'}STYLE_TRANSFER_WEIGHTS{'}'} or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
+    p.add_argument("--init-image", metavar="FILE",
+                   help="start from this image (an earlier result, or a run to continue), resized to each scale; "
+                        "sets --init image")
     p.add_argument("--save-every", type=_int, default=0, metavar="N",
                    help="also write OUT.scaleS.stepNNNN.png every N steps (default: 0, none)")
     p.add_argument("--keep-size", action="store_true", help="output at the content's full size (work at --size, upscale)")
@@ -433,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     lim.add_argument("--min-upload-rate", type=_bytes, default=Limits.min_upload_rate, metavar="BYTES",
                      help="slower uploads are ended, bytes per second averaged after the first second (default 256K)")
     lim.add_argument("--max-work-pixels", type=int, default=Limits.max_work_pixels, metavar="N",
-                     help="largest working image, every pyramid level and every style at --style-scale "
-                          f"(default {Limits.max_work_pixels:,}: 1024x1024)")
+                     help="largest working image, every pyramid level and every style at --style-scale; "
+                          "larger than fits in --max-job-bytes is worked tile by tile "
+                          f"(default {Limits.max_work_pixels:,}: 24 MP photos at full resolution)")
     lim.add_argument("--max-job-bytes", type=_bytes, default=Limits.max_job_bytes, metavar="BYTES",
                      help="memory budget of one job, estimated before it is accepted (default 4G)")
     lim.add_argument("--max-calls", type=int, default=Limits.max_calls, metavar="N",

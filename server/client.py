@@ -101,27 +101,33 @@ class Client:
         preview_every: int = 0,
         preview_max_side: int = 0,
         result_format: int = pb.IMAGE_FORMAT_RAW,
+        init_image: np.ndarray | bytes | None = None,
     ) -> Iterator:
         """Send images, each an (H, W, C) uint8 buffer or an encoded file's bytes; yield
         Queued, Started, Progress, Preview, then Result. `params` defaults to the preset;
-        only the fields that differ from it travel."""
+        only the fields that differ from it travel. `init_image` (with params.init
+        "image"): the image to start from."""
         metas, images = [], []
-        for i, image in enumerate((content, *styles)):
+        inputs = (content, *styles, *(() if init_image is None else (init_image,)))
+        n = 1 + len(styles)
+        for i, image in enumerate(inputs):
+            what = "content" if i == 0 else "initial image" if i == n else f"style {i}"
             meta = convert.encoded_meta(bytes(image)) if isinstance(image, (bytes, bytearray)) else None
             if meta is not None:
                 metas.append(meta)
                 images.append(bytes(image))
             else:
                 if isinstance(image, (bytes, bytearray)):  # a format the contract does not name: send pixels
-                    image = decode_image(bytes(image), what="content" if i == 0 else f"style {i}")
-                array = np.ascontiguousarray(check_buffer(image, "content" if i == 0 else f"style {i}"))
+                    image = decode_image(bytes(image), what=what)
+                array = np.ascontiguousarray(check_buffer(image, what))
                 metas.append(convert.image_meta(array))
                 images.append(array.tobytes())
         base = get_preset(preset)
         header = wire.header(
-            metas[0], metas[1:], preset=preset,
+            metas[0], metas[1:n], preset=preset,
             params=convert.params_to_proto(params, base) if params is not None else None,
             preview_every=preview_every, preview_max_side=preview_max_side, result_format=result_format,
+            init_image=metas[n] if init_image is not None else None,
         )
         self._connect()
         call = self._stub.Stylize(wire.request_stream(header, images), metadata=self._metadata)

@@ -81,6 +81,8 @@ class ClusterJob:
     preview_max_side: int
     result_format: int
     chunk_bytes: int
+    budget: int | None = None  # the front's --max-job-bytes: the engine plans tiles within it
+    init_image: np.ndarray | None = None  # params.init "image"
 
 
 class EngineReplica:
@@ -136,7 +138,7 @@ class EngineReplica:
 
                     torch.set_num_threads(self.threads)  # this thread's own OpenMP count
                 for event in self.engine.run(job.content, job.styles, job.params, stop.is_set, job.preview_every,
-                                             device=self.device):
+                                             device=self.device, budget=job.budget, init_image=job.init_image):
                     if stop.is_set():
                         break
                     if event.__class__.__name__ == "Result":
@@ -437,8 +439,10 @@ class ClusterService(StyleTransferService):
         self.retried = 0
 
     def _run(self, job, header, params, images, context, record) -> Iterator[pb.StylizeEvent]:
-        payload = ClusterJob(job, images[0], list(images[1:]), params, header.preview_every,
-                             header.preview_max_side, header.result_format, self.limits.chunk_bytes)
+        payload = ClusterJob(job, images[0], list(images[1:1 + len(header.styles)]), params, header.preview_every,
+                             header.preview_max_side, header.result_format, self.limits.chunk_bytes,
+                             budget=self.limits.max_job_bytes,
+                             init_image=images[-1] if header.HasField("init_image") else None)
         ticket = self.scheduler.enter()
         t_started = None
         try:

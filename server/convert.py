@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import numpy as np
 from PIL import Image
 
-from stylecore.events import Preview, Progress, Result, Started
+from stylecore.events import Preview, Progress, Result, Started, TilePass
 from stylecore.params import ParamError, StyleParams, preset
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import wire
@@ -175,6 +175,12 @@ def event_to_proto(event, job_id: str = "", model: str = "", verified: bool = Fa
         return pb.StylizeEvent(started=pb.Started(
             job_id=job_id, device=event.device, dtype=event.dtype, model=model, model_verified=verified,
             scales=[pb.Size(width=w, height=h) for h, w in event.sizes], total_steps=event.total_steps,
+            tiles=event.tiles,
+        ))
+    if isinstance(event, TilePass):
+        return pb.StylizeEvent(tile=pb.TileProgress(
+            scale=event.scale, step=event.step, phase=event.phase, phases=event.phases, tile=event.tile,
+            tiles=event.tiles,
         ))
     if isinstance(event, Progress):
         return pb.StylizeEvent(progress=pb.Progress(
@@ -212,7 +218,10 @@ class EventDecoder:
         if kind == "started":
             s = message.started
             return Started(device=s.device, dtype=s.dtype, sizes=tuple((z.height, z.width) for z in s.scales),
-                           total_steps=s.total_steps)
+                           total_steps=s.total_steps, tiles=tuple(s.tiles))
+        if kind == "tile":
+            t = message.tile
+            return TilePass(scale=t.scale, step=t.step, phase=t.phase, phases=t.phases, tile=t.tile, tiles=t.tiles)
         if kind == "progress":
             p = message.progress
             return Progress(scale=p.scale, scales=p.scales, step=p.step, steps=p.steps, losses=dict(p.losses),

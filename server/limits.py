@@ -14,14 +14,16 @@ from .imageio import DEFAULT_MAX_PIXELS
 
 MiB, GiB = 1 << 20, 1 << 30
 
-# The memory model of one job, from measurements on CPU with fp32 (README, "Server"):
-# every pixel of the image being optimized costs about 2.4 KB at its largest level
-# (VGG19 activations kept for the backward pass, L-BFGS history); the style images
-# only go forward once per level (about 0.8 KB per pixel, freed after their Gram
-# matrices are taken, so the largest one counts); each style keeps its Gram targets
-# (about 2.3 MB per level); every input costs its decoded bytes plus float copies.
-OPT_BYTES_PER_PIXEL = 2400
+# The memory model of one job. The image being optimized is planned by the engine's
+# own model (stylecore.memory: whole, or tile by tile within max_job_bytes); the
+# style images only go forward once per level (about 0.8 KB per pixel, freed after
+# their Gram matrices are taken, so the largest one counts; tiled too when large);
+# each style keeps its Gram targets (about 2.3 MB per level); every input costs its
+# decoded bytes plus float copies.
 STYLE_BYTES_PER_PIXEL = 800
+# A style image is worked at most at the content's working size, or at this for a
+# small content: a tiny request must not buy a large style (style_scale up to 8).
+STYLE_WORK_FLOOR = 1024 * 1024
 GRAM_BYTES = 2_400_000
 INPUT_BYTES_PER_PIXEL = 20
 
@@ -34,7 +36,7 @@ class Limits:
     max_request_bytes: int | None = None  # None: max_pixels * 4 (one RGBA image at the limit) + 64 MiB
     upload_seconds: float = 120.0  # from the call's start to the client's half-close
     min_upload_rate: int = 256 * 1024  # bytes per second, averaged, checked after the first second
-    max_work_pixels: int = 1024 * 1024  # the `high` preset's 1024x1024
+    max_work_pixels: int = 25_000_000  # full resolution up to 24 MP photos (6000x4000), worked tile by tile
     max_job_bytes: int = 4 * GiB
     # Stylize calls at once (uploading, queued or running). A call costs two blocked
     # threads and nothing else until its bytes arrive, and a stalled upload is ended

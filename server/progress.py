@@ -14,7 +14,7 @@ import sys
 import time
 from typing import TextIO
 
-from stylecore.events import Progress, Result, Started
+from stylecore.events import Progress, Result, Started, TilePass
 
 from styletransfer.v1.wire import Queued
 
@@ -61,8 +61,20 @@ class ProgressBar:
             self._print(f"queued: {event.position} job(s) ahead")
         elif isinstance(event, Started):
             self._total = max(1, event.total_steps)
-            sizes = ", ".join(f"{w}x{h}" for h, w in event.sizes)
+            tiles = event.tiles or (0,) * len(event.sizes)
+            sizes = ", ".join(f"{w}x{h}" + (f" (tiles of {t} px)" if t else "") for (h, w), t in zip(event.sizes, tiles))
             self._print(f"running on {event.device} in {event.dtype}; scales {sizes}; {event.total_steps} steps")
+        elif isinstance(event, TilePass):
+            # Within one (long) step of a tiled scale: the step's tiles, on the bar's line.
+            text = (f"scale {event.scale} step {event.step}: pass {event.phase}/{event.phases} "
+                    f"tile {event.tile}/{event.tiles}")
+            if self.tty:
+                self.stream.write("\r" + text[: terminal_columns(self.stream) - 1] + "\x1b[K")
+                self.stream.flush()
+                self._drawn = True
+            elif time.monotonic() - self._last_log >= self.log_every:
+                self._last_log = time.monotonic()
+                self._print(text)
         elif isinstance(event, Progress):
             self._done += 1
             if self.tty:

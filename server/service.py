@@ -200,9 +200,12 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
 
             if worker.threads:  # a CPU worker's share of the cores: OpenMP's count is this thread's own
                 _set_threads(worker.threads)
-            # The worker's device (the server's), never the client's.
-            events = self.model.engine.run(images[0], images[1:], params, cancel, header.preview_every,
-                                           device=worker.device)
+            styles = images[1:1 + len(header.styles)]
+            init = images[-1] if header.HasField("init_image") else None
+            events = self.model.engine.run(images[0], styles, params, cancel, header.preview_every,
+                                           device=worker.device,  # the worker's (the server's), never the client's
+                                           budget=self.limits.max_job_bytes,  # and its memory budget
+                                           init_image=init)
             try:
                 for event in events:
                     if isinstance(event, Result):

@@ -11,15 +11,17 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from . import images, sizes
+from . import images, memory, sizes, tiling
 from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, blend_grams, gram_matrix
 from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
 from .precision import resolve_dtype
+from .memory import ScalePlan
 from .params import CONTENT_LAYER, STYLE_LAYERS, ParamError, StyleParams
 from .vgg import VGGFeatures
 
@@ -38,7 +40,12 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return torch.device(name)
 
 
-Level = tuple[tuple[int, int], int]  # ((h, w), steps) of one pyramid level
+class Level(NamedTuple):
+    """One pyramid level: its working size, its steps, and how it fits in memory."""
+
+    size: tuple[int, int]  # (h, w)
+    steps: int
+    plan: ScalePlan  # whole or tiled, and the L-BFGS history (memory.py)
 
 
 @dataclass(frozen=True)
@@ -50,8 +57,10 @@ class Job:
     dtype: torch.dtype  # the network's precision (see precision.py)
     content: images.SplitImage
     styles: tuple[images.SplitImage, ...]
+    init: images.SplitImage | None  # the image to start from (init "image"), any size
     blend: tuple[float, ...]  # normalized weights of the styles
     levels: tuple[Level, ...]  # coarsest first; the last is the working size
+    budget: int  # bytes the job may add to what the process held when it was prepared
 
 
 class Engine:
@@ -72,7 +81,8 @@ class Engine:
     # --- preparation -------------------------------------------------------------------
 
     def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams,
-                device: str | torch.device = "auto") -> Job:
+                device: str | torch.device = "auto", budget: int | None = None,
+                init_image: np.ndarray | None = None) -> Job:
         """Checks the images, resolves the device (the caller's: a server's or the CLI's
         choice, never a job parameter) and precision, plans the pyramid.
         Raises ParamError / ValueError naming what is wrong."""
@@ -81,31 +91,57 @@ class Engine:
         if not styles:
             raise ParamError("styles", "at least one style image is needed")
         style_imgs = tuple(images.split(s, f"style {i + 1}") for i, s in enumerate(styles))
+        if (init_image is not None) != (params.init == "image"):
+            raise ParamError("init", "init 'image' needs an initial image, and an initial image needs init 'image'; "
+                                     f"got init {params.init!r} and {'an' if init_image is not None else 'no'} image")
+        init = images.split(init_image, "initial image") if init_image is not None else None
+        dtype = resolve_dtype(params.precision, device)
+        # The job's memory: params.max_memory, and at most the caller's `budget` (a
+        # server's per-job limit, in bytes beyond what the process holds).
+        own = memory.job_budget(params.max_memory, device)
+        budget = own if budget is None else min(budget, own) if params.max_memory else budget
+        levels = tuple(
+            Level(size, steps, memory.plan_scale(size, dtype, budget, params.tile or None))
+            for size, steps in sizes.pyramid(content_img.height, content_img.width, params)
+        )
         return Job(
-            params=params, device=device, dtype=resolve_dtype(params.precision, device),
-            content=content_img, styles=style_imgs, blend=tuple(params.blend_weights(len(style_imgs))),
-            levels=tuple(sizes.pyramid(content_img.height, content_img.width, params)),
+            params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
+            blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget,
         )
 
-    def objective(self, job: Job, size: tuple[int, int]) -> Objective:
-        """The objective at one working size (h, w): its targets, the content's conv4_2
-        activations and the blended style Gram matrices, computed once (fp32)."""
+    def objective(self, job: Job, level: Level, cancel: Callable[[], bool] | None = None) -> Objective:
+        """The objective at one level: its targets, the content's conv4_2 activations and
+        the blended style Gram matrices, computed once (fp32), tile by tile where the
+        level is tiled (and for any style image too large for one pass)."""
         params, device, net = job.params, job.device, self.network(job.device)
-        with torch.no_grad(), autocast(device, job.dtype):
-            c = images.normalize(_resize_input(job.content, size, params)).to(device)
-            content_target = net(c.contiguous(memory_format=torch.channels_last), [CONTENT_LAYER], params.pooling)
-            grams = []
-            for style in job.styles:
-                s = _resize_input(style, sizes.style_size(style.height, style.width, size, params.style_scale), params)
-                if params.preserve_colors == "match":
-                    s = images.match_colors(s, _resize_input(job.content, size, params))
-                s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
-                feats = net(s, STYLE_LAYERS, params.pooling)
+        size, core = level.size, level.plan.core
+        c = images.normalize(_resize_input(job.content, size, params)).to(device)
+        if core:
+            content_target = tiling.features_whole(net, c, CONTENT_LAYER, params.pooling, job.dtype, core, cancel)
+        else:
+            with torch.no_grad(), autocast(device, job.dtype):
+                content_target = net(c.contiguous(memory_format=torch.channels_last), [CONTENT_LAYER],
+                                     params.pooling)[CONTENT_LAYER].float()
+        del c
+        grams = []
+        for style in job.styles:
+            s = _resize_input(style, sizes.style_size(style.height, style.width, size, params.style_scale), params)
+            if params.preserve_colors == "match":
+                s = images.match_colors(s, _resize_input(job.content, size, params))
+            s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
+            # A style worked larger than the budget allows (style_scale > 1 at full size) is tiled too.
+            style_plan = memory.plan_scale((s.shape[-2], s.shape[-1]), job.dtype, job.budget, core)
+            if style_plan.core:
+                grams.append(tiling.grams_whole(net, s, list(STYLE_LAYERS), params.pooling, job.dtype,
+                                                style_plan.core, cancel))
+            else:
+                with torch.no_grad(), autocast(device, job.dtype):
+                    feats = net(s, STYLE_LAYERS, params.pooling)
                 grams.append({name: gram_matrix(f) for name, f in feats.items()})  # (1, C, C) fp32
         style_grams = {name: blend_grams([g[name] for g in grams], job.blend) for name in STYLE_LAYERS}
         return Objective(
             content_layer=CONTENT_LAYER,
-            content_target=content_target[CONTENT_LAYER].float(),
+            content_target=content_target,
             style_grams=style_grams,
             style_layer_weights=dict(zip(STYLE_LAYERS, params.style_layer_weights)),
             content_weight=params.content_weight,
@@ -113,11 +149,16 @@ class Engine:
             tv_weight=params.tv_weight,
         )
 
-    def evaluator(self, job: Job, objective: Objective, dtype: torch.dtype | None = None) -> Evaluate:
-        """The whole image at once: x (1, 3, h, w) normalized -> the objective's terms
-        (see optimize.Evaluate), the network in `dtype` (default: the job's), the
-        losses in fp32."""
-        net, cast = self.network(job.device), autocast(job.device, dtype or job.dtype)
+    def evaluator(self, job: Job, objective: Objective, dtype: torch.dtype | None = None, core: int | None = None,
+                  cancel: Callable[[], bool] | None = None) -> Evaluate:
+        """x (1, 3, h, w) normalized -> the objective's terms (see optimize.Evaluate),
+        the network in `dtype` (default: the job's), the losses in fp32. core: tile by
+        tile with cores of this side (tiling.py; `cancel` is checked between tiles),
+        else the whole image at once."""
+        net, dtype = self.network(job.device), dtype or job.dtype
+        if core:
+            return tiling.TiledObjective(net, objective, job.params.pooling, dtype, core, cancel).evaluate
+        cast = autocast(job.device, dtype)
 
         def evaluate(x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True) -> Evaluation:
             yield from ()  # nothing to report within one evaluation
@@ -130,7 +171,7 @@ class Engine:
                     terms["total"].backward()
                     # The gradient comes back in channels_last strides; L-BFGS flattens it.
                     x.grad = x.grad.contiguous()
-            return {k: float(v) for k, v in terms.items()}  # device sync
+            return {k: float(v.detach()) for k, v in terms.items()}  # device sync
 
         return evaluate
 
@@ -144,34 +185,41 @@ class Engine:
         cancel: Callable[[], bool] | None = None,
         preview_every: int = 0,
         device: str | torch.device = "auto",
+        budget: int | None = None,
+        init_image: np.ndarray | None = None,
     ) -> Iterator[Event]:
         """Stylize `content` (H, W, C uint8) after `styles`; yields Started, then Progress
         after every step (and Preview every `preview_every` steps), then Result.
-        Runs on `device` ("auto": CUDA when present). Raises Cancelled within one step
-        of `cancel()` returning True."""
+        Runs on `device` ("auto": CUDA when present), within `budget` bytes when given
+        (and params.max_memory), from `init_image` (H, W, C uint8, any size) when
+        params.init is "image". Raises Cancelled within one step (one tile, on a tiled
+        scale) of `cancel()` returning True."""
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
-        job = self.prepare(content, styles, params, device)
+        job = self.prepare(content, styles, params, device, budget, init_image)
         t0 = time.perf_counter()
         yield Started(
             device=str(job.device),
             dtype=str(job.dtype).removeprefix("torch."),
-            sizes=tuple(s for s, _ in job.levels),
-            total_steps=sum(n for _, n in job.levels),
+            sizes=tuple(level.size for level in job.levels),
+            total_steps=sum(level.steps for level in job.levels),
+            tiles=tuple(level.plan.core or 0 for level in job.levels),
         )
 
         # ETA: seconds per pixel-step measured on the steps so far (set-up excluded).
-        work_total = sum(h * w * n for (h, w), n in job.levels)
+        work_total = sum(h * w * n for (h, w), n, _ in job.levels)
         work_done, step_seconds = 0, 0.0
         x: torch.Tensor | None = None
         delivered: dict[str, float] = {}
-        for index, ((h, w), steps) in enumerate(job.levels, start=1):
+        for index, level in enumerate(job.levels, start=1):
+            (h, w), steps = level.size, level.steps
             if cancel():
                 raise Cancelled()
-            objective = self.objective(job, (h, w))
-            x = self._initial(params, job.content, (h, w), job.device) if x is None else images.resize(x, (h, w))
-            optimize = ImageOptimizer(x, self.evaluator(job, objective), params)
+            objective = self.objective(job, level, cancel)
+            x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
+            evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
+            optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history)
             for step in range(1, steps + 1):
                 if cancel():
                     raise Cancelled()
@@ -194,6 +242,7 @@ class Engine:
                     rgb = images.denormalize(optimize.current()).clamp(0, 1)
                     yield Preview(scale=index, step=step, image=_to_uint8_rgb(rgb))
             x = optimize.current()
+            del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
 
         assert x is not None
         out = images.resize(images.denormalize(x).float().cpu(), (job.content.height, job.content.width))
@@ -208,19 +257,24 @@ class Engine:
         """The objective of `params` at its final scale for `image` (its working size,
         uint8 RGB), in fp32 whatever `params.precision` says. For benchmarks and tests."""
         job = self.prepare(content, styles, params)
-        size = job.levels[-1][0]
+        level = job.levels[-1]
+        size = level.size
         rgb = images.split(image, "image").rgb
         if tuple(rgb.shape[-2:]) != size:
             raise ValueError(f"image is {rgb.shape[-1]}x{rgb.shape[-2]}, the working size is {size[1]}x{size[0]}")
-        evaluate = self.evaluator(job, self.objective(job, size), torch.float32)
+        evaluate = self.evaluator(job, self.objective(job, level), torch.float32, core=level.plan.core)
         return _drain(evaluate(images.normalize(rgb).to(job.device), grad=False))
 
     @staticmethod
-    def _initial(params: StyleParams, content_img: images.SplitImage, size, device) -> torch.Tensor:
+    def _initial(job: Job, size: tuple[int, int]) -> torch.Tensor:
         """The starting image, normalized: the content (paper fig. 6 uses white noise;
-        the notebook and most tools start from the content), seeded noise, or gray."""
+        the notebook and most tools start from the content), seeded noise, gray, or the
+        given initial image resized to the first scale."""
+        params, device = job.params, job.device
         if params.init == "content":
-            rgb = _resize_input(content_img, size, params)
+            rgb = _resize_input(job.content, size, params)
+        elif params.init == "image":
+            rgb = images.resize(job.init.rgb, size)
         elif params.init == "noise":
             gen = torch.Generator().manual_seed(params.seed)
             rgb = torch.rand((1, 3, *size), generator=gen)

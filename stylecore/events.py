@@ -18,6 +18,7 @@ class Started:
     dtype: str  # what the network runs in: "float32" or "bfloat16"
     sizes: tuple[tuple[int, int], ...]  # (h, w) of each scale, coarsest first
     total_steps: int
+    tiles: tuple[int, ...] = ()  # per scale: the tile side in px where it is worked tile by tile, else 0
 
 
 @dataclass(frozen=True)

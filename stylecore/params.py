@@ -19,7 +19,7 @@ CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 OPTIMIZERS = ("lbfgs", "adam")
-INITS = ("content", "noise", "gray")
+INITS = ("content", "noise", "gray", "image")
 POOLINGS = ("max", "avg")
 PRESERVE_COLORS = ("none", "luminance", "match")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -47,7 +47,8 @@ class StyleParams:
     """Everything that decides the result of a job (besides the images and the weights)."""
 
     # --- resolution and schedule ---
-    size: int = _f(512, "longest side of the working image in px (the input is never upscaled)")
+    size: int = _f(512, "longest side of the working image in px (the input is never upscaled); "
+                        "0 = full resolution: the photo's own size")
     resize: str = _f(
         "longest",
         "how SIZE applies: longest (the longest side, never enlarged; bicubic) or notebook (the reference "
@@ -62,7 +63,8 @@ class StyleParams:
     optimizer: str = _f("lbfgs", "lbfgs or adam", OPTIMIZERS)
     lr: float = _f(1.0, "step size (for L-BFGS a multiplier on its own step length)")
     average: float = _f(0.0, "adam only: decay of the moving average that is returned (0 = off)")
-    init: str = _f("content", "starting image: content, noise or gray", INITS)
+    init: str = _f("content", "starting image: content, noise, gray, or image (a given initial image, e.g. an "
+                              "earlier result: --init-image)", INITS)
     clamp: int = _f(1, "1: keep every pixel in the valid range while optimizing (0: the notebook's unbounded image)")
 
     # --- objective ---
@@ -86,9 +88,20 @@ class StyleParams:
     precision: str = _f(
         "auto", "auto, fp32 or bf16 (auto: bf16 only where the hardware is fast at it)", PRECISIONS
     )
+    max_memory: float = _f(
+        0.0, "GiB the job may use (the whole process on a CPU); scales that do not fit are worked tile by "
+        "tile; 0 = 80 percent of the device's free memory",
+    )
+    tile: int = _f(0, "tile side in px, a multiple of 16, for every scale (0 = whole where it fits, "
+                      "else the largest tiles that fit in max_memory)")
 
     def __post_init__(self) -> None:
-        _check_int(self, "size", 1, 16384)
+        _check_int(self, "size", 0, 65536)
+        _check_int(self, "tile", 0, 65536)
+        if self.tile % 16:
+            raise ParamError("tile", f"must be a multiple of 16, got {self.tile}")
+        if not (0.0 <= self.max_memory < math.inf):
+            raise ParamError("max_memory", f"must be 0 (automatic) or a positive number of GiB, got {self.max_memory!r}")
         _check_int(self, "scales", 1, 8)
         _check_int(self, "min_scale", 16, 16384)
         _check_int(self, "steps", 1, 100_000)
@@ -125,15 +138,17 @@ class StyleParams:
         """A copy with some fields changed (validated like any new instance)."""
         return dataclasses.replace(self, **changes)
 
-    def scale_sizes(self) -> list[int]:
-        """Longest side of each pyramid level, coarsest first, ending at `size`.
+    def scale_sizes(self, full: int | None = None) -> list[int]:
+        """Longest side of each pyramid level, coarsest first, ending at `size` (size 0:
+        at `full`, the photo's longest side).
 
         Levels are spaced geometrically, as in crowsonkb/style-transfer-pytorch.
         """
-        if self.scales == 1 or self.min_scale >= self.size:
-            return [self.size]
-        ratio = (self.size / self.min_scale) ** (1.0 / (self.scales - 1))
-        return [round(self.min_scale * ratio**i) for i in range(self.scales - 1)] + [self.size]
+        size = self.size or full or self.min_scale
+        if self.scales == 1 or self.min_scale >= size:
+            return [size]
+        ratio = (size / self.min_scale) ** (1.0 / (self.scales - 1))
+        return [round(self.min_scale * ratio**i) for i in range(self.scales - 1)] + [size]
 
     def blend_weights(self, n_styles: int) -> list[float]:
         """Normalized blend weights for `n_styles` style images."""
@@ -224,10 +239,17 @@ DRAFT = DEFAULT.replace(size=256, scales=2, steps=10, coarse_steps=10)
 # Print quality: a fourth, larger scale and more steps at each.
 HIGH = DEFAULT.replace(size=1024, scales=4, steps=30, coarse_steps=30)
 
+# Full resolution: the photo's own size, worked tile by tile where it does not fit in
+# memory (tiling.py). Five levels from 128 px (about 2.4x apart for a 12 MP photo):
+# the coarse levels do most of the work cheaply; a few steps at full size add the
+# detail (README, "Full resolution").
+FULL = DEFAULT.replace(size=0, scales=5, min_scale=128, coarse_steps=10, steps=6)
+
 PRESETS: dict[str, StyleParams] = {
     "default": DEFAULT,
     "draft": DRAFT,
     "high": HIGH,
+    "full": FULL,
     "seed": SEED,
 }
 

@@ -37,7 +37,7 @@ def pyramid(height: int, width: int, params: StyleParams) -> list[tuple[Size, in
     Levels that come out the same size (a small input) merge into one."""
     rule = notebook_size if params.resize == "notebook" else work_size
     levels: list[tuple[Size, int]] = []
-    sides = params.scale_sizes()
+    sides = params.scale_sizes(full=max(height, width))
     for i, side in enumerate(sides):
         size = rule(height, width, side)
         steps = params.steps if i == len(sides) - 1 else params.coarse_steps

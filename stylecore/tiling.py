@@ -23,14 +23,14 @@ seam, are never used: every tile is pulled toward the one whole-image Gram.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import torch
 
 from . import images
 from .events import Cancelled, TilePass
-from .losses import Objective, Statistics, total_variation
+from .losses import Objective, Statistics, gram_matrix, total_variation
 from .optimize import autocast
 from .vgg import VGGFeatures
 
@@ -73,6 +73,60 @@ def _core_slices(tile: Tile, stride: int, image: tuple[int, int], features: tupl
     return slice(ty0, ty1), slice(tx0, tx1), slice(gy0, gy0 + ty1 - ty0), slice(gx0, gx0 + tx1 - tx0)
 
 
+def core_features(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: str, dtype: torch.dtype,
+                  core: int, cancel: Callable[[], bool] | None = None
+                  ) -> Iterator[dict[str, tuple[torch.Tensor, slice, slice]]]:
+    """Without gradients, tile by tile: {layer: (the core's activations, rows, cols)},
+    rows and cols being where the core sits in the whole image's activations."""
+    image = (x.shape[-2], x.shape[-1])
+    for tile in plan(*image, core):
+        if cancel and cancel():
+            raise Cancelled()
+        py0, py1, px0, px1 = tile.padded
+        with torch.no_grad(), autocast(x.device, dtype):
+            feats = net(x[..., py0:py1, px0:px1].contiguous(memory_format=torch.channels_last), layers, pooling)
+        yield _cores(feats, tile, image)
+
+
+def _cores(feats: dict[str, torch.Tensor], tile: Tile, image: tuple[int, int]
+           ) -> dict[str, tuple[torch.Tensor, slice, slice]]:
+    """{layer: (the core's part of a tile's activations, rows, cols in the whole image's)}."""
+    out = {}
+    for name, f in feats.items():
+        ty, tx, gy, gx = _core_slices(tile, STRIDE[name], image, (f.shape[-2], f.shape[-1]))
+        out[name] = (f[..., ty, tx], gy, gx)
+    return out
+
+
+def features_whole(net: VGGFeatures, x: torch.Tensor, layer: str, pooling: str, dtype: torch.dtype, core: int,
+                   cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+    """One layer's activations of the whole image (1, C, H/s, W/s) fp32, computed tile
+    by tile: the content target of a scale too large for one pass."""
+    h, w, out = x.shape[-2], x.shape[-1], None
+    for feats in core_features(net, x, [layer], pooling, dtype, core, cancel):
+        f, gy, gx = feats[layer]
+        if out is None:  # max pooling floors: the whole image's size at this stride
+            s = STRIDE[layer]
+            out = torch.empty((1, f.shape[1], h // s, w // s), dtype=torch.float32, device=x.device)
+        out[..., gy, gx] = f.float()
+    assert out is not None
+    return out
+
+
+def grams_whole(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: str, dtype: torch.dtype, core: int,
+                cancel: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
+    """H·W-normalized Gram matrices {layer: (1, C, C) fp32} of the whole image, summed
+    tile by tile: a style image too large for one pass."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for feats in core_features(net, x, layers, pooling, dtype, core, cancel):
+        for name, (f, _, _) in feats.items():
+            g = gram_matrix(f, normalize=False)
+            sums[name] = sums[name] + g if name in sums else g
+            counts[name] = counts.get(name, 0) + f.shape[-2] * f.shape[-1]
+    return {name: g / counts[name] for name, g in sums.items()}
+
+
 class TiledObjective:
     """`objective` evaluated on a whole image tile by tile, cores of `core` px."""
 
@@ -86,13 +140,10 @@ class TiledObjective:
         """xt: the padded tile (1, 3, h, w) -> the statistics of its core."""
         with autocast(xt.device, self.dtype):
             feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling)
-        cores, target = {}, None
-        for name, f in feats.items():
-            ty, tx, gy, gx = _core_slices(tile, STRIDE[name], image, tuple(f.shape[-2:]))
-            cores[name] = f[..., ty, tx]
-            if name == self.objective.content_layer:
-                target = self.objective.content_target[..., gy, gx]
-        return self.objective.statistics(cores, target)
+        cores = _cores(feats, tile, image)
+        _, gy, gx = cores[self.objective.content_layer]
+        target = self.objective.content_target[..., gy, gx]
+        return self.objective.statistics({name: f for name, (f, _, _) in cores.items()}, target)
 
     def evaluate(self, x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True
                  ) -> Generator[TilePass, None, dict[str, float]]:
@@ -128,7 +179,7 @@ class TiledObjective:
             terms = objective.terms(leaves, total_variation(image_01) if objective.tv_weight else None)
             if grad:
                 terms["total"].backward()
-        values = {k: float(v) for k, v in terms.items()}  # device sync
+        values = {k: float(v.detach()) for k, v in terms.items()}  # device sync
         if not grad:
             return values
 

@@ -41,6 +41,19 @@ def test_writes_the_result_at_size(files, weights_file):
     assert out.shape == (32, 48, 3)  # coffee is 3:2; --size 48 is the longest side
 
 
+@pytest.mark.parametrize("extra", [("--size", "full"), ("--size", "full", "--tile", "32")], ids=["whole", "tiled"])
+def test_size_full_works_at_the_photos_own_size(files, weights_file, extra):
+    assert stylize(files, weights_file, *extra, "--steps", "2") == 0
+    assert read_image(files / "out.png").shape == (43, 64, 3)
+
+
+def test_init_image_starts_from_an_earlier_result(files, weights_file):
+    assert stylize(files, weights_file, "--steps", "2") == 0
+    (files / "out.png").rename(files / "first.png")
+    assert stylize(files, weights_file, "--steps", "2", "--init-image", str(files / "first.png")) == 0
+    assert read_image(files / "out.png").shape == (32, 48, 3)
+
+
 def test_keep_size_and_intermediate_images(files, weights_file):
     assert stylize(files, weights_file, "--keep-size", "--save-every", "1", "--steps", "2") == 0
     assert read_image(files / "out.png").shape == (43, 64, 3)
@@ -161,9 +174,9 @@ def test_help_lists_the_choices_the_parameters_accept(stylize_help, name):
     "option, defaults",
     [
         ("--optimizer {lbfgs,adam}", "(default: lbfgs; seed: adam)"),
-        ("--size SIZE", "(default: 512; draft: 256, high: 1024, seed: 400)"),
+        ("--size SIZE", "(default: 512; draft: 256, high: 1024, full: 0, seed: 400)"),
         ("--style-weight STYLE_WEIGHT", "(default: 1e+06)"),
-        ("--preset {default,draft,high,seed}", "(default: default;"),
+        ("--preset {default,draft,high,full,seed}", "(default: default;"),
         ("--save-every N", "(default: 0, none)"),
         ("--max-pixels N", "(default: 64,000,000)"),
     ],

@@ -218,10 +218,25 @@ def test_clamped_optimizers_keep_every_pixel_in_range(engine, content, style, op
 
     params = FAST.replace(optimizer=optimizer, lr=lr)
     job = engine.prepare(content, [style], params)
-    size = job.levels[-1][0]
-    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, size)), params)
+    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, job.levels[-1])),
+                         params)
     for _ in range(8):
         for _ in opt.step():
             pass
         px = images.denormalize(opt.x.detach())
         assert px.min() >= -1e-5 and px.max() <= 1 + 1e-5
+
+
+def test_an_initial_image_is_where_the_run_starts(engine, content, style):
+    """Continuing from an earlier result: the first evaluation is that result's objective."""
+    params = FAST.replace(steps=8, precision="fp32")
+    earlier = result_of(run(engine, content, [style], params))
+    events = run(engine, content, [style], params.replace(init="image", steps=1), init_image=earlier)
+    first = next(e for e in events if isinstance(e, Progress)).losses["total"]
+    assert first == pytest.approx(engine.evaluate(content, [style], params, earlier)["total"], rel=1e-4)
+
+
+@pytest.mark.parametrize("init, given", [("image", False), ("content", True)], ids=["no-image", "image-unused"])
+def test_init_image_and_an_initial_image_go_together(engine, content, style, init, given):
+    with pytest.raises(ParamError, match="init: init 'image' needs an initial image"):
+        run(engine, content, [style], FAST.replace(init=init), init_image=content if given else None)

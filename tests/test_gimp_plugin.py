@@ -124,7 +124,7 @@ def test_plugin_client_unknown_preset_names_the_servers(plugin_dir, server):
     info = rpc.info(rpc.Server(f"127.0.0.1:{server.port}"))
     assert info.contract_version == rpc.wire.CONTRACT_VERSION
     assert rpc.preset_values(info, "draft")["size"] == 256
-    with pytest.raises(rpc.ServerError, match="offers: default, draft, high, seed"):
+    with pytest.raises(rpc.ServerError, match="offers: default, draft, high, full, seed"):
         rpc.preset_values(info, "ultra")
 
 

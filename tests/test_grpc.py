@@ -80,7 +80,7 @@ def test_info_reports_model_limits_and_presets(client):
     assert info["model_verified"] is False and "random" in info["model"]
     assert int(info["limits"]["max_pixels"]) == 20_000_000 and info["limits"]["max_queue"] == 4
     names = [p["name"] for p in info["presets"]]
-    assert names == ["default", "draft", "high", "seed"]
+    assert names == ["default", "draft", "high", "full", "seed"]
     seed = next(p for p in info["presets"] if p["name"] == "seed")["params"]
     assert int(seed["steps"]) == 3000 and seed["optimizer"] == "adam"
 
@@ -306,3 +306,12 @@ def test_tls(start_server, tmp_path, content, style):
             plain.info()  # a plaintext client cannot talk to a TLS server
     finally:
         running.shutdown(0)
+
+
+def test_an_initial_image_travels_after_the_styles(server, engine, content, style):
+    params = FAST.replace(steps=2, init="image", precision="fp32")
+    start = np.ascontiguousarray(style[:43, :64])  # any image, any size: resized to each scale
+    with Client(f"127.0.0.1:{server.port}") as c:
+        remote = [e for e in c.stylize(content, [style], params, init_image=start) if isinstance(e, Progress)]
+    local = [e for e in engine.run(content, [style], params, init_image=start) if isinstance(e, Progress)]
+    assert [p.losses["total"] for p in remote] == pytest.approx([p.losses["total"] for p in local], rel=1e-5)

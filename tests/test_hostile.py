@@ -83,7 +83,7 @@ def _header_cases():
         ("1x16384 at size 16384, style_scale 8", header(raw_meta(16384, 1), [tiny],
                                                         pb.Params(size=16384, style_scale=8)),
          RES, "header.params.style_scale"),
-        ("content worked beyond max_work_pixels", header(raw_meta(4000, 4000), [tiny], pb.Params(size=4000)),
+        ("content worked beyond max_work_pixels", header(raw_meta(6000, 6000), [tiny], pb.Params(size=6000)),
          RES, "header.params.size"),
         ("400 styles", header(raw_meta(8, 8), [tiny] * 400), RES, "header.styles"),
         ("16-bit 7999^2 PNG with steps 0", header(pb.ImageMeta(format=png, size_bytes=124_000), [tiny],
@@ -271,16 +271,21 @@ def test_disconnect_storm_leaks_nothing_and_is_logged_as_cancelled(well, content
     while well.status("Threads") > threads0 + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert well.status("Threads") <= threads0 + 2
-    time.sleep(0.5)
-    cancelled = [line for line in well.log[log0:] if "outcome=cancelled by client" in line]
-    assert sum("during upload" in line for line in cancelled) == 40, "\n".join(well.log[-50:])
-    assert sum("while running" in line for line in cancelled) == 3, "\n".join(well.log[-50:])
+
+    def cancelled(when: str) -> int:
+        return sum("outcome=cancelled by client" in line and when in line for line in well.log[log0:])
+
+    deadline = time.monotonic() + 10  # a loaded machine logs the last ones a little later
+    while (cancelled("during upload"), cancelled("while running")) != (40, 3) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cancelled("during upload") == 40, "\n".join(well.log[-50:])
+    assert cancelled("while running") == 3, "\n".join(well.log[-50:])
 
 
 def test_info_reports_the_limits(server):
     with Client(server.address) as client:
         limits = client.info()["limits"]
-    assert int(limits["max_styles"]) == 8 and int(limits["max_work_pixels"]) == 1024 * 1024
+    assert int(limits["max_styles"]) == 8 and int(limits["max_work_pixels"]) == 25_000_000
     assert float(limits["upload_seconds"]) > 0 and int(limits["max_request_bytes"]) > 0
     assert int(limits["min_upload_bytes_per_second"]) > 0 and int(limits["max_calls"]) > 0
 
@@ -369,7 +374,7 @@ def test_admission_plans_the_engines_working_sizes(engine, preset_name, width, h
     request = pb.Header(preset=preset_name, content=raw_meta(width, height), styles=[raw_meta(50, 70)])
     plan = admission.check(request, Limits())
     job = engine.prepare(np.zeros((height, width, 3), np.uint8), [np.zeros((70, 50, 3), np.uint8)], preset(preset_name))
-    assert plan.levels == tuple(size for size, _ in job.levels)
+    assert plan.levels == tuple(level.size for level in job.levels)
 
 
 # --- shutdown ----------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_seed_preset_is_the_reference_notebook():
     "field, value, words",
     [
         ("steps", 0, "between 1"),
-        ("size", -5, "between 1"),
+        ("size", -5, "between 0"), ("tile", 40, "multiple of 16"), ("max_memory", -1.0, "positive number of GiB"),
         ("style_weight", -1.0, "negative"),
         ("content_weight", math.nan, "finite"),
         ("tv_weight", math.inf, "finite"),
@@ -49,7 +49,7 @@ def test_invalid_values_name_the_field(field, value, words):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ParamError, match="unknown preset 'fast'; choose one of default, draft, high, seed"):
+    with pytest.raises(ParamError, match="unknown preset 'fast'; choose one of default, draft, high, full, seed"):
         preset("fast")
 
 

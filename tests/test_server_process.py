@@ -79,7 +79,7 @@ def test_remote_cli_stylize_and_info(weights_file, tmp_path, content, style, cap
         assert rc == 0 and Image.open(tmp_path / "o.png").size == (48, 32)
         assert main(["info", "--server", f"127.0.0.1:{port}"]) == 0
         out = capsys.readouterr().out
-        assert "NOT the ImageNet VGG19 weights" in out and "presets  default, draft, high, seed" in out
+        assert "NOT the ImageNet VGG19 weights" in out and "presets  default, draft, high, full, seed" in out
     finally:
         proc.terminate()
         assert proc.wait(30) == 0

@@ -31,7 +31,7 @@ class StylizeRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
 
 class Header(_message.Message):
-    __slots__ = ("preset", "params", "preview_every", "preview_max_side", "result_format", "content", "styles")
+    __slots__ = ("preset", "params", "preview_every", "preview_max_side", "result_format", "content", "styles", "init_image")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class Header(_message.Message):
     RESULT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
     preset: str
     params: Params
     preview_every: int
@@ -46,10 +47,11 @@ class Header(_message.Message):
     result_format: ImageFormat
     content: ImageMeta
     styles: _containers.RepeatedCompositeFieldContainer[ImageMeta]
-    def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ...) -> None: ...
+    init_image: ImageMeta
+    def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., init_image: _Optional[_Union[ImageMeta, _Mapping]] = ...) -> None: ...
 
 class Params(_message.Message):
-    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision")
+    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "max_memory", "tile")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     RESIZE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +73,8 @@ class Params(_message.Message):
     PRESERVE_COLORS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_FIELD_NUMBER: _ClassVar[int]
+    TILE_FIELD_NUMBER: _ClassVar[int]
     size: int
     resize: str
     scales: int
@@ -92,7 +96,9 @@ class Params(_message.Message):
     preserve_colors: str
     seed: int
     precision: str
-    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    max_memory: float
+    tile: int
+    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., max_memory: _Optional[float] = ..., tile: _Optional[int] = ...) -> None: ...
 
 class ImageMeta(_message.Message):
     __slots__ = ("format", "width", "height", "channels", "size_bytes")
@@ -119,20 +125,22 @@ class ImageChunk(_message.Message):
     def __init__(self, image: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class StylizeEvent(_message.Message):
-    __slots__ = ("queued", "started", "progress", "preview", "result", "done")
+    __slots__ = ("queued", "started", "progress", "preview", "result", "done", "tile")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    TILE_FIELD_NUMBER: _ClassVar[int]
     queued: Queued
     started: Started
     progress: Progress
     preview: Preview
     result: ResultChunk
     done: Done
-    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[ResultChunk, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ...) -> None: ...
+    tile: TileProgress
+    def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., result: _Optional[_Union[ResultChunk, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., tile: _Optional[_Union[TileProgress, _Mapping]] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position",)
@@ -149,7 +157,7 @@ class Size(_message.Message):
     def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class Started(_message.Message):
-    __slots__ = ("job_id", "device", "dtype", "model", "model_verified", "scales", "total_steps")
+    __slots__ = ("job_id", "device", "dtype", "model", "model_verified", "scales", "total_steps", "tiles")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +165,7 @@ class Started(_message.Message):
     MODEL_VERIFIED_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     device: str
     dtype: str
@@ -164,7 +173,24 @@ class Started(_message.Message):
     model_verified: bool
     scales: _containers.RepeatedCompositeFieldContainer[Size]
     total_steps: int
-    def __init__(self, job_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_verified: _Optional[bool] = ..., scales: _Optional[_Iterable[_Union[Size, _Mapping]]] = ..., total_steps: _Optional[int] = ...) -> None: ...
+    tiles: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, job_id: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_verified: _Optional[bool] = ..., scales: _Optional[_Iterable[_Union[Size, _Mapping]]] = ..., total_steps: _Optional[int] = ..., tiles: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class TileProgress(_message.Message):
+    __slots__ = ("scale", "step", "phase", "phases", "tile", "tiles")
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PHASES_FIELD_NUMBER: _ClassVar[int]
+    TILE_FIELD_NUMBER: _ClassVar[int]
+    TILES_FIELD_NUMBER: _ClassVar[int]
+    scale: int
+    step: int
+    phase: int
+    phases: int
+    tile: int
+    tiles: int
+    def __init__(self, scale: _Optional[int] = ..., step: _Optional[int] = ..., phase: _Optional[int] = ..., phases: _Optional[int] = ..., tile: _Optional[int] = ..., tiles: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("scale", "scales", "step", "steps", "losses", "elapsed", "eta", "best")

@@ -96,7 +96,8 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
 
 
 def image_chunks(index: int, data: bytes, size: int = CHUNK_BYTES) -> Iterator[pb.ImageChunk]:
-    """One image's ImageChunks: `index` 0 is the content, 1.. the styles."""
+    """One image's ImageChunks: `index` 0 is the content, 1.. the styles, then the
+    initial image if the header has one."""
     for offset, piece in chunks(data, size):
         yield pb.ImageChunk(image=index, offset=offset, data=piece)
 
@@ -114,14 +115,14 @@ def params_message(values: Mapping | None = None) -> pb.Params:
 
 def header(content: pb.ImageMeta, styles: Iterable[pb.ImageMeta], preset: str = "default",
            params: pb.Params | Mapping | None = None, preview_every: int = 0, preview_max_side: int = 0,
-           result_format: int = pb.IMAGE_FORMAT_RAW) -> pb.Header:
+           result_format: int = pb.IMAGE_FORMAT_RAW, init_image: pb.ImageMeta | None = None) -> pb.Header:
     """The first message of a Stylize call. `params`: a Params message, or a mapping of
     the fields to set (the preset's value stands for every field not set)."""
     if not isinstance(params, pb.Params):
         params = params_message(params)
     return pb.Header(preset=preset, params=params, preview_every=preview_every,
                      preview_max_side=preview_max_side, result_format=result_format,
-                     content=content, styles=list(styles))
+                     content=content, styles=list(styles), init_image=init_image)
 
 
 def request_stream(head: pb.Header, images: Iterable[bytes], chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeRequest]:

@@ -1,0 +1,110 @@
+"""How much memory a job may use, and how a scale is run within it: whole, or tile by
+tile (tiling.py) with the largest tiles that fit, and how much L-BFGS history.
+
+The model is measured, not guessed: bench/memory_model.py prints the constants
+below on the machine it runs on (README, "Full resolution"). Figures are peak
+bytes per pixel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .params import ParamError
+from .tiling import ALIGN, HALO
+
+# One forward+backward through VGG19 up to conv5_1 (activations kept for the backward,
+# max-pool indices, the gradient), per pixel of the network's input, with a 10% margin.
+# Measured at 1024x1024 on CPU (oneDNN): fp32 790 B, bf16 autocast 406 B.
+NETWORK_BYTES = {torch.float32: 870, torch.bfloat16: 450}
+# Image-sized fp32 vectors per pixel of a scale, besides L-BFGS's history: the image,
+# its gradient, L-BFGS's best and previous point and gradient, its direction and a
+# new pair being formed (9 x 3 channels x 4 bytes), the content target at conv4_2
+# (512 channels at 1/64 of the pixels, fp32: 32 B), the content at this scale (12 B).
+IMAGE_BYTES = 9 * 12 + 32 + 12
+PAIR_BYTES = 2 * 12  # one L-BFGS curvature pair (s, y)
+MAX_HISTORY, MIN_HISTORY = 20, 2
+MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
+BUDGET_SHARE = 0.8  # of what the device has, when the job does not say
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    core: int | None  # tile core side in px, a multiple of tiling.ALIGN; None: the whole image at once
+    history: int  # L-BFGS curvature pairs kept
+    estimate: int  # the planned peak in bytes, over what the process held before
+
+    @property
+    def tiled(self) -> bool:
+        return self.core is not None
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory the device has free now: CUDA's free memory, or the machine's
+    MemAvailable (Linux) for the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def job_budget(max_memory_gib: float, device: torch.device) -> int:
+    """Bytes the job may add to what the process holds now: `max_memory_gib` for the
+    whole process (on CUDA: for the job's tensors) when given, else BUDGET_SHARE of
+    what the device has free."""
+    if max_memory_gib:
+        held = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+        return int(max_memory_gib * 2**30) - held
+    return int(available_bytes(device) * BUDGET_SHARE)
+
+
+def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_core: int | None = None) -> ScalePlan:
+    """Whole where the scale fits in `budget` bytes with the full L-BFGS history; else
+    tiles as large as fit after the image-sized vectors and a history cut to fit.
+    force_core: tile with this core whatever fits (tests and benchmarks). Raises
+    ParamError when even the smallest tiles do not fit."""
+    pixels = size[0] * size[1]
+    network = NETWORK_BYTES.get(dtype, NETWORK_BYTES[torch.float32])
+    whole = pixels * (IMAGE_BYTES + MAX_HISTORY * PAIR_BYTES + network)
+    if force_core is None and whole <= budget:
+        return ScalePlan(None, MAX_HISTORY, whole)
+    # Tiled: keep the history that leaves room for tiles of at least MIN_CORE.
+    smallest_tile = (MIN_CORE + 2 * HALO) ** 2 * network
+    room = budget - pixels * IMAGE_BYTES - smallest_tile
+    history = max(MIN_HISTORY, min(MAX_HISTORY, room // max(1, pixels * PAIR_BYTES)))
+    vectors = pixels * (IMAGE_BYTES + history * PAIR_BYTES)
+    side = math.isqrt(max(0, (budget - vectors) // network)) - 2 * HALO
+    core = force_core or min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
+    if core < MIN_CORE and force_core is None:
+        need = (vectors + smallest_tile) / 2**30
+        raise ParamError(
+            "max_memory",
+            f"{size[1]}x{size[0]} px needs about {need:.1f} GiB even in the smallest tiles, "
+            f"but the job may use {max(budget, 0) / 2**30:.1f} GiB",
+        )
+    padded = min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1])
+    return ScalePlan(core, history, vectors + padded * network)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
