@@ -207,20 +207,25 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                                            budget=self.limits.max_job_bytes,  # and its memory budget
                                            init_image=init)
             try:
-                for event in events:
-                    if isinstance(event, Result):
-                        yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
-                    else:
-                        if isinstance(event, Started) and len(self.workers) > 1:
-                            event = dataclasses.replace(event, device=worker.name)  # which worker runs it
-                        yield convert.event_to_proto(
-                            event, job, self.model.name, self.model.verified, header.preview_max_side
-                        )
+                with _on_device(worker.device):
+                    yield from self._events(job, header, events, worker)
                 record.set("done")
             finally:
                 record.ran_seconds = time.monotonic() - started
         finally:
             self.scheduler.release(ticket)
+
+    def _events(self, job, header, events, worker) -> Iterator[pb.StylizeEvent]:
+        """The engine's events as messages; Started names the worker when there are several."""
+        for event in events:
+            if isinstance(event, Result):
+                yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
+            else:
+                if isinstance(event, Started) and len(self.workers) > 1:
+                    event = dataclasses.replace(event, device=worker.name)  # which worker runs it
+                yield convert.event_to_proto(
+                    event, job, self.model.name, self.model.verified, header.preview_max_side
+                )
 
     def _reserve(self, n: int) -> int:
         with self._in_flight_lock:
@@ -248,6 +253,18 @@ def _default_workers(device: str) -> list[WorkerSpec]:
         return devices.parse(device)
     except devices.DeviceError:  # e.g. cuda without CUDA: the engine says so per job, as before
         return [WorkerSpec(device, device)]
+
+
+def _on_device(device: str):
+    """A GPU worker's thread works with its GPU as the current CUDA device (for
+    anything allocated without an explicit device); elsewhere nothing."""
+    import contextlib
+
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
 
 
 def _set_threads(n: int) -> None:
