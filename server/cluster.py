@@ -487,6 +487,8 @@ class ClusterService(StyleTransferService):
                             if ticket.cancel.is_set() or not context.is_active() or name in _CANCELLED:
                                 raise Cancelled()
                             if name not in _DIED and "died" not in str(value).lower():
+                                if type(value).__module__.startswith("ray."):  # the cluster's own failure
+                                    raise Unavailable(f"the cluster could not run this job ({name}: {value})")
                                 raise value
                             replica = ticket.replica or "?"
                             if attempt < RETRIES and not result_sent:
