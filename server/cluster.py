@@ -206,8 +206,8 @@ class ClusterQueue:
         with self._cond:
             if self._closed:
                 raise ShuttingDown()
-            waiting = sum(not t.started for t in self._jobs)
-            if waiting >= self.max_queue and len(self._jobs) >= self._replicas():
+            waiting = len(self._jobs) - self._replicas()  # beyond what the replicas take at once
+            if waiting >= self.max_queue:
                 raise QueueFull(f"{waiting} jobs are already waiting for a replica (the limit is {self.max_queue})")
             ticket = _ClusterTicket()
             self._jobs.append(ticket)
