@@ -214,22 +214,13 @@ class ClusterQueue:
             return ticket
 
     def position(self, ticket: _ClusterTicket) -> int:
-        """0 while a replica is free for it, else 1 + this front's unstarted jobs ahead of it."""
+        """0 while a replica is free for it, else its place: 1 + the jobs ahead of it
+        (this front's, running or not) beyond what the replicas take at once."""
         with self._cond:
             if ticket.started:
                 return 0
-            ahead = 0
-            running = 0
-            for t in self._jobs:
-                if t is ticket:
-                    break
-                if t.started:
-                    running += 1
-                else:
-                    ahead += 1
-            if running + ahead < self._replicas():
-                return 0
-            return ahead + 1
+            ahead = self._jobs.index(ticket) if ticket in self._jobs else 0
+            return max(0, ahead - self._replicas() + 1)
 
     def start(self, ticket: _ClusterTicket, replica: str) -> None:
         with self._cond:
