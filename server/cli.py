@@ -325,6 +325,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     flag = "" if info["model_verified"] else "   <-- NOT the ImageNet VGG19 weights: results are meaningless"
     print(f"server   {args.server} (version {info['server_version']})")
     print(f"device   {info['device']} ({info['dtype']})")
+    for d in info.get("devices", []) if len(info.get("devices", [])) > 1 else []:
+        threads = f", {d['threads']} threads" if d.get("threads") else ""
+        print(f"         {d['name']}: {d['state']}{threads}, {int(d['jobs'])} jobs, {d['busy_seconds']:.0f} s busy")
     print(f"model    {info['model']}{flag}")
     print(f"limits   {int(limits['max_pixels']):,} pixels per image, queue of {limits['max_queue']}, "
           f"{int(limits['chunk_bytes']) // 1024} KiB chunks")
@@ -403,16 +406,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=50051, help="port (0: any free port; default 50051)")
-    p.add_argument("--device", default="auto", choices=DEVICES, help="where the network runs (default: auto)")
+    p.add_argument("--device", default=None, choices=DEVICES, help="where the network runs (default: auto)")
+    p.add_argument("--devices", default=None, metavar="all|cuda:0,cuda:1|cpu|cpu:N",
+                   help="one worker per device, all fed by one queue: all (every GPU), a list such as "
+                        "cuda:0,cuda:1, cpu, or cpu:N (N CPU workers dividing the cores); default: --device")
     p.add_argument("--weights", help="VGG19 weights file (default: $STYLE_TRANSFER_WEIGHTS or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="largest image accepted")
-    p.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs that may wait for the device")
+    p.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs that may wait for a device")
     p.add_argument("--token-file", help="require 'authorization: Bearer TOKEN' with the token in this file")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="... and this private key (PEM)")
     p.add_argument("--grace", type=float, default=10.0, help="seconds running jobs get at shutdown (default 10)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port; "
+                        "default: none)")
+    cg = p.add_argument_group("cluster (the `cluster` extra: Ray Serve)")
+    cg.add_argument("--cluster", metavar="local|auto|HOST:PORT", default=None,
+                    help="hand jobs to Ray Serve engine replicas: local (a private one-node Ray started here), "
+                         "auto (the Ray cluster this node has joined with `ray start --address=...`), or that "
+                         "cluster's GCS address (ray:// Ray Client addresses cannot stream and are refused)")
+    cg.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
+                    help="engine replicas; MIN:MAX autoscales on ongoing requests (queued + running) (default 1)")
+    cg.add_argument("--replica-gpus", type=float, default=-1, metavar="G",
+                    help="GPUs per replica (default: 1 where the cluster has GPUs, else 0)")
+    cg.add_argument("--replica-cpus", type=float, default=1, metavar="N",
+                    help="CPU cores per replica; CPU replicas run on that many threads (default 1)")
+    cg.add_argument("--attach", action="store_true",
+                    help="never deploy the replicas: wait for the application another front or a KubeRay "
+                         "RayService deployed (styleserver.cluster:build_app)")
+    cg.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+                    help="--cluster local: CPUs the private Ray may use (default: all)")
     lim = p.add_argument_group("limits (what one client may ask; all are reported by GetInfo)")
     lim.add_argument("--max-styles", type=int, default=Limits.max_styles, metavar="N",
                      help=f"style images per job (default {Limits.max_styles})")

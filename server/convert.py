@@ -114,6 +114,17 @@ def limits_to_proto(limits: Limits) -> pb.Limits:
     )
 
 
+def device_to_proto(worker: dict) -> pb.Device:
+    """One worker of Scheduler.snapshot() as GetInfo's Device."""
+    threads = worker["threads"]
+    if not threads and worker["name"].startswith("cpu"):
+        import torch
+
+        threads = torch.get_num_threads()
+    return pb.Device(name=worker["name"], state="busy" if worker["busy"] else "idle", threads=threads,
+                     jobs=worker["jobs"], busy_seconds=worker["busy_seconds"])
+
+
 class Malformed:
     """What a request that is no valid protobuf message deserializes to; the servicer
     answers it with INVALID_ARGUMENT (gRPC's own handling would log a traceback and

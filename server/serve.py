@@ -31,6 +31,8 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
 from styletransfer.v1 import style_transfer_pb2 as pb
 
+from . import devices
+from .devices import WorkerSpec
 from .errors import UsageError
 from .limits import Limits
 from .service import Model, StyleTransferService, add_to_server
@@ -180,9 +182,14 @@ def start(
     insecure: bool = False,
     tls: tuple[bytes, bytes] | None = None,
     limits: Limits | None = None,
+    workers: list[WorkerSpec] | None = None,
+    metrics=None,
+    service: StyleTransferService | None = None,
 ) -> Running:
     """Start serving (health NOT_SERVING until the model is set). port 0 = any free port.
-    `limits` (default: Limits()) with max_pixels/max_queue, when given, on top."""
+    `limits` (default: Limits()) with max_pixels/max_queue, when given, on top.
+    `workers`: one per device (devices.parse), default one on `device`. `service`:
+    another servicer with the same contract (the cluster front), used as given."""
     if not is_loopback(host) and not token and not insecure:
         raise ConfigError(
             f"--host {host} is reachable from the network: give --token-file FILE "
@@ -193,7 +200,10 @@ def start(
         limits = replace(limits, max_pixels=max_pixels)
     if max_queue is not None:
         limits = replace(limits, max_queue=max_queue)
-    service = StyleTransferService(model, limits, device)
+    if service is None:
+        service = StyleTransferService(model, limits, device, workers, metrics)
+        if metrics is not None:
+            metrics.watch(service.scheduler)
     interceptors = ([TokenAuth(token)] if token else []) + [ReflectionGate(limits.reflection_calls)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc-worker"),
@@ -247,20 +257,24 @@ def _add_reflection(server: grpc.Server) -> None:
             (grpc.method_handlers_generic_handler(f"{package}.ServerReflection", {"ServerReflectionInfo": handler}),))
 
 
-def load_model(model: Model, weights_path: str | None, device_name: str, download: bool) -> None:
-    """Load the weights into `model`, on the chosen device; raises WeightsError."""
+def load_model(model: Model, weights_path: str | None, device_name: str, download: bool,
+               workers: list[WorkerSpec] | None = None) -> None:
+    """Load the weights into `model`, on the chosen device (or every worker's);
+    raises WeightsError."""
     from stylecore import Engine, resolve_device, resolve_dtype
 
     from .weights import load
 
     weights = load(weights_path, download=download)
-    device = resolve_device(device_name)
+    devices = [resolve_device(w.device) for w in workers] if workers else [resolve_device(device_name)]
     engine = Engine(weights.model)
-    engine.network(device)  # move it now, not during the first job
-    dtype = str(resolve_dtype("auto", device)).removeprefix("torch.")
+    for device in dict.fromkeys(devices):
+        engine.network(device)  # move it now, not during the first job (one copy per device)
+    dtype = str(resolve_dtype("auto", devices[0])).removeprefix("torch.")
+    names = ",".join(w.name for w in workers) if workers else str(devices[0])
     model.set(engine, f"{weights.path.name} sha256:{weights.sha256}", weights.sha256, weights.verified,
-              str(device), dtype)
-    log.info("model: %s on %s (%s)", weights.describe(), device, dtype)
+              names, dtype)
+    log.info("model: %s on %s (%s)", weights.describe(), names, dtype)
 
 
 def run(args) -> int:
@@ -281,8 +295,28 @@ def run(args) -> int:
         min_upload_rate=args.min_upload_rate, max_work_pixels=args.max_work_pixels, max_job_bytes=args.max_job_bytes,
         max_calls=args.max_calls, idle_seconds=args.idle_seconds, bf16=_runs_in_bf16(args.device),
     )
-    running = start(model, args.host, args.port, args.device, token=token, insecure=args.insecure, tls=tls,
-                    limits=limits)
+    if args.cluster:
+        return _run_cluster(args, model, limits, token, tls)
+    if args.device and args.devices:
+        raise ConfigError("give --device or --devices, not both (--devices cpu is --device cpu)")
+    workers = devices.parse(args.devices or args.device or "auto")
+    metrics = None
+    if args.metrics_port is not None:
+        try:
+            from .metrics import Metrics
+        except ImportError:
+            raise ConfigError("--metrics-port needs prometheus_client: pip install 'gimp-style-transfer[server]'") \
+                from None
+        metrics = Metrics()
+    running = start(model, args.host, args.port, workers[0].device, token=token, insecure=args.insecure, tls=tls,
+                    limits=limits, workers=workers, metrics=metrics)
+    if metrics is not None:
+        try:
+            metrics.serve(args.host, args.metrics_port)
+        except OSError as e:
+            running.server.stop(0)
+            raise ConfigError(f"--metrics-port {args.metrics_port}: cannot listen on {args.host} ({e.strerror or e})") \
+                from None
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -295,8 +329,10 @@ def run(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     print(f"listening on {args.host}:{running.port}", flush=True)
+    if metrics is not None:
+        print(f"metrics on http://{args.host}:{metrics.port}/metrics", flush=True)
     try:
-        load_model(model, args.weights, args.device, not args.no_download)
+        load_model(model, args.weights, workers[0].device, not args.no_download, workers)
     except WeightsError:
         running.server.stop(0)
         raise
@@ -306,6 +342,64 @@ def run(args) -> int:
         pass
     log.info("shutting down: %.0f s grace for running jobs", args.grace)
     running.shutdown(args.grace)
+    if metrics is not None:
+        metrics.stop()
+    log.info("stopped")
+    return 0
+
+
+def _run_cluster(args, model: Model, limits: Limits, token, tls) -> int:
+    """serve --cluster: the gRPC front of a Ray Serve deployment (cluster.py)."""
+    from . import cluster as cl
+
+    if args.cluster.startswith("ray://"):
+        raise ConfigError(
+            f"--cluster {args.cluster}: Ray Client cannot stream a deployment's responses (Ray Serve refuses "
+            "streaming handles over ray://); run the front on a node of the cluster instead: "
+            "`ray start --address=HEAD:6379` there, then `style-transfer serve --cluster auto`")
+    if args.device or args.devices:
+        raise ConfigError("--cluster: the replicas choose their devices (--replica-gpus, --replica-cpus); "
+                          "leave --device/--devices out")
+    options = cl.ClusterOptions(
+        address=args.cluster, replicas=cl.parse_replicas(args.replicas), gpus=args.replica_gpus,
+        cpus=args.replica_cpus, weights=str(Path(args.weights).resolve()) if args.weights else
+        os.environ.get("STYLE_TRANSFER_WEIGHTS"), local_cpus=args.ray_cpus, attach=args.attach,
+    )
+    cl._ray()  # the extra is installed, or a clear error now
+    metrics = None
+    if args.metrics_port is not None:
+        from .metrics import Metrics
+
+        metrics = Metrics()
+    service = cl.ClusterService(model, limits, metrics)
+    if metrics is not None:
+        metrics.watch(service.scheduler)
+        metrics.serve(args.host, args.metrics_port)
+    running = start(model, args.host, args.port, token=token, insecure=args.insecure, tls=tls, limits=limits,
+                    service=service)
+    print(f"listening on {args.host}:{running.port}", flush=True)
+    if metrics is not None:
+        print(f"metrics on http://{args.host}:{metrics.port}/metrics", flush=True)
+    try:
+        cluster = cl.Cluster(options)
+    except Exception:
+        running.server.stop(0)
+        raise
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
+        signal.signal(sig, lambda signum, frame: os._exit(128 + signum) if stop.is_set() else stop.set())
+    try:
+        service.attach(cluster)
+        running.set_serving(True)
+        log.info("serving StyleTransfer on %s:%d, jobs on the Ray cluster (%s)", args.host, running.port, args.cluster)
+        while not stop.wait(0.5):
+            pass
+        log.info("shutting down: %.0f s grace for running jobs", args.grace)
+        running.shutdown(args.grace)
+    finally:
+        cluster.close()
+        if metrics is not None:
+            metrics.stop()
     log.info("stopped")
     return 0
 

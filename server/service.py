@@ -5,6 +5,7 @@ scheduler.py, the method in stylecore."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from stylecore import Cancelled, Engine, ParamError, Result
+from stylecore import Cancelled, Engine, ParamError, Result, Started
 from stylecore.engine import Diverged
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
@@ -21,6 +22,7 @@ from styletransfer.v1 import wire
 
 from . import __version__, admission, convert
 from .admission import Dims, Refused
+from .devices import WorkerSpec
 from .imageio import ImageError, ImageTooLarge
 from .limits import Limits
 from .scheduler import Abandoned, QueueFull, Scheduler, ShuttingDown
@@ -28,7 +30,7 @@ from .upload import ClientGone, Upload
 
 log = logging.getLogger("styleserver")
 
-__all__ = ["Limits", "Model", "StyleTransferService", "add_to_server"]
+__all__ = ["Limits", "Model", "StyleTransferService", "Unavailable", "add_to_server"]
 
 
 class Model:
@@ -47,22 +49,35 @@ class Model:
         self.ready.set()
 
 
+class Unavailable(Exception):
+    """The job cannot go on now (e.g. its cluster replica died); the call ends with
+    UNAVAILABLE and this message."""
+
+
 class _Record:
     """What the job's log line says: sizes, preset, outcome and why."""
 
     def __init__(self):
         self.sizes, self.preset, self.outcome, self.reason = "?", "?", "failed", ""
+        self.device = ""  # the worker it ran on
+        self.ran_seconds: float | None = None  # on a worker; None: it never ran
 
     def set(self, outcome: str, reason: str = "") -> None:
         self.outcome, self.reason = outcome, reason
 
 
 class StyleTransferService(pb_grpc.StyleTransferServicer):
-    def __init__(self, model: Model, limits: Limits, device: str):
+    """`workers`: one per device (serve --devices), all fed by one queue; default one
+    worker on `device`."""
+
+    def __init__(self, model: Model, limits: Limits, device: str, workers: list[WorkerSpec] | None = None,
+                 metrics=None):
         self.model = model
         self.limits = limits
         self.device = device
-        self.scheduler = Scheduler(limits.max_queue)
+        self.workers = workers or _default_workers(device)
+        self.scheduler = Scheduler(limits.max_queue, self.workers)
+        self.metrics = metrics
         self.shutting_down = threading.Event()
         self._calls = threading.BoundedSemaphore(limits.calls)
         self._decoding = threading.Semaphore(1)  # one decode at a time bounds its memory
@@ -81,6 +96,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             model=self.model.name, model_sha256=self.model.sha256, model_verified=self.model.verified,
             limits=convert.limits_to_proto(self.limits),
             presets=[pb.Preset(name=n, params=convert.params_to_proto(p)) for n, p in PRESETS.items()],
+            devices=[convert.device_to_proto(d) for d in self.scheduler.snapshot()],
         )
 
     # --- Stylize ---------------------------------------------------------------------
@@ -142,6 +158,9 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         except ShuttingDown:
             record.set("refused", "shutting down")
             self._abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        except Unavailable as e:
+            record.set("failed", str(e))
+            self._abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
         except Diverged as e:
             record.set("failed", str(e))
             self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
@@ -161,7 +180,9 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             self._calls.release()
             reason = f" reason={record.reason!r}" if record.reason else ""
             log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s%s", job, record.sizes,
-                     record.preset, self.model.device, time.monotonic() - t0, record.outcome, reason)
+                     record.preset, record.device or self.model.device, time.monotonic() - t0, record.outcome, reason)
+            if self.metrics is not None:
+                self.metrics.job_ended(record.outcome, record.ran_seconds)
 
     def _run(self, job, header, params, images, context, record) -> Iterator[pb.StylizeEvent]:
         ticket = self.scheduler.enter()
@@ -170,26 +191,41 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             for queued in self.scheduler.wait_turn(ticket, context.is_active):
                 yield convert.event_to_proto(queued)
             record.outcome = "running"
+            worker = ticket.worker.spec
+            record.device = worker.name
+            started = time.monotonic()
 
             def cancel() -> bool:  # checked by the engine between steps
                 return ticket.cancel.is_set() or not context.is_active()
 
+            if worker.threads:  # a CPU worker's share of the cores: OpenMP's count is this thread's own
+                _set_threads(worker.threads)
             styles = images[1:1 + len(header.styles)]
             init = images[-1] if header.HasField("init_image") else None
             events = self.model.engine.run(images[0], styles, params, cancel, header.preview_every,
-                                           device=self.device,  # the server's device, never the client's
+                                           device=worker.device,  # the worker's (the server's), never the client's
                                            budget=self.limits.max_job_bytes,  # and its memory budget
                                            init_image=init)
-            for event in events:
-                if isinstance(event, Result):
-                    yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
-                else:
-                    yield convert.event_to_proto(
-                        event, job, self.model.name, self.model.verified, header.preview_max_side
-                    )
-            record.set("done")
+            try:
+                with _on_device(worker.device):
+                    yield from self._events(job, header, events, worker)
+                record.set("done")
+            finally:
+                record.ran_seconds = time.monotonic() - started
         finally:
             self.scheduler.release(ticket)
+
+    def _events(self, job, header, events, worker) -> Iterator[pb.StylizeEvent]:
+        """The engine's events as messages; Started names the worker when there are several."""
+        for event in events:
+            if isinstance(event, Result):
+                yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
+            else:
+                if isinstance(event, Started) and len(self.workers) > 1:
+                    event = dataclasses.replace(event, device=worker.name)  # which worker runs it
+                yield convert.event_to_proto(
+                    event, job, self.model.name, self.model.verified, header.preview_max_side
+                )
 
     def _reserve(self, n: int) -> int:
         with self._in_flight_lock:
@@ -207,6 +243,37 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
     def _abort(context, code: grpc.StatusCode, details: str) -> None:
         if context.is_active():
             context.abort(code, details)
+
+
+def _default_workers(device: str) -> list[WorkerSpec]:
+    """One worker on `device` ("auto": cuda:0 or cpu), as --device has always meant."""
+    from . import devices
+
+    try:
+        return devices.parse(device)
+    except devices.DeviceError:  # e.g. cuda without CUDA: the engine says so per job, as before
+        return [WorkerSpec(device, device)]
+
+
+def _on_device(device: str):
+    """A GPU worker's thread works with its GPU as the current CUDA device (for
+    anything allocated without an explicit device); elsewhere nothing."""
+    import contextlib
+
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
+def _set_threads(n: int) -> None:
+    """This thread's intra-op threads. PyTorch's OpenMP thread count is a per-thread
+    setting (what set_num_threads also writes globally only seeds new threads), so
+    each worker's job runs on its own share of the cores."""
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def add_to_server(service: StyleTransferService, server: grpc.Server) -> None:

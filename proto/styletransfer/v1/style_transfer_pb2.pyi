@@ -259,7 +259,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Info(_message.Message):
-    __slots__ = ("server_version", "device", "dtype", "model", "model_sha256", "model_verified", "limits", "presets", "contract_version")
+    __slots__ = ("server_version", "device", "dtype", "model", "model_sha256", "model_verified", "limits", "presets", "contract_version", "devices")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +269,7 @@ class Info(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     PRESETS_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     device: str
     dtype: str
@@ -278,7 +279,22 @@ class Info(_message.Message):
     limits: Limits
     presets: _containers.RepeatedCompositeFieldContainer[Preset]
     contract_version: str
-    def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_verified: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., contract_version: _Optional[str] = ...) -> None: ...
+    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    def __init__(self, server_version: _Optional[str] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., model: _Optional[str] = ..., model_sha256: _Optional[str] = ..., model_verified: _Optional[bool] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., presets: _Optional[_Iterable[_Union[Preset, _Mapping]]] = ..., contract_version: _Optional[str] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ...) -> None: ...
+
+class Device(_message.Message):
+    __slots__ = ("name", "state", "threads", "jobs", "busy_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    threads: int
+    jobs: int
+    busy_seconds: float
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., threads: _Optional[int] = ..., jobs: _Optional[int] = ..., busy_seconds: _Optional[float] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_pixels", "max_message_bytes", "chunk_bytes", "max_queue", "max_request_bytes", "max_styles", "upload_seconds", "min_upload_bytes_per_second", "max_work_pixels", "max_job_bytes", "max_calls")

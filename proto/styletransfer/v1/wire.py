@@ -22,7 +22,7 @@ from . import style_transfer_pb2 as pb
 # The contract's version: the package (v1) and a revision that grows whenever a field
 # is added or retired. GetInfo reports the server's as Info.contract_version; `style-transfer
 # gimp doctor` compares it with the installed plug-in's copy of this file.
-CONTRACT_VERSION = "v1.1"
+CONTRACT_VERSION = "v1.2"
 
 SERVICE = "styletransfer.v1.StyleTransfer"
 STYLIZE = f"/{SERVICE}/Stylize"
