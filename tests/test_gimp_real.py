@@ -247,7 +247,7 @@ def test_full_resolution_on_a_large_layer_in_real_gimp(root, start_server, work)
     assert full.get("status") == "success", full.get("message") or full.get("error")
     assert full["layers"] == 2 and full["new_size"] == [2048, 1536] and full["channels"] == 4
     assert full["alpha_unchanged"] and full["source_unchanged"]
-    assert full["changed"] > 0.5 * full["sampled"]
+    assert full["changed"] > 0.25 * full["sampled"] and full["mean_diff"] > 0.5  # one step at full size: it moved
     messages = [message for _, message in sent]
     started = next(m.started for m in messages if m.WhichOneof("event") == "started")
     assert [(s.width, s.height) for s in started.scales][-1] == (2048, 1536)

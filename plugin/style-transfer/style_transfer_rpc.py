@@ -165,8 +165,9 @@ def needs_contract(info_reply, revision: int, feature: str, address: str) -> Non
     `feature` needs (an older server would skip the fields it does not know)."""
     theirs = info_reply.contract_version
     if contract_revision(theirs) < revision:
-        raise ServerError(f"The server at {address} speaks contract {theirs or 'v1.0'}, without {feature} "
-                          f"(v1.{revision}): update the server, or turn the option off.")
+        said = f"contract {theirs}" if theirs else "a contract older than v1.1"
+        raise ServerError(f"The server at {address} speaks {said}, without {feature} (v1.{revision}): "
+                          "update the server, or turn the option off.")
 
 
 def describe(event) -> str | None:
