@@ -221,11 +221,11 @@ def _record(mp, module, name, sink):
     mp.setattr(module, name, wrapper)
 
 
-def test_full_resolution_on_a_large_layer_in_real_gimp(root, start_server, work):
-    """A 2048x1536 RGBA photograph at full resolution, with a tiny schedule (two scales,
-    one step each) and a memory limit that makes the server work the final scale tile
-    by tile: the result has the layer's size, the alpha is untouched byte for byte,
-    the colours changed; the server sent every tile of both passes."""
+@pytest.fixture(scope="module")
+def full_server(start_server, work):
+    """A server offering `tiny-full` (the full preset, two scales, one step each) whose
+    budget fits the whole 2048x1536 image (so the plug-in's Memory limit is what tiles
+    it), the events it sends, and the large RGBA photograph big.png."""
     from stylecore import params as core_params
     from styleserver import convert
     from styleserver.limits import GiB, Limits
@@ -239,10 +239,21 @@ def test_full_resolution_on_a_large_layer_in_real_gimp(root, start_server, work)
         tiny = core_params.PRESETS["full"].replace(steps=1, coarse_steps=1, scales=2)
         mp.setitem(core_params.PRESETS, "tiny-full", tiny)  # the server offers it (GetInfo) and runs it
         _record(mp, convert, "event_to_proto", sent)
-        big = start_server(limits=Limits(max_job_bytes=8 * GiB))  # the whole image fits: the plug-in's limit tiles
-        cases = run_gimp(root, work, {"server": f"127.0.0.1:{big.port}", "big_photo": str(work / "big.png"),
-                                      "preset": "tiny-full", "max_memory": 2.5, "cases": ["full_resolution"]},
-                         "fullres")
+        yield start_server(limits=Limits(max_job_bytes=8 * GiB)), sent
+
+
+def _full_params(server):
+    return {"server": f"127.0.0.1:{server.port}", "preset": "tiny-full", "max_memory": 2.5, "cases": ["full_resolution"]}
+
+
+def test_full_resolution_on_a_large_layer_in_real_gimp(root, full_server, work):
+    """A 2048x1536 RGBA photograph at full resolution, with a tiny schedule and a memory
+    limit that makes the server work the final scale tile by tile: the result has the
+    layer's size, the alpha is untouched byte for byte, the colours changed; the server
+    sent every tile of both passes."""
+    server, sent = full_server
+    sent.clear()
+    cases = run_gimp(root, work, dict(_full_params(server), big_photo=str(work / "big.png")), "fullres")
     full = cases["full_resolution"]
     assert full.get("status") == "success", full.get("message") or full.get("error")
     assert full["layers"] == 2 and full["new_size"] == [2048, 1536] and full["channels"] == 4
@@ -255,6 +266,37 @@ def test_full_resolution_on_a_large_layer_in_real_gimp(root, start_server, work)
     tiles = [m.tile for m in messages if m.WhichOneof("event") == "tile" and m.tile.scale == 2]
     assert tiles and tiles[0].tiles > 1
     assert {(t.phase, t.tile) for t in tiles} == {(p, i) for p in (1, 2) for i in range(1, tiles[0].tiles + 1)}
+
+
+def test_killing_the_plugin_mid_tile_stops_the_full_resolution_job(root, full_server, work, content, style):
+    """GIMP's progress cancel kills the plug-in: during a tiled full-resolution step the
+    server stops the job between tiles and takes the next one."""
+    server, sent = full_server
+    sent.clear()
+    gimp = run_gimp(root, work, dict(_full_params(server), big_photo=str(work / "big.png")), "fullres-kill",
+                    background=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(m.WhichOneof("event") == "tile" and m.tile.scale == 2 for _, m in list(sent)):
+            assert gimp.poll() is None, gimp.stdout.read()
+            assert time.monotonic() < deadline, "the full-size scale never started"
+            time.sleep(0.2)
+        plugin = subprocess.run(["pgrep", "-f", "style-transfer/style-transfer.py"], capture_output=True, text=True)
+        pids = [int(p) for p in plugin.stdout.split()]
+        assert pids, "no plug-in process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        with Client(f"127.0.0.1:{server.port}") as client:
+            for event in client.stylize(content, [style], preset("default").replace(size=32, scales=1, steps=1)):
+                if isinstance(event, Started):
+                    waited = time.monotonic() - t_kill
+                    break
+        assert waited < 30  # the killed job ended within a tile or so
+        tiles = [m.tile for _, m in sent if m.WhichOneof("event") == "tile" and m.tile.scale == 2]
+        assert len(tiles) < 2 * tiles[0].tiles  # it did not run to the end
+    finally:
+        gimp.wait(180)
 
 
 @pytest.fixture(scope="module")
