@@ -282,3 +282,181 @@ def test_gimp_commands_install_doctor_uninstall(tmp_path, capsys, server):
     assert not (plugins / "style-transfer").exists()
     assert main(["gimp", "uninstall", "--dir", str(plugins)]) == 0
     assert "nothing to do" in capsys.readouterr().out
+
+
+# --- full resolution, tile progress and the start layer: the plug-in's request building ------
+
+
+def _job(plugin_dir):
+    _rpc(plugin_dir)
+    sys.path.insert(0, str(plugin_dir))
+    try:
+        import style_transfer_job
+
+        return style_transfer_job
+    finally:
+        sys.path.remove(str(plugin_dir))
+
+
+class Config(dict):
+    """The dialog's values, as GIMP's procedure config hands them out."""
+
+    DEFAULTS = {"seed": 0, "strength": 1.0, "max-size": 0, "full-resolution": False, "max-memory": 0.0,
+                "style-scale": 0.0, "smoothness": 0.0, "init": "preset", "preserve-colors": False,
+                "style2-weight": 0.5}
+
+    def __init__(self, **values):
+        super().__init__(self.DEFAULTS, **{k.replace("_", "-"): v for k, v in values.items()})
+
+    def get_property(self, name):
+        return self[name]
+
+
+@pytest.fixture(scope="module")
+def server_info(plugin_dir, server):
+    rpc = _rpc(plugin_dir)
+    return rpc.info(rpc.Server(f"127.0.0.1:{server.port}"))
+
+
+def _params(plugin_dir, info, preset="default", w=2048, h=1536, **values):
+    return _job(plugin_dir).job_params(Config(**values), info, preset, w, h, False, "127.0.0.1:1")
+
+
+def test_full_resolution_sends_size_0(plugin_dir, server_info):
+    params = _params(plugin_dir, server_info, full_resolution=True, max_size=512, max_memory=1.5)
+    assert params["size"] == 0 and params["max_memory"] == 1.5
+
+
+def test_the_full_preset_alone_means_full_resolution(plugin_dir, server_info):
+    assert _params(plugin_dir, server_info, preset="full")["size"] == 0
+    assert _params(plugin_dir, server_info, preset="full", max_size=1024)["size"] == 1024  # the user's limit
+
+
+def test_maximum_size_is_clamped_to_the_layer_and_the_server(plugin_dir, server_info):
+    assert _params(plugin_dir, server_info, max_size=4000, w=300, h=200)["size"] == 300
+    info = type(server_info)()
+    info.CopyFrom(server_info)
+    info.limits.max_work_pixels = 1_000_000
+    assert _params(plugin_dir, info, max_size=4000)["size"] == 1154  # sqrt(1e6 * 4/3)
+
+
+def test_full_resolution_of_a_layer_over_max_work_pixels_says_what_to_do(plugin_dir, server_info):
+    rpc = _rpc(plugin_dir)
+    info = type(server_info)()
+    info.CopyFrom(server_info)
+    info.limits.max_work_pixels = 1_000_000
+    with pytest.raises(rpc.ServerError) as e:
+        _params(plugin_dir, info, full_resolution=True)
+    text = str(e.value)
+    assert "2048x1536 = 3,145,728 pixels" in text and "at most 1,000,000 pixels (max_work_pixels)" in text
+    assert "a Maximum size of 1154 px fits" in text and "--max-work-pixels" in text
+
+
+@pytest.mark.parametrize("option", [{"full_resolution": True}, {"init": "layer"}])
+def test_an_older_server_is_told_apart(plugin_dir, server_info, option):
+    rpc = _rpc(plugin_dir)
+    info = type(server_info)()
+    info.CopyFrom(server_info)
+    info.contract_version = "v1.1"
+    with pytest.raises(rpc.ServerError, match="speaks contract v1.1, without .* update the server"):
+        _params(plugin_dir, info, **option)
+
+
+def test_start_from_another_layer_sends_init_image(plugin_dir, server_info):
+    rpc = _rpc(plugin_dir)
+    params = _params(plugin_dir, server_info, w=40, h=30, init="layer")
+    assert params["init"] == "image"
+    init = bytes(i % 256 for i in range(20 * 10 * 3))
+    job = rpc.Job(content=bytes(40 * 30 * 4), width=40, height=30, channels=4,
+                  styles=[(bytes(32 * 32 * 3), 32, 32, 3), (bytes(16 * 16), 16, 16, 1)], params=params,
+                  init_image=(init, 20, 10, 3))
+    messages = list(rpc.requests(job))
+    head = messages[0].header
+    assert head.params.init == "image"
+    assert (head.init_image.width, head.init_image.height, head.init_image.channels) == (20, 10, 3)
+    assert head.init_image.size_bytes == len(init)
+    last = [m.chunk for m in messages[1:] if m.chunk.image == 3]  # after the content and the 2 styles
+    assert b"".join(c.data for c in last) == init
+    assert job.request_bytes() == 40 * 30 * 4 + 32 * 32 * 3 + 16 * 16 + len(init)
+
+
+def test_start_from_another_layer_without_one_is_refused(plugin_dir):
+    rpc = _rpc(plugin_dir)
+    job = rpc.Job(content=bytes(12), width=2, height=2, channels=3, styles=[(bytes(12), 2, 2, 3)],
+                  params={"init": "image"})
+    with pytest.raises(rpc.ServerError, match="choose the layer to start from"):
+        list(rpc.requests(job))
+
+
+@pytest.mark.parametrize("source, area, init, size, expected", [
+    ((0, 0), (10, 20, 30, 40), (0, 0), (100, 100), (10, 20, 30, 40)),  # an earlier result: the same part
+    ((5, 5), (10, 20, 30, 40), (15, 25), (100, 100), (0, 0, 30, 40)),  # offsets differ
+    ((0, 0), (10, 20, 30, 40), (0, 0), (39, 100), None),  # does not cover it: the whole layer
+    ((0, 0), (0, 0, 30, 40), (1, 0), (100, 100), None),
+])
+def test_the_start_layers_part(plugin_dir, source, area, init, size, expected):
+    assert _job(plugin_dir).init_area(source, area, init, size) == expected
+
+
+def test_the_start_layer_changes_the_result(plugin_dir, server):
+    """Through the plug-in's client: the same job started from the layer and from
+    another image gives different results (so the initial image is used)."""
+    rpc = _rpc(plugin_dir)
+    w, h = 40, 30
+    content = bytes((i * 7) % 256 for i in range(w * h * 3))
+    style = (bytes((i * 13) % 256 for i in range(32 * 32 * 3)), 32, 32, 3)
+    results = []
+    for init in (None, (bytes(255 - b for b in content), w, h, 3)):
+        params = {"size": 32, "steps": 2, "scales": 1, "init": "content" if init is None else "image"}
+        job = rpc.Job(content=content, width=w, height=h, channels=3, styles=[style], params=params,
+                      init_image=init)
+        results.append(rpc.run(rpc.Server(f"127.0.0.1:{server.port}"), job, lambda e: None).pixels)
+    assert len(results[1]) == w * h * 3 and results[0] != results[1]
+
+
+def test_limits_are_checked_before_sending(plugin_dir, server_info):
+    rpc, jobs = _rpc(plugin_dir), _job(plugin_dir)
+    info = type(server_info)()
+    info.CopyFrom(server_info)
+    info.limits.max_request_bytes = 1000
+    job = rpc.Job(content=bytes(20 * 20 * 3), width=20, height=20, channels=3, styles=[b"\x89PNG\r\n\x1a\n" + bytes(8)])
+    with pytest.raises(rpc.ServerError, match="1,216 bytes; the server at 127.0.0.1:1 accepts at most 1,000"):
+        jobs.check_limits(info, job, "127.0.0.1:1")
+    info.limits.max_pixels = 100
+    with pytest.raises(rpc.ServerError, match="The layer .* has 20x20 = 400 pixels.*at most 100 per image"):
+        jobs.check_limits(info, job, "127.0.0.1:1")
+
+
+def _events(rpc):
+    pb = rpc.pb
+    started = pb.StylizeEvent(started=pb.Started(
+        device="cpu", dtype="float32", model_verified=True, total_steps=2, tiles=[0, 640],
+        scales=[pb.Size(width=128, height=96), pb.Size(width=2048, height=1536)]))
+    coarse = pb.StylizeEvent(progress=pb.Progress(scale=1, scales=2, step=1, steps=1, eta=75))
+    tiles = [pb.StylizeEvent(tile=pb.TileProgress(scale=2, step=1, phase=phase, phases=2, tile=t, tiles=12))
+             for phase in (1, 2) for t in range(1, 13)]
+    final = pb.StylizeEvent(progress=pb.Progress(scale=2, scales=2, step=1, steps=1, eta=0))
+    return [started, coarse, *tiles, final]
+
+
+def test_progress_text_names_the_tile_pass_step_and_scale(plugin_dir):
+    rpc = _rpc(plugin_dir)
+    progress = rpc.Progress(steps=1, coarse_steps=1)
+    texts = [progress.update(e) for e in _events(rpc)]
+    assert texts[0].endswith("; 1 of 2 scales worked tile by tile")
+    assert texts[1] == "Style transfer: scale 1/2 (128x96), step 1/1, 1:15 left"
+    assert texts[2] == "Style transfer: scale 2/2 (2048x1536, tiles of 640 px), step 1/1: pass 1/2, tile 1/12"
+    assert texts[-2] == "Style transfer: scale 2/2 (2048x1536, tiles of 640 px), step 1/1: pass 2/2, tile 12/12"
+
+
+def test_progress_bar_moves_tile_by_tile(plugin_dir):
+    rpc = _rpc(plugin_dir)
+    progress = rpc.Progress(steps=1, coarse_steps=1)
+    fractions = []
+    for event in _events(rpc):
+        progress.update(event)
+        fractions.append(progress.fraction)
+    tiles = fractions[2:-1]
+    assert all(a < b for a, b in zip(tiles, tiles[1:]))  # every tile moves the bar
+    assert fractions[1] < 0.01  # the coarse scale is a sliver of the work
+    assert fractions[-1] == 1.0

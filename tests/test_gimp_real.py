@@ -207,3 +207,125 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
         for name in ("dialog", "result"):
             shot = Image.open(work / "shots" / f"{name}.png").convert("RGB")
             shot.crop(shot.getbbox()).save(Path(os.environ["STYLE_TRANSFER_SCREENSHOTS"]) / f"gimp-{name}.png")
+
+
+def _record(mp, module, name, sink):
+    """Wraps module.name so that every call's first argument and result land in `sink`."""
+    original = getattr(module, name)
+
+    def wrapper(first, *args, **kwargs):
+        result = original(first, *args, **kwargs)
+        sink.append((first, result))
+        return result
+
+    mp.setattr(module, name, wrapper)
+
+
+@pytest.fixture(scope="module")
+def full_server(start_server, work):
+    """A server offering `tiny-full` (the full preset, two scales, one step each) whose
+    budget fits the whole 2048x1536 image (so the plug-in's Memory limit is what tiles
+    it), the events it sends, and the large RGBA photograph big.png."""
+    from stylecore import params as core_params
+    from styleserver import convert
+    from styleserver.limits import GiB, Limits
+
+    photo = Image.fromarray(np.asarray(Image.open(work / "photo.png").convert("RGB").resize((2048, 1536))))
+    alpha = np.tile(np.linspace(0, 255, 2048).astype(np.uint8), (1536, 1))
+    alpha[:100] = 255
+    Image.fromarray(np.dstack([np.asarray(photo), alpha]), "RGBA").save(work / "big.png")
+    sent = []
+    with pytest.MonkeyPatch.context() as mp:
+        tiny = core_params.PRESETS["full"].replace(steps=1, coarse_steps=1, scales=2)
+        mp.setitem(core_params.PRESETS, "tiny-full", tiny)  # the server offers it (GetInfo) and runs it
+        _record(mp, convert, "event_to_proto", sent)
+        yield start_server(limits=Limits(max_job_bytes=8 * GiB)), sent
+
+
+def _full_params(server):
+    return {"server": f"127.0.0.1:{server.port}", "preset": "tiny-full", "max_memory": 2.5, "cases": ["full_resolution"]}
+
+
+def test_full_resolution_on_a_large_layer_in_real_gimp(root, full_server, work):
+    """A 2048x1536 RGBA photograph at full resolution, with a tiny schedule and a memory
+    limit that makes the server work the final scale tile by tile: the result has the
+    layer's size, the alpha is untouched byte for byte, the colours changed; the server
+    sent every tile of both passes."""
+    server, sent = full_server
+    sent.clear()
+    cases = run_gimp(root, work, dict(_full_params(server), big_photo=str(work / "big.png")), "fullres")
+    full = cases["full_resolution"]
+    assert full.get("status") == "success", full.get("message") or full.get("error")
+    assert full["layers"] == 2 and full["new_size"] == [2048, 1536] and full["channels"] == 4
+    assert full["alpha_unchanged"] and full["source_unchanged"]
+    assert full["changed"] > 0.25 * full["sampled"] and full["mean_diff"] > 0.5  # one step at full size: it moved
+    messages = [message for _, message in sent]
+    started = next(m.started for m in messages if m.WhichOneof("event") == "started")
+    assert [(s.width, s.height) for s in started.scales][-1] == (2048, 1536)
+    assert started.tiles[-1] > 0  # the final scale was worked tile by tile
+    tiles = [m.tile for m in messages if m.WhichOneof("event") == "tile" and m.tile.scale == 2]
+    assert tiles and tiles[0].tiles > 1
+    assert {(t.phase, t.tile) for t in tiles} == {(p, i) for p in (1, 2) for i in range(1, tiles[0].tiles + 1)}
+
+
+def test_killing_the_plugin_mid_tile_stops_the_full_resolution_job(root, full_server, work, content, style):
+    """GIMP's progress cancel kills the plug-in: during a tiled full-resolution step the
+    server stops the job between tiles and takes the next one."""
+    server, sent = full_server
+    sent.clear()
+    gimp = run_gimp(root, work, dict(_full_params(server), big_photo=str(work / "big.png")), "fullres-kill",
+                    background=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(m.WhichOneof("event") == "tile" and m.tile.scale == 2 for _, m in list(sent)):
+            assert gimp.poll() is None, gimp.stdout.read()
+            assert time.monotonic() < deadline, "the full-size scale never started"
+            time.sleep(0.2)
+        plugin = subprocess.run(["pgrep", "-f", "style-transfer/style-transfer.py"], capture_output=True, text=True)
+        pids = [int(p) for p in plugin.stdout.split()]
+        assert pids, "no plug-in process found"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        with Client(f"127.0.0.1:{server.port}") as client:
+            for event in client.stylize(content, [style], preset("default").replace(size=32, scales=1, steps=1)):
+                if isinstance(event, Started):
+                    waited = time.monotonic() - t_kill
+                    break
+        assert waited < 30  # the killed job ended within a tile or so
+        tiles = [m.tile for _, m in sent if m.WhichOneof("event") == "tile" and m.tile.scale == 2]
+        assert len(tiles) < 2 * tiles[0].tiles  # it did not run to the end
+    finally:
+        gimp.wait(180)
+
+
+@pytest.fixture(scope="module")
+def init_cases(root, server, work):
+    """One GIMP run for the start-layer cases; the headers the server was sent."""
+    from styleserver import admission
+
+    checked = []
+    with pytest.MonkeyPatch.context() as mp:
+        _record(mp, admission, "check", checked)
+        cases = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}",
+                                      "cases": ["init_layer", "init_without_layer"]}, "init")
+    return cases, [header for header, _ in checked]
+
+
+def test_start_from_another_layer_in_real_gimp(init_cases):
+    cases, headers = init_cases
+    ok = cases["init_layer"]
+    assert ok.get("status") == "success", ok.get("message") or ok.get("error")
+    assert ok["layer_names"] == ["Background - style (seed 0)", "Background", "earlier result"]
+    with_init = [h for h in headers if h.HasField("init_image")]
+    assert with_init and all(h.params.init == "image" for h in with_init)
+    meta = with_init[0].init_image  # the start layer's part over the selected 40x30 of the source
+    assert (meta.width, meta.height, meta.channels) == (40, 30, 4)
+    assert (with_init[0].content.width, with_init[0].content.height) == (40, 30)
+
+
+def test_start_from_another_layer_without_one_in_real_gimp(init_cases):
+    cases, _ = init_cases
+    missing = cases["init_without_layer"]
+    assert missing["status"] == "execution-error" and missing["layers"] == 1
+    assert "choose the layer to start from" in missing["message"]

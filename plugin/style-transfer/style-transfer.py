@@ -10,7 +10,6 @@ GIMP's Python has no grpcio: gRPC is spoken by style_transfer_rpc.py with the
 pure-Python packages in ./vendor (see stylegimp/__init__.py).
 """
 
-import math
 import os
 import sys
 
@@ -24,6 +23,7 @@ gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
+import style_transfer_job as jobs  # noqa: E402
 import style_transfer_rpc as rpc  # noqa: E402
 
 PROC_NAME = "plug-in-style-transfer"
@@ -132,39 +132,23 @@ def server_of(config, run_mode):
                       tls=config.get_property("tls"), ca_file=_path(config, "tls-ca-file"))
 
 
-def largest_side(limits, w, h):
-    """The longest working side the server's max_work_pixels allows for a w x h layer."""
-    if not limits.max_work_pixels:
+def start_image(config, source, x, y, w, h):
+    """The image to start from (Start from: Another layer): the start layer's pixels over
+    the same part of the image as the content sent, or the whole layer when it does not
+    cover that part (the server resizes it); None for the other choices."""
+    if config.get_property("init") != "layer":
         return None
-    long, short = max(w, h), max(1, min(w, h))
-    return int(math.sqrt(limits.max_work_pixels * long / short))
+    layer = config.get_property("init-layer")
+    if layer is None:
+        raise rpc.ServerError("Start from another layer: choose the layer to start from in Start layer.")
+    area = jobs.init_area(source.get_offsets()[1:], (x, y, w, h), layer.get_offsets()[1:],
+                          (layer.get_width(), layer.get_height()))
+    ax, ay, aw, ah = area or (0, 0, layer.get_width(), layer.get_height())
+    data, channels = read_pixels(layer, ax, ay, aw, ah)
+    return data, aw, ah, channels
 
 
-def job_params(config, info, preset_name, w, h, two_styles):
-    """The fields to send: those the dialog sets, relative to the server's preset
-    (strength multiplies its style weight; 0 means its own value elsewhere)."""
-    base = rpc.preset_values(info, preset_name)
-    params = {"seed": config.get_property("seed"),
-              "style_weight": base.get("style_weight", 1.0) * config.get_property("strength")}
-    size = config.get_property("max-size") or base.get("size", max(w, h))
-    size = min(size, max(w, h))
-    limit = largest_side(info.limits, w, h)
-    if limit and size > limit:
-        size = limit
-    params["size"] = size
-    if config.get_property("style-scale") > 0:
-        params["style_scale"] = config.get_property("style-scale")
-    if config.get_property("smoothness") > 0:
-        params["tv_weight"] = config.get_property("smoothness")
-    init = config.get_property("init")
-    if init in ("content", "noise"):
-        params["init"] = init
-    if config.get_property("preserve-colors"):
-        params["preserve_colors"] = "luminance"
-    if two_styles:
-        blend = config.get_property("style2-weight")
-        params["style_blend"] = [1.0 - blend, blend]
-    return params
+PREVIEW_MAX_SIDE = 1024  # previews are scaled up to the layer: a full-size PNG per preview is not worth it
 
 
 def run(procedure, run_mode, image, drawables, config, data):
@@ -184,6 +168,10 @@ def run(procedure, run_mode, image, drawables, config, data):
                                            if p.get_name() not in ("run-mode", "image", "drawables")])
         except Exception:  # noqa: BLE001 - an older libgimp: the plain dialog
             dialog.fill(None)
+        try:  # Maximum size does not apply at full resolution: greyed out while it is ticked
+            dialog.set_sensitive("max-size", True, config, "full-resolution", True)
+        except Exception:  # noqa: BLE001 - a libgimp without it: the field stays editable
+            pass
         if not dialog.run():
             dialog.destroy()
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
@@ -199,27 +187,28 @@ def run(procedure, run_mode, image, drawables, config, data):
         if style is None:
             raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
         second = file_or_layer(config, "style2-file", "style2-layer", "second style image")
+        init_image = start_image(config, source, x, y, w, h)
         Gimp.progress_init("Style transfer: asking " + server.address)
         info = rpc.info(server)
-        if w * h > info.limits.max_pixels > 0:
-            raise rpc.ServerError(f"The layer has {w * h:,} pixels; the server at {server.address} accepts at most "
-                                  f"{info.limits.max_pixels:,} per image.")
         preset_name = config.get_property("preset").strip() or "default"
-        params = job_params(config, info, preset_name, w, h, second is not None)
+        params = jobs.job_params(config, info, preset_name, w, h, second is not None, server.address)
+        pixels, channels = read_pixels(source, x, y, w, h)
+        styles = [style[0]] + ([second[0]] if second else [])
+        job = rpc.Job(
+            content=pixels, width=w, height=h, channels=channels, styles=styles, preset=preset_name,
+            params=params, preview_every=5 if config.get_property("live-preview") else 0,
+            preview_max_side=min(max(w, h), PREVIEW_MAX_SIDE), init_image=init_image,
+        )
+        jobs.check_limits(info, job, server.address)
+        progress = jobs.progress_for(info, preset_name, params)
     except rpc.ServerError as e:
         return fail(procedure, str(e))
-    pixels, channels = read_pixels(source, x, y, w, h)
-    styles = [style[0]] + ([second[0]] if second else [])
     style_name = style[1] + (f" + {second[1]}" if second else "")
-
     seed = config.get_property("seed")
-    job = rpc.Job(
-        content=pixels, width=w, height=h, channels=channels, styles=styles, preset=preset_name, params=params,
-        preview_every=5 if config.get_property("live-preview") else 0,
-        preview_max_side=max(w, h),
-    )
     preview = Previewer(image, source, x, y, w, h)
     started = f"Style transfer on {server.address}: {info.device} ({info.dtype}), preset {preset_name}"
+    if params["size"] == 0:
+        started += f", full resolution ({w}x{h})"
     if not info.model_verified:
         started += ". WARNING: " + rpc.wire.unverified_text(info.model)
         if run_mode == Gimp.RunMode.INTERACTIVE:
@@ -228,13 +217,11 @@ def run(procedure, run_mode, image, drawables, config, data):
 
     def on_event(event):
         kind = event.WhichOneof("event")
-        text = rpc.describe(event)
+        text = progress.update(event)  # on a tiled step: which tile of which pass of which step
         if text:
             Gimp.progress_set_text(text)
-        if kind == "progress":
-            p = event.progress
-            done = (p.scale - 1 + p.step / max(1, p.steps)) / max(1, p.scales)
-            Gimp.progress_update(min(1.0, done))
+        if kind in ("progress", "tile"):
+            Gimp.progress_update(progress.fraction)
         elif kind == "preview":
             preview.show(event.preview.png)
 
@@ -318,7 +305,14 @@ class StyleTransfer(Gimp.PlugIn):
                                       0.01, 100.0, 1.0, flags)
         procedure.add_int_argument("max-size", "_Maximum size",
                                    "Longest side the server works at, px (0: the preset's; the server's "
-                                   "limit applies)", 0, 16384, 0, flags)
+                                   "limit applies; not used at full resolution)", 0, 16384, 0, flags)
+        procedure.add_boolean_argument("full-resolution", "_Full resolution",
+                                       "Work at the layer's own size (Maximum size is then not used): what does "
+                                       "not fit in the server's memory is worked tile by tile; the server's "
+                                       "max_work_pixels still limits the layer", False, flags)
+        procedure.add_double_argument("max-memory", "Memory li_mit (GiB)",
+                                      "Memory the job may use on the server; what does not fit is worked tile by "
+                                      "tile (0: the server's budget; never more than it)", 0.0, 1024.0, 0.0, flags)
         procedure.add_double_argument("style-scale", "Style s_cale",
                                       "The style image's size relative to the result's (0: the preset's)",
                                       0.0, 8.0, 0.0, flags)
@@ -327,10 +321,16 @@ class StyleTransfer(Gimp.PlugIn):
                                       0.0, 1000.0, 0.0, flags)
         init = Gimp.Choice.new()
         for index, (nick, label) in enumerate((("preset", "The preset's"), ("content", "The layer"),
-                                               ("noise", "Noise"))):
+                                               ("noise", "Noise"), ("layer", "Another layer"))):
             init.add(nick, index, label, "")
-        procedure.add_choice_argument("init", "Start _from", "The image the optimization starts from",
+        procedure.add_choice_argument("init", "Start _from",
+                                      "The image the optimization starts from: the preset's start, the layer, "
+                                      "noise, or another layer (Start layer), e.g. an earlier result",
                                       init, "preset", flags)
+        procedure.add_layer_argument("init-layer", "...start la_yer",
+                                     "The layer to start from when Start from is Another layer, e.g. an earlier "
+                                     "result at a smaller size: its part over the same area as the layer's "
+                                     "(the whole layer, resized, if it does not cover that area)", True, flags)
         procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
                                        "Keep the layer's colours (luminance-only transfer)", False, flags)
         procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",

@@ -54,6 +54,12 @@ class Job:
     params: dict = field(default_factory=dict)  # Params field -> value
     preview_every: int = 0
     preview_max_side: int = 256
+    init_image: object = None  # the image to start from (params init "image"): like a style, or None
+
+    def request_bytes(self) -> int:
+        """The bytes the upload carries: what the server's max_request_bytes limits."""
+        images = [self.content, *self.styles] + ([self.init_image] if self.init_image is not None else [])
+        return sum(len(image if isinstance(image, (bytes, bytearray)) else image[0]) for image in images)
 
 
 @dataclass
@@ -115,11 +121,11 @@ def forget_token(profile: str) -> bool:
 # --- the request ----------------------------------------------------------------------------
 
 
-def _meta(image):
+def _meta(image, what="style image"):
     if isinstance(image, (bytes, bytearray)):
         meta = wire.encoded_meta(bytes(image))
         if meta is None:
-            raise ServerError("The style image is not a PNG, JPEG, WebP or TIFF file: open it in GIMP and "
+            raise ServerError(f"The {what} is not a PNG, JPEG, WebP or TIFF file: open it in GIMP and "
                               "choose its layer instead.")
         return meta, bytes(image)
     data, w, h, c = image
@@ -127,20 +133,45 @@ def _meta(image):
 
 
 def requests(job: Job):
-    """The Stylize request stream for `job`."""
+    """The Stylize request stream for `job`: the content, the styles, then the initial
+    image if any (Header.init_image, with params init "image")."""
     metas, blobs = [], []
     for image in [(job.content, job.width, job.height, job.channels), *job.styles]:
         meta, data = _meta(image)
         metas.append(meta)
         blobs.append(data)
+    init = None
+    if job.init_image is not None:
+        if job.params.get("init") != "image":
+            raise ServerError("An initial image goes with init 'image'.")
+        init, data = _meta(job.init_image, "initial image")
+        blobs.append(data)
+    elif job.params.get("init") == "image":
+        raise ServerError("Start from another layer: choose the layer to start from.")
     head = wire.header(metas[0], metas[1:], preset=job.preset, params=job.params,
                        preview_every=job.preview_every, preview_max_side=job.preview_max_side,
-                       result_format=pb.IMAGE_FORMAT_RAW)
+                       result_format=pb.IMAGE_FORMAT_RAW, init_image=init)
     return wire.request_stream(head, blobs)
 
 
+def contract_revision(version: str) -> int:
+    """N of a contract version "v1.N"; 0 for an empty or unreadable one (older than v1.1)."""
+    major, _, minor = (version or "").partition(".")
+    return int(minor) if major == "v1" and minor.isdigit() else 0
+
+
+def needs_contract(info_reply, revision: int, feature: str, address: str) -> None:
+    """Raise ServerError when the server's contract is older than v1.`revision`, which
+    `feature` needs (an older server would skip the fields it does not know)."""
+    theirs = info_reply.contract_version
+    if contract_revision(theirs) < revision:
+        said = f"contract {theirs}" if theirs else "a contract older than v1.1"
+        raise ServerError(f"The server at {address} speaks {said}, without {feature} (v1.{revision}): "
+                          "update the server, or turn the option off.")
+
+
 def describe(event) -> str | None:
-    """Progress text for GIMP's progress bar, or None."""
+    """Progress text for GIMP's progress bar, or None (stateless: see Progress for tiles)."""
     kind = wire.event_type(event)
     if kind == "queued":
         return sentence(wire.queued_text(event.queued.position))
@@ -152,7 +183,86 @@ def describe(event) -> str | None:
         p = event.progress
         eta = int(round(p.eta))
         return f"Style transfer: scale {p.scale}/{p.scales}, step {p.step}/{p.steps}, {eta // 60}:{eta % 60:02d} left"
+    if kind == "tile":
+        t = event.tile
+        return f"Style transfer: scale {t.scale}, step {t.step}, pass {t.phase}/{t.phases}, tile {t.tile}/{t.tiles}"
     return None
+
+
+class Progress:
+    """What GIMP's progress bar shows: its text and how full it is, from the job's
+    events. A full-resolution step can take minutes; on a tiled scale the server
+    reports every tile of both passes of the step (TileProgress), so the text names
+    the tile, pass, step and scale, and the bar moves tile by tile. The bar counts
+    work as pixels times steps per scale (the final, full-size scale is most of it).
+
+    `steps`, `coarse_steps`: the job's final and coarser steps per scale (the preset's
+    values under the job's params), for scales whose first Progress has not come yet."""
+
+    def __init__(self, steps: int = 1, coarse_steps: int = 1):
+        self.final_steps, self.coarse_steps = max(1, steps), max(0, coarse_steps)
+        self.sizes: list[tuple[int, int]] = []  # per scale, (width, height)
+        self.tiles: list[int] = []  # per scale, tile side or 0
+        self.steps: dict[int, int] = {}  # scale (1-based) -> steps, as the server reported them
+        self.fraction = 0.0
+
+    def _steps(self, scale: int) -> int:
+        if scale in self.steps:
+            return self.steps[scale]
+        return self.final_steps if scale == len(self.sizes) else self.coarse_steps
+
+    def _done(self, scale: int, steps_done: float) -> float:
+        """Fraction of the job's work done after `steps_done` steps of `scale` (1-based)."""
+        work = [w * h * self._steps(i + 1) for i, (w, h) in enumerate(self.sizes)]
+        total = sum(work)
+        if not total or scale < 1:
+            return 0.0
+        done = sum(work[:scale - 1])
+        if scale <= len(self.sizes):
+            w, h = self.sizes[scale - 1]
+            done += w * h * min(steps_done, self._steps(scale))
+        return min(1.0, done / total)
+
+    def _where(self, scale: int) -> str:
+        n = len(self.sizes)
+        text = f"scale {scale}/{n}" if n else f"scale {scale}"
+        if 1 <= scale <= n:
+            w, h = self.sizes[scale - 1]
+            tile = self.tiles[scale - 1] if scale - 1 < len(self.tiles) else 0
+            text += f" ({w}x{h}" + (f", tiles of {tile} px)" if tile else ")")
+        return text
+
+    def update(self, event) -> str | None:
+        """Takes one event; returns the bar's new text, or None to leave it. `fraction`
+        is then how full the bar is (0..1)."""
+        kind = wire.event_type(event)
+        if kind == "started":
+            s = event.started
+            self.sizes = [(size.width, size.height) for size in s.scales]
+            self.tiles = list(s.tiles)
+            text = describe(event)
+            tiled = sum(1 for t in self.tiles if t)
+            if tiled:
+                text += f"; {tiled} of {len(self.sizes)} scales worked tile by tile"
+            return text
+        if kind == "progress":
+            p = event.progress
+            self.steps[p.scale] = p.steps
+            if not self.sizes:  # a server that sends no scales: even shares
+                self.fraction = min(1.0, (p.scale - 1 + p.step / max(1, p.steps)) / max(1, p.scales))
+            else:
+                self.fraction = self._done(p.scale, p.step)
+            eta = int(round(p.eta))
+            return f"Style transfer: {self._where(p.scale)}, step {p.step}/{p.steps}, {eta // 60}:{eta % 60:02d} left"
+        if kind == "tile":
+            t = event.tile
+            phases, tiles = max(1, t.phases), max(1, t.tiles)
+            within = ((t.phase - 1) + t.tile / tiles) / phases  # of the step being evaluated
+            self.fraction = max(self.fraction, self._done(t.scale, t.step - 1 + min(1.0, within)))
+            steps = self._steps(t.scale)
+            return (f"Style transfer: {self._where(t.scale)}, step {t.step}/{steps}: "
+                    f"pass {t.phase}/{phases}, tile {t.tile}/{tiles}")
+        return describe(event)
 
 
 # --- calls ------------------------------------------------------------------------------------

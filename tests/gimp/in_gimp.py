@@ -202,6 +202,67 @@ def case_long_job():
         image.delete()
 
 
+def case_full_resolution():
+    """A large RGBA photograph at full resolution (the server tiles its final scale)."""
+    image = load(P["big_photo"])
+    try:
+        source = image.get_layers()[0]
+        before, n = pixels(source)
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "preset": P["preset"], "full-resolution": True, "max-memory": P["max_memory"],
+                              "style-scale": 0.25, "seed": 5, "live-preview": False})
+        layers = image.get_layers()
+        out = {"status": status, "message": message, "layers": len(layers), "channels": n,
+               "source_unchanged": pixels(source)[0] == before}
+        if len(layers) == 2:
+            new = layers[0]
+            after, _ = pixels(new)
+            step = 25  # every 25th pixel's colour bytes; the alpha compared whole
+            colour = [(before[c::n][::step], after[c::n][::step]) for c in range(n - 1)]
+            out.update(new_size=[new.get_width(), new.get_height()],
+                       alpha_unchanged=after[n - 1::n] == before[n - 1::n],
+                       sampled=sum(len(a) for a, _ in colour),
+                       changed=sum(x != y for a, b in colour for x, y in zip(a, b)),
+                       mean_diff=sum(abs(x - y) for a, b in colour for x, y in zip(a, b)) / sum(len(a) for a, _ in colour))
+        return out
+    finally:
+        image.delete()
+
+
+def case_init_layer():
+    """Start from another layer: an inverted copy of the photo, offset so that it
+    covers the selected part of the source (that part is what is sent)."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        start = Gimp.Layer.new_from_drawable(source, image)
+        image.insert_layer(start, None, 1)
+        start.set_name("earlier result")
+        start.invert(False)
+        start.set_offsets(-4, -2)
+        image.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 10, 40, 30)
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "preset": "draft", "max-size": 40, "init": "layer", "init-layer": start,
+                              "live-preview": False})
+        return {"status": status, "message": message, "layer_names": [l.get_name() for l in image.get_layers()]}
+    finally:
+        image.delete()
+
+
+def case_init_without_layer():
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "preset": "draft", "max-size": 40, "init": "layer"})
+        return {"status": status, "message": message, "layers": len(image.get_layers())}
+    finally:
+        image.delete()
+
+
 for name in P["cases"]:
     try:
         report["cases"][name] = globals()["case_" + name]()

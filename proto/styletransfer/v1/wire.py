@@ -22,6 +22,8 @@ from . import style_transfer_pb2 as pb
 # The contract's version: the package (v1) and a revision that grows whenever a field
 # is added or retired. GetInfo reports the server's as Info.contract_version; `style-transfer
 # gimp doctor` compares it with the installed plug-in's copy of this file.
+# v1.2: full resolution (Params.size 0, max_memory, tile; TileProgress, Started.tiles),
+# Header.init_image, and Info.devices; the GIMP plug-in asks for v1.2 before using them.
 CONTRACT_VERSION = "v1.2"
 
 SERVICE = "styletransfer.v1.StyleTransfer"

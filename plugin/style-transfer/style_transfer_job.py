@@ -1,0 +1,116 @@
+"""What the plug-in asks the server for, from the dialog's values and the server's Info.
+
+GIMP-free (a `config` is anything with get_property(name), layers enter as numbers),
+so that tests/test_gimp_plugin.py checks the request building outside GIMP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import style_transfer_rpc as rpc
+
+# Contract v1.2 added full resolution (size 0, tiles, TileProgress) and Header.init_image.
+FULL_RESOLUTION_REVISION = 2
+
+
+def largest_side(limits, w, h):
+    """The longest working side the server's max_work_pixels allows for a w x h layer."""
+    if not limits.max_work_pixels:
+        return None
+    long, short = max(w, h), max(1, min(w, h))
+    return int(math.sqrt(limits.max_work_pixels * long / short))
+
+
+def full_resolution(config, base: dict) -> bool:
+    """Whether the job runs at the layer's own size: *Full resolution* ticked, or
+    *Maximum size* 0 with a preset whose size is 0 (the server's `full`)."""
+    if config.get_property("full-resolution"):
+        return True
+    return not config.get_property("max-size") and "size" in base and base["size"] == 0
+
+
+def _where(w, h):
+    return f"{w}x{h} = {w * h:,} pixels"
+
+
+def job_params(config, info, preset_name, w, h, two_styles, address="the server"):
+    """The fields to send: those the dialog sets, relative to the server's preset
+    (strength multiplies its style weight; 0 means its own value elsewhere). Raises
+    ServerError when the server cannot take the job as asked."""
+    base = rpc.preset_values(info, preset_name)
+    params = {"seed": config.get_property("seed"),
+              "style_weight": base.get("style_weight", 1.0) * config.get_property("strength")}
+    limit = largest_side(info.limits, w, h)
+    if full_resolution(config, base):
+        rpc.needs_contract(info, FULL_RESOLUTION_REVISION, "full resolution", address)
+        if info.limits.max_work_pixels and w * h > info.limits.max_work_pixels:
+            raise rpc.ServerError(
+                f"At full resolution the layer (or its selected part) is {_where(w, h)}; the server at {address} "
+                f"works at most {info.limits.max_work_pixels:,} pixels (max_work_pixels). Turn Full resolution off "
+                f"(a Maximum size of {limit} px fits), select a smaller part, or start the server with a larger "
+                "--max-work-pixels.")
+        params["size"] = 0  # the layer's own size; the server tiles what does not fit in memory
+    else:
+        size = config.get_property("max-size") or base.get("size") or max(w, h)
+        size = min(size, max(w, h))
+        if limit and size > limit:
+            size = limit
+        params["size"] = size
+    if config.get_property("max-memory") > 0:
+        params["max_memory"] = config.get_property("max-memory")
+    if config.get_property("style-scale") > 0:
+        params["style_scale"] = config.get_property("style-scale")
+    if config.get_property("smoothness") > 0:
+        params["tv_weight"] = config.get_property("smoothness")
+    init = config.get_property("init")
+    if init in ("content", "noise"):
+        params["init"] = init
+    elif init == "layer":
+        rpc.needs_contract(info, FULL_RESOLUTION_REVISION, "initial images", address)
+        params["init"] = "image"
+    if config.get_property("preserve-colors"):
+        params["preserve_colors"] = "luminance"
+    if two_styles:
+        blend = config.get_property("style2-weight")
+        params["style_blend"] = [1.0 - blend, blend]
+    return params
+
+
+def init_area(source_offsets, area, init_offsets, init_size):
+    """The part of the start layer to send: the rectangle (x, y, w, h), in the start
+    layer's own coordinates, over the same part of the image as the content sent
+    (`area`, in the source layer's coordinates), when the start layer covers it (an
+    earlier result, the source's copy); None when it does not: then the whole start
+    layer is sent and the server resizes it to each scale."""
+    x, y, w, h = area
+    ax = source_offsets[0] + x - init_offsets[0]
+    ay = source_offsets[1] + y - init_offsets[1]
+    if ax >= 0 and ay >= 0 and ax + w <= init_size[0] and ay + h <= init_size[1]:
+        return ax, ay, w, h
+    return None
+
+
+def check_limits(info, job, address="the server"):
+    """The server's per-image and per-request limits, before anything is sent."""
+    limits = info.limits
+    images = [("The layer (or its selected part)", job.width, job.height)]
+    if job.init_image is not None and not isinstance(job.init_image, (bytes, bytearray)):
+        images.append(("The layer to start from", job.init_image[1], job.init_image[2]))
+    for what, w, h in images:
+        if limits.max_pixels and w * h > limits.max_pixels:
+            raise rpc.ServerError(f"{what} has {_where(w, h)}; the server at {address} accepts at most "
+                                  f"{limits.max_pixels:,} per image (max_pixels).")
+    total = job.request_bytes()
+    if limits.max_request_bytes and total > limits.max_request_bytes:
+        raise rpc.ServerError(f"The images come to {total:,} bytes; the server at {address} accepts at most "
+                              f"{limits.max_request_bytes:,} in one job (max_request_bytes): select a smaller "
+                              "part, or use smaller style images.")
+
+
+def progress_for(info, preset_name, params):
+    """The progress bar's bookkeeping for a job: its steps per scale (the preset's,
+    under the job's params)."""
+    base = rpc.preset_values(info, preset_name)
+    values = dict(base, **params)
+    return rpc.Progress(steps=values.get("steps", 1), coarse_steps=values.get("coarse_steps", 1))
