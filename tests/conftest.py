@@ -24,7 +24,9 @@ def fast_precisions() -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    if "precision" in metafunc.fixturenames:
+    explicit = any("precision" in (m.args[0].replace(" ", "").split(",") if isinstance(m.args[0], str) else m.args[0])
+                   for m in metafunc.definition.iter_markers("parametrize"))
+    if "precision" in metafunc.fixturenames and not explicit:  # a test's own table wins
         metafunc.parametrize("precision", fast_precisions())
 
 
