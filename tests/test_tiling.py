@@ -54,6 +54,23 @@ def test_the_gram_of_tiles_is_the_whole_images_gram(engine, photo):
         assert torch.allclose(tiled[layer], whole[layer], rtol=1e-4, atol=1e-6 * whole[layer].abs().max()), layer
 
 
+@pytest.mark.parametrize("height, width", [(157, 211), (150, 93)])
+def test_tiles_of_an_image_off_the_pooling_grid_sum_to_its_gram(engine, height, width):
+    """Sides that are not multiples of 16: max pooling floors them; the last tiles take
+    every remaining row and column, as the whole image's pooling does."""
+    rng = np.random.default_rng(0)
+    net = engine.network(torch.device("cpu"))
+    x = _normalized(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    tiled = grams_whole(net, x, list(STYLE_LAYERS), "max", torch.float32, 48)
+    target = features_whole(net, x, CONTENT_LAYER, "max", torch.float32, 48)
+    with torch.no_grad():
+        whole = net(x, [*STYLE_LAYERS, CONTENT_LAYER])
+    for layer in STYLE_LAYERS:
+        g = gram_matrix(whole[layer])
+        assert torch.allclose(tiled[layer], g, rtol=1e-4, atol=1e-6 * g.abs().max()), layer
+    assert torch.allclose(target, whole[CONTENT_LAYER], rtol=1e-4, atol=1e-5 * whole[CONTENT_LAYER].abs().max())
+
+
 def test_the_content_target_stitched_from_tiles_is_the_whole_images(engine, photo):
     net, x = engine.network(torch.device("cpu")), _normalized(photo)
     tiled = features_whole(net, x, CONTENT_LAYER, "max", torch.float32, CORE)
