@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, str(HERE))
 from common import bench_engine, bench_images, machine  # noqa: E402
 
 from stylecore import PRESETS, ImageOptimizer, Preview, Progress, Result, images  # noqa: E402
+from stylecore.memory import peak_resident_bytes  # noqa: E402
 from stylecore.optimize import autocast  # noqa: E402
 from stylecore.params import CONTENT_LAYER, STYLE_LAYERS  # noqa: E402
 
@@ -164,7 +164,7 @@ def preset_run(name: str, size: int, precision: str) -> dict:
     t0 = time.perf_counter()
     events = list(engine.run(content, [style], params))
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    peak = peak_resident_bytes()  # not ru_maxrss: that one can include the parent's size at the fork
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated()
     # The delivered 8-bit image scored in fp32, whatever precision the run used.

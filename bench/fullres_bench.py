@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, str(HERE))
 from common import bench_engine, machine  # noqa: E402
 
 from stylecore import PRESETS, Result, Started, TilePass, images  # noqa: E402
+from stylecore.memory import peak_resident_bytes  # noqa: E402
 from stylecore.params import CONTENT_LAYER, STYLE_LAYERS  # noqa: E402
 from stylecore.optimize import autocast  # noqa: E402
 
@@ -166,7 +166,7 @@ def job_run(width: int, height: int, max_memory: float, coarse_steps: int | None
         started = started or event
         last = event
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_resident_bytes()  # not ru_maxrss: that one can include the parent's size at the fork
     return {"seconds": seconds, "peak": peak, "sizes": started.sizes, "tiles": started.tiles,
             "dtype": started.dtype, "total": last.losses["total"]}
 

@@ -58,6 +58,20 @@ def resident_bytes() -> int:
         return 0
 
 
+def peak_resident_bytes() -> int:
+    """This process's peak resident memory (Linux's VmHWM; 0 where unknown). Unlike
+    getrusage's ru_maxrss, it starts afresh at exec: a child started from a large
+    process does not report its parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def available_bytes(device: torch.device) -> int:
     """Memory the device has free now: CUDA's free memory, or the machine's
     MemAvailable (Linux) for the CPU."""

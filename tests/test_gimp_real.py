@@ -148,7 +148,7 @@ def test_killing_the_plugin_stops_the_job_at_once(root, server, work, content, s
             assert gimp.poll() is None, gimp.stdout.read()
             assert time.monotonic() < deadline, "the plug-in's job never started"
             time.sleep(0.1)
-        time.sleep(1.0)
+        time.sleep(0.5)
         plugin = subprocess.run(["pgrep", "-f", "style-transfer/style-transfer.py"], capture_output=True, text=True)
         pids = [int(p) for p in plugin.stdout.split()]
         assert pids, "no plug-in process found"

@@ -152,9 +152,10 @@ def test_the_planner_says_when_nothing_fits():
 
 
 _MEMORY_CHILD = """
-import json, resource, sys
+import json, sys
 import numpy as np, torch
 from stylecore import Engine, VGGFeatures, preset
+from stylecore.memory import peak_resident_bytes
 from stylecore.vgg import random_state_dict
 torch.set_num_threads(2)
 engine = Engine(VGGFeatures.from_state_dict(random_state_dict(0, features_only=True)))
@@ -163,8 +164,7 @@ photo = rng.integers(0, 256, (1024, 1536, 3), dtype=np.uint8)
 style = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
 params = preset("default").replace(size=0, scales=1, steps=1, max_memory=float(sys.argv[1]), precision="fp32")
 events = list(engine.run(photo, [style], params))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"tiles": events[0].tiles, "peak": peak}))
+print(json.dumps({"tiles": events[0].tiles, "peak": peak_resident_bytes()}))
 """
 
 

@@ -196,7 +196,9 @@ def case_long_job():
         source = image.get_layers()[0]
         status, message = style_transfer(
             image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
-                              "preset": "high", "max-size": 96, "live-preview": False})
+                              # 4 scales of 30 steps up to 256 px: several seconds even
+                              # where bf16 is fast, so the kill lands mid-job.
+                              "preset": "high", "max-size": 256, "live-preview": False})
         return {"status": status, "message": message, "layers": len(image.get_layers())}
     finally:
         image.delete()
