@@ -62,14 +62,7 @@ def peak_resident_bytes() -> int:
     """This process's peak resident memory (Linux's VmHWM; 0 where unknown). Unlike
     getrusage's ru_maxrss, it starts afresh at exec: a child started from a large
     process does not report its parent's size."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib("/proc/self/status", "VmHWM") or 0
 
 
 def available_bytes(device: torch.device) -> int:
@@ -78,14 +71,19 @@ def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free
+    return _proc_kib("/proc/meminfo", "MemAvailable") or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """The `key:  N kB` line of a /proc file, in bytes (None where there is none)."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
 
 
 def job_budget(max_memory_gib: float, device: torch.device) -> int:
