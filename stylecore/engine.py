@@ -211,6 +211,7 @@ class Engine:
         work_total = sum(h * w * n for (h, w), n, _ in job.levels)
         work_done, step_seconds = 0, 0.0
         x: torch.Tensor | None = None
+        carried: list[tuple[torch.Tensor, torch.Tensor]] = []  # curvature pairs for the next level
         delivered: dict[str, float] = {}
         for index, level in enumerate(job.levels, start=1):
             (h, w), steps = level.size, level.steps
@@ -219,7 +220,9 @@ class Engine:
             objective = self.objective(job, level, cancel)
             x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
             evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
-            optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history)
+            # Each level after the first starts with the previous level's curvature pairs.
+            optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried)
+            del carried
             for step in range(1, steps + 1):
                 if cancel():
                     raise Cancelled()
@@ -242,6 +245,9 @@ class Engine:
                     rgb = images.denormalize(optimize.current()).clamp(0, 1)
                     yield Preview(scale=index, step=step, image=_to_uint8_rgb(rgb))
             x = optimize.current()
+            if index < len(job.levels):
+                following = job.levels[index]
+                carried = optimize.curvature_at(following.size, following.plan.history)
             del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
 
         assert x is not None

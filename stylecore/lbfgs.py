@@ -21,6 +21,11 @@ start's. Smaller rises are accepted: L-BFGS without line search often climbs on 
 way down. Measured (README, "L-BFGS guard"): dropping the history at every rise
 loses far more than it saves; rejecting only rises above 4x (rise = 3) kept or
 improved the delivered objective in 10 of 11 runs, fp32 and bf16.
+
+Coarse to fine, a level can start with the previous level's curvature pairs,
+resized to its size (`carry`): its first step is then a quasi-Newton step instead
+of a short gradient step, and the memory need not be rebuilt from scratch at every
+level (README, "L-BFGS across scales").
 """
 
 from __future__ import annotations
@@ -58,6 +63,20 @@ class BoxLBFGS:
         self.rejected_in_a_row = 0
         self.rejections = 0  # in all; for tests and logs
         self.gradient_stepped = False  # the last move was a plain gradient step
+
+    def curvature(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The curvature pairs (s, y) kept, oldest first: flat views, not copies."""
+        return [(s, y) for s, y, _ in self.pairs]
+
+    @torch.no_grad()
+    def carry(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Starts the memory with curvature pairs (s, y) measured elsewhere: flat, x's
+        size, oldest first; pairs that would break positive definiteness are skipped,
+        and at most `history` of the newest are kept."""
+        for s, y in pairs:
+            ys = torch.dot(y, s)
+            if ys > 1e-10:  # device sync
+                self.pairs.append((s, y, 1.0 / ys))  # a full deque drops its oldest
 
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
         """closure: evaluates the loss at x and fills x.grad. Returns that loss."""

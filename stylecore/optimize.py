@@ -6,7 +6,7 @@ precision the network runs in, and the iterate the scale delivers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 
 import torch
 
@@ -37,14 +37,18 @@ def pixel_box(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 class ImageOptimizer:
     """x: the starting image, (1, 3, h, w) fp32 normalized; evaluate: the objective."""
 
-    def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams, history: int = 20):
-        """history: L-BFGS curvature pairs kept (each costs two image-sized vectors)."""
+    def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams, history: int = 20,
+                 curvature: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()):
+        """history: L-BFGS curvature pairs kept (each costs two image-sized vectors).
+        curvature: pairs (s, y) for L-BFGS to start with, flat, x's size: the previous
+        pyramid level's, from its `curvature_at`."""
         self.evaluate, self.params = evaluate, params
         self.x = x.detach().contiguous().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
         self.box = pixel_box(x.device) if params.clamp else None
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
             self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history)
+            self.lbfgs.carry(list(curvature))
             self.adam = None
         else:
             self.lbfgs = None
@@ -74,6 +78,21 @@ class ImageOptimizer:
         if self.avg is not None:
             self.avg.mul_(self.params.average).add_(self.x.detach(), alpha=1 - self.params.average)
         return self.terms
+
+    def curvature_at(self, size: tuple[int, int], count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The newest `count` L-BFGS curvature pairs (s, y), each resized to `size`
+        (h, w) as the image is between levels (bicubic) and flattened; [] for Adam.
+        y is not rescaled for the pixel count: the style term, which dominates the
+        curvature, is normalized so that its per-pixel gradient does not shrink with
+        the image (losses.style_loss), and scaling y by the pixel ratio measured worse
+        (README, "L-BFGS across scales")."""
+        if self.lbfgs is None:
+            return []
+        shape = self.x.shape
+        return [
+            (images.resize(s.view(shape), size).reshape(-1), images.resize(y.view(shape), size).reshape(-1))
+            for s, y in self.lbfgs.curvature()[-count:]
+        ]
 
     @property
     def delivered_terms(self) -> dict[str, float]:

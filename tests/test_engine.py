@@ -240,3 +240,26 @@ def test_an_initial_image_is_where_the_run_starts(engine, content, style):
 def test_init_image_and_an_initial_image_go_together(engine, content, style, init, given):
     with pytest.raises(ParamError, match="init: init 'image' needs an initial image"):
         run(engine, content, [style], FAST.replace(init=init), init_image=content if given else None)
+
+
+def test_a_level_hands_its_curvature_pairs_on_resized_to_the_next_level(engine, content, style):
+    """L-BFGS across scales: the pairs a level kept, resized as the image is between
+    levels, start the next level's memory (its first step is quasi-Newton)."""
+    import torch
+
+    from stylecore import ImageOptimizer, images
+
+    params = FAST.replace(precision="fp32")
+    job = engine.prepare(content, [style], params)
+    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, job.levels[-1])),
+                         params)
+    for _ in range(4):
+        for _ in opt.step():
+            pass
+    h, w = opt.x.shape[-2:]
+    pairs = opt.curvature_at((2 * h, 2 * w), 2)
+    newest = opt.lbfgs.curvature()[-1]
+    assert len(pairs) == 2 and pairs[0][0].shape == (3 * 4 * h * w,)
+    assert torch.allclose(pairs[-1][0], images.resize(newest[0].view(1, 3, h, w), (2 * h, 2 * w)).reshape(-1))
+    bigger = ImageOptimizer(images.resize(opt.current(), (2 * h, 2 * w)), opt.evaluate, params, curvature=pairs)
+    assert len(bigger.lbfgs.curvature()) == 2

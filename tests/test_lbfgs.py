@@ -128,3 +128,36 @@ def test_gradient_steps_lengthen_while_they_improve_where_no_curvature_pair_is_k
         moves.append(float((x.detach() - before).abs().max()))
     assert not opt.pairs
     assert all(b == pytest.approx(2 * a) for a, b in zip(moves[1:], moves[2:]))  # 0.02, 0.04, 0.08, ...
+
+
+def test_carried_curvature_makes_the_first_step_a_quasi_newton_step():
+    """Pairs measured on the same quadratic elsewhere (as a coarser level's are) give the
+    first step from a new start the curvature: it lands near the minimum, where a cold
+    start's first step is a short gradient step."""
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    earlier = BoxLBFGS(x, None, None, first_step=0.5)
+    closure = closure_for(x)
+    for _ in range(6):
+        earlier.step(closure)
+    pairs = earlier.curvature()
+    assert len(pairs) >= 3
+
+    start = torch.tensor([2.0, 2.0, -2.0], dtype=torch.float64)
+    errors = {}
+    for name, carried in (("cold", []), ("carried", pairs)):
+        y = start.clone().requires_grad_(True)
+        opt = BoxLBFGS(y, None, None, first_step=0.5)
+        opt.carry(carried)
+        opt.step(closure_for(y))
+        errors[name] = float((y.detach() - SOLUTION).norm())
+    assert errors["carried"] < 0.05 * errors["cold"]
+
+
+def test_carry_skips_pairs_without_positive_curvature_and_keeps_the_newest():
+    x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, history=2)
+    e = torch.eye(2, dtype=torch.float64)
+    bad = (e[0], -e[0])  # yᵀs < 0: would make the inverse Hessian indefinite
+    opt.carry([(e[0], 2 * e[0]), (e[1], 3 * e[1]), bad, (e[0], 4 * e[0])])
+    kept = [float(y @ s) for s, y in opt.curvature()]
+    assert kept == [3.0, 4.0]  # the newest two good ones, oldest first
