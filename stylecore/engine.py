@@ -221,8 +221,9 @@ class Engine:
             x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
             evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
             # Each level after the first starts with the previous level's curvature pairs.
-            optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried)
-            del carried
+            optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
+                                      pair_dtype=level.plan.pair_dtype)
+            del carried, x  # the optimizer holds its own copy of the image
             for step in range(1, steps + 1):
                 if cancel():
                     raise Cancelled()

@@ -22,6 +22,13 @@ way down. Measured (README, "L-BFGS guard"): dropping the history at every rise
 loses far more than it saves; rejecting only rises above 4x (rise = 3) kept or
 improved the delivered objective in 10 of 11 runs, fp32 and bf16.
 
+Memory (what decides the tile size at full resolution, memory.py): besides the
+curvature pairs, at most six image-sized fp32 vectors: the image and its gradient
+(the direction is computed in the gradient's storage), the previous point and its
+gradient, and the best point and its gradient, which are the previous ones (the same
+tensors) whenever the last accepted point is the best. The pairs can be kept in
+bf16 (`pair_dtype`): half the memory, for levels worked tile by tile.
+
 Coarse to fine, a level can start with the previous level's curvature pairs,
 resized to its size (`carry`): its first step is then a quasi-Newton step instead
 of a short gradient step, and the memory need not be rebuilt from scratch at every
@@ -37,6 +44,20 @@ from collections.abc import Callable
 import torch
 
 
+CHUNK = 1 << 20  # elements per piece of a mixed-precision dot product
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """aᵀb as a 0-dim fp32 tensor (no device sync); bf16 operands are widened a piece
+    at a time, so no image-sized temporary is made."""
+    if a.dtype == b.dtype == torch.float32:
+        return torch.dot(a, b)
+    total = a.new_zeros((), dtype=torch.float32)
+    for i in range(0, a.numel(), CHUNK):
+        total += torch.dot(a[i:i + CHUNK].float(), b[i:i + CHUNK].float())
+    return total
+
+
 class BoxLBFGS:
     def __init__(
         self,
@@ -47,17 +68,21 @@ class BoxLBFGS:
         history: int = 20,
         first_step: float = 0.05,
         rise: float = 3.0,
+        pair_dtype: torch.dtype = torch.float32,
     ):
         """x: the leaf tensor to optimize, updated in place; lower/upper broadcast to it
         (None: unbounded).
         first_step: the largest change of any element in a step without curvature
         information (the first one; after a fresh start it is halved each time).
-        rise: an evaluation above best + rise * |best| is rejected (see the module doc)."""
+        rise: an evaluation above best + rise * |best| is rejected (see the module doc).
+        pair_dtype: the precision the curvature pairs are kept in (see the module doc).
+        After `tell`, x.grad holds the step's direction, not the gradient."""
         self.x, self.lower, self.upper = x, lower, upper
-        self.lr, self.first_step, self.rise = lr, first_step, rise
+        self.lr, self.first_step, self.rise, self.pair_dtype = lr, first_step, rise, pair_dtype
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=history)  # (s, y, 1/yᵀs)
         self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, grad) flat, at the last step
-        # The best evaluation so far: (loss, x, grad); x and grad flat copies.
+        # The best evaluation so far: (loss, x, grad); x and grad flat copies, the same
+        # tensors as self.prev when the last accepted point is the best.
         self.best: tuple[float, torch.Tensor, torch.Tensor] | None = None
         self.restart_step = first_step
         self.rejected_in_a_row = 0
@@ -65,7 +90,7 @@ class BoxLBFGS:
         self.gradient_stepped = False  # the last move was a plain gradient step
 
     def curvature(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The curvature pairs (s, y) kept, oldest first: flat views, not copies."""
+        """The curvature pairs (s, y) kept, oldest first: flat, in pair_dtype, not copies."""
         return [(s, y) for s, y, _ in self.pairs]
 
     @torch.no_grad()
@@ -74,7 +99,8 @@ class BoxLBFGS:
         size, oldest first; pairs that would break positive definiteness are skipped,
         and at most `history` of the newest are kept."""
         for s, y in pairs:
-            ys = torch.dot(y, s)
+            s, y = s.to(self.pair_dtype), y.to(self.pair_dtype)
+            ys = _dot(y, s)
             if ys > 1e-10:  # device sync
                 self.pairs.append((s, y, 1.0 / ys))  # a full deque drops its oldest
 
@@ -91,34 +117,42 @@ class BoxLBFGS:
         point, then move x. (Callers that evaluate in pieces, tile by tile, use this
         instead of `step`.)"""
         x = self.x.detach().reshape(-1)
-        g = self.x.grad.reshape(-1)
+        g = self.x.grad.reshape(-1)  # a view: the direction is computed in its storage
         finite = math.isfinite(value)
-        if finite and (self.best is None or value < self.best[0]):
+        improved = finite and (self.best is None or value < self.best[0])
+        if improved:
             if self.gradient_stepped and self.best is not None:
                 # A gradient step (no usable curvature pair) that improved: where the
                 # curvature is negative no pair is ever kept, and a fixed short step
                 # would crawl (measured: 0.5% per step in bf16). Lengthen the next.
                 self.restart_step *= 2
-            self.best = (value, x.clone(), g.clone())
         elif self.best is not None and (not finite or value > self.best[0] + self.rise * abs(self.best[0])):
             self._reject(x, g, finite)
             return
         elif not finite:
             return  # not finite at the start: nothing to go back to; the caller sees it
         self.rejected_in_a_row = 0
-        self._remember(x, g)
+        self._remember(x, g)  # frees the previous point
+        if improved:
+            self.best = None  # free the old best before copying the new one
         self.prev = (x.clone(), g.clone())
+        if improved:
+            self.best = (value, *self.prev)  # the same tensors: neither is changed in place
         self.gradient_stepped = False
         self._move(self._direction(g))
 
     def _remember(self, x: torch.Tensor, g: torch.Tensor) -> None:
-        """The curvature pair of the step from self.prev to x."""
+        """The curvature pair of the step from self.prev to x; drops self.prev."""
         if self.prev is None:
             return
         if len(self.pairs) == self.pairs.maxlen:
             self.pairs.popleft()  # free the oldest pair before making the new one (memory: full-size images)
-        s, y = x - self.prev[0], g - self.prev[1]
-        ys = torch.dot(y, s)
+        (px, pg), self.prev = self.prev, None
+        # Written straight in pair_dtype: no fp32 temporary of the image's size.
+        s = torch.sub(x, px, out=torch.empty_like(x, dtype=self.pair_dtype))
+        y = torch.sub(g, pg, out=torch.empty_like(g, dtype=self.pair_dtype))
+        del px, pg
+        ys = _dot(y, s)
         if ys > 1e-10:  # skip pairs that would break positive definiteness (device sync)
             self.pairs.append((s, y, 1.0 / ys))
 
@@ -126,18 +160,19 @@ class BoxLBFGS:
         """Back to the best iterate; step again from there (see the module doc)."""
         self.rejections += 1
         self.rejected_in_a_row += 1
-        _, bx, bg = self.best
         if finite and self.rejected_in_a_row == 1:
-            self._remember(x, g)
-            direction = lambda: self._direction(bg)  # noqa: E731
+            self._remember(x, g)  # the overshoot's pair: true curvature along that step
+            fresh = False
         else:
             self.pairs.clear()
             self.restart_step /= 2
-            direction = lambda: self._gradient_step(bg, self.restart_step)  # noqa: E731
+            fresh = True
+        _, bx, bg = self.best
         self.x.copy_(bx.view_as(self.x))
-        self.prev = (bx.clone(), bg.clone())
+        self.prev = (bx, bg)  # the best's own tensors: neither is changed in place
+        g.copy_(bg)  # the direction is computed in the gradient's storage
         self.gradient_stepped = False
-        self._move(direction())
+        self._move(self._gradient_step(g, self.restart_step) if fresh else self._direction(g))
 
     def _move(self, direction: torch.Tensor) -> None:
         """Call with a freshly computed direction (its computation sets gradient_stepped)."""
@@ -146,24 +181,25 @@ class BoxLBFGS:
             self.x.clamp_(self.lower, self.upper)  # project onto the box, in place
 
     def _gradient_step(self, g: torch.Tensor, largest: float) -> torch.Tensor:
-        """-g scaled so that no element moves by more than lr * largest."""
+        """g becomes -g scaled so that no element moves by more than lr * largest."""
         self.gradient_stepped = True
-        return g * (-self.lr * largest / g.abs().max().clamp_min(1e-30))
+        low, high = g.aminmax()  # the largest |g| without an image-sized temporary
+        return g.mul_(-self.lr * largest / torch.maximum(-low, high).clamp_min(1e-30))
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
-        """-H g by the two-loop recursion (Nocedal & Wright, algorithm 7.4)."""
+        """g becomes -H g, by the two-loop recursion (Nocedal & Wright, algorithm 7.4)."""
         if not self.pairs:
             return self._gradient_step(g, self.restart_step)
-        q = g.clone()
+        q = g
         alphas = []
         # Scalars stay 0-dim tensors (addcmul_ broadcasts them): no device sync per pair.
         for s, y, rho in reversed(self.pairs):
-            a = rho * torch.dot(s, q)
+            a = rho * _dot(s, q)
             q.addcmul_(y, a, value=-1)
             alphas.append(a)
         s, y, _ = self.pairs[-1]
-        q.mul_(torch.dot(s, y) / torch.dot(y, y))  # initial Hessian scale γ = sᵀy / yᵀy
+        q.mul_(_dot(s, y) / _dot(y, y))  # initial Hessian scale γ = sᵀy / yᵀy
         for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
-            b = rho * torch.dot(y, q)
+            b = rho * _dot(y, q)
             q.addcmul_(s, a - b)
         return q.mul_(-self.lr)

@@ -22,13 +22,19 @@ from .tiling import ALIGN, HALO
 # peak resident growth of the second of two passes in a fresh process, measured at
 # 512x512 and 768x768 on CPU (oneDNN): fp32 1490-1600 B, bf16 autocast 1130-1180 B.
 NETWORK_BYTES = {torch.float32: 1700, torch.bfloat16: 1300}
-# Image-sized fp32 vectors per pixel of a scale, besides L-BFGS's history: the image,
-# its gradient, L-BFGS's best and previous point and gradient, and its direction
-# (7 x 3 channels x 4 bytes); the content target at conv4_2 (512 channels at 1/64 of
-# the pixels: 8 values per pixel, in the network's dtype when tiled).
-VECTOR_BYTES = 7 * 12
+# Image-sized fp32 vectors per pixel of a scale, besides L-BFGS's history, at most:
+# the image, its gradient (which L-BFGS turns into the direction), L-BFGS's previous
+# point and gradient, and its best point and gradient (lbfgs.py): 6 x 3 channels x 4
+# bytes; the content target at conv4_2 (512 channels at 1/64 of the pixels: 8 values
+# per pixel, in the network's dtype when tiled).
+VECTOR_BYTES = 6 * 12
 TARGET_VALUES = 8
-PAIR_BYTES = 2 * 12  # one L-BFGS curvature pair (s, y)
+# One L-BFGS curvature pair (s, y): fp32 when the level is whole; bf16 when it is
+# tiled, where the history competes with the tiles for memory (24 MP: the difference
+# between 224 px and about 700 px tiles).
+PAIR_BYTES = 2 * 12
+TILED_PAIR_DTYPE = torch.bfloat16
+TILED_PAIR_BYTES = 2 * 6
 MAX_HISTORY, MIN_HISTORY = 20, 2
 MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
 BUDGET_SHARE = 0.8  # of what the device has, when the job does not say
@@ -43,6 +49,7 @@ class ScalePlan:
     core: int | None  # tile core side in px, a multiple of tiling.ALIGN; None: the whole image at once
     history: int  # L-BFGS curvature pairs kept
     estimate: int  # the planned peak in bytes, over what the process held before
+    pair_dtype: torch.dtype = torch.float32  # the precision L-BFGS keeps its pairs in
 
     @property
     def tiled(self) -> bool:
@@ -113,8 +120,8 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     image_bytes = VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8)
     smallest_tile = (MIN_CORE + 2 * HALO) ** 2 * network
     room = budget - pixels * image_bytes - smallest_tile
-    history = max(MIN_HISTORY, min(MAX_HISTORY, room // 2 // max(1, pixels * PAIR_BYTES)))
-    vectors = pixels * (image_bytes + history * PAIR_BYTES)
+    history = max(MIN_HISTORY, min(MAX_HISTORY, room // 2 // max(1, pixels * TILED_PAIR_BYTES)))
+    vectors = pixels * (image_bytes + history * TILED_PAIR_BYTES)
     side = math.isqrt(max(0, (budget - vectors) // network)) - 2 * HALO
     core = force_core or min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
     if core < MIN_CORE and force_core is None:
@@ -125,7 +132,7 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
             f"but the job may use {max(budget, 0) / 2**30:.1f} GiB",
         )
     padded = min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1])
-    return ScalePlan(core, history, vectors + padded * network)
+    return ScalePlan(core, history, vectors + padded * network, TILED_PAIR_DTYPE)
 
 
 def _round_up(n: int, k: int) -> int:

@@ -38,16 +38,18 @@ class ImageOptimizer:
     """x: the starting image, (1, 3, h, w) fp32 normalized; evaluate: the objective."""
 
     def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams, history: int = 20,
-                 curvature: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()):
-        """history: L-BFGS curvature pairs kept (each costs two image-sized vectors).
-        curvature: pairs (s, y) for L-BFGS to start with, flat, x's size: the previous
-        pyramid level's, from its `curvature_at`."""
+                 curvature: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+                 pair_dtype: torch.dtype = torch.float32):
+        """history: L-BFGS curvature pairs kept (each costs two image-sized vectors, in
+        pair_dtype). curvature: pairs (s, y) for L-BFGS to start with, flat, x's size:
+        the previous pyramid level's, from its `curvature_at`."""
         self.evaluate, self.params = evaluate, params
         self.x = x.detach().contiguous().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
         self.box = pixel_box(x.device) if params.clamp else None
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
-            self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history)
+            self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history,
+                                                     pair_dtype=pair_dtype)
             self.lbfgs.carry(list(curvature))
             self.adam = None
         else:
@@ -90,7 +92,7 @@ class ImageOptimizer:
             return []
         shape = self.x.shape
         return [
-            (images.resize(s.view(shape), size).reshape(-1), images.resize(y.view(shape), size).reshape(-1))
+            (images.resize(s.float().view(shape), size).reshape(-1), images.resize(y.float().view(shape), size).reshape(-1))
             for s, y in self.lbfgs.curvature()[-count:]
         ]
 

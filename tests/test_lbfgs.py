@@ -161,3 +161,27 @@ def test_carry_skips_pairs_without_positive_curvature_and_keeps_the_newest():
     opt.carry([(e[0], 2 * e[0]), (e[1], 3 * e[1]), bad, (e[0], 4 * e[0])])
     kept = [float(y @ s) for s, y in opt.curvature()]
     assert kept == [3.0, 4.0]  # the newest two good ones, oldest first
+
+
+def test_pairs_kept_in_bf16_still_reach_the_minimum():
+    """Tiled levels keep the curvature pairs in bf16 (half the memory): the memory is an
+    approximation of the inverse Hessian either way, and the run still converges."""
+    x = torch.zeros(3, dtype=torch.float32, requires_grad=True)
+    a, b = A.float(), B.float()
+    opt = BoxLBFGS(x, None, None, first_step=0.5, pair_dtype=torch.bfloat16)
+    closure = closure_for(x, lambda v: 0.5 * v @ a @ v - b @ v)
+    for _ in range(40):
+        opt.step(closure)
+    assert all(s.dtype == torch.bfloat16 and y.dtype == torch.bfloat16 for s, y in opt.curvature())
+    assert torch.allclose(opt.best[1], SOLUTION.float(), atol=1e-3)
+
+
+def test_the_best_point_shares_its_tensors_with_the_previous_one_when_they_are_the_same():
+    """Memory at full resolution: an improving step keeps one copy of the point and its
+    gradient, not two (the best is the previous point)."""
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5)
+    closure = closure_for(x)
+    for _ in range(3):
+        opt.step(closure)
+    assert opt.best[1] is opt.prev[0] and opt.best[2] is opt.prev[1]

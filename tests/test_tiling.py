@@ -178,3 +178,11 @@ def test_a_mid_size_job_stays_within_its_memory_budget():
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["tiles"][0] > 0  # it had to tile
     assert result["peak"] <= budget * 1.1 * 2**30, f"peak {result['peak'] / 2**30:.2f} GiB"
+
+
+@pytest.mark.parametrize("budget, tiled", [(8 << 30, False), (1 << 30, True)], ids=["whole", "tiled"])
+def test_tiled_plans_keep_the_curvature_pairs_in_bf16(budget, tiled):
+    """Where the image-sized vectors compete with the tiles, the pairs take half the memory."""
+    plan = plan_scale((2048, 2048), torch.bfloat16, budget)
+    assert plan.tiled == tiled
+    assert plan.pair_dtype == (torch.bfloat16 if tiled else torch.float32)
