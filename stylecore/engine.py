@@ -248,7 +248,7 @@ class Engine:
             x = optimize.current()
             if index < len(job.levels):
                 following = job.levels[index]
-                carried = optimize.curvature_at(following.size, following.plan.history)
+                carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype)
             del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
 
         assert x is not None

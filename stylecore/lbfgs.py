@@ -47,15 +47,37 @@ import torch
 CHUNK = 1 << 20  # elements per piece of a mixed-precision dot product
 
 
+# Mixed precision (bf16 pairs, fp32 image) a piece at a time: on CPU, PyTorch makes a
+# full-size copy of an operand whose dtype differs from the result's.
+
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """aᵀb as a 0-dim fp32 tensor (no device sync); bf16 operands are widened a piece
-    at a time, so no image-sized temporary is made."""
-    if a.dtype == b.dtype == torch.float32:
+    """aᵀb as a 0-dim tensor (no device sync); low-precision operands are widened to
+    fp32 a piece at a time."""
+    if a.dtype == b.dtype and a.dtype in (torch.float32, torch.float64):
         return torch.dot(a, b)
     total = a.new_zeros((), dtype=torch.float32)
     for i in range(0, a.numel(), CHUNK):
         total += torch.dot(a[i:i + CHUNK].float(), b[i:i + CHUNK].float())
     return total
+
+
+def _addcmul_(q: torch.Tensor, v: torch.Tensor, a: torch.Tensor, value: float = 1.0) -> None:
+    """q += value * a * v in place, v in any precision."""
+    if v.dtype == q.dtype:
+        q.addcmul_(v, a, value=value)
+        return
+    for i in range(0, q.numel(), CHUNK):
+        q[i:i + CHUNK].addcmul_(v[i:i + CHUNK].to(q.dtype), a, value=value)
+
+
+def _difference(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """a - b, made in `dtype`."""
+    if dtype == a.dtype:
+        return a - b
+    out = torch.empty_like(a, dtype=dtype)
+    for i in range(0, a.numel(), CHUNK):
+        torch.sub(a[i:i + CHUNK], b[i:i + CHUNK], out=out[i:i + CHUNK])
+    return out
 
 
 class BoxLBFGS:
@@ -68,17 +90,19 @@ class BoxLBFGS:
         history: int = 20,
         first_step: float = 0.05,
         rise: float = 3.0,
-        pair_dtype: torch.dtype = torch.float32,
+        pair_dtype: torch.dtype | None = None,
     ):
         """x: the leaf tensor to optimize, updated in place; lower/upper broadcast to it
         (None: unbounded).
         first_step: the largest change of any element in a step without curvature
         information (the first one; after a fresh start it is halved each time).
         rise: an evaluation above best + rise * |best| is rejected (see the module doc).
-        pair_dtype: the precision the curvature pairs are kept in (see the module doc).
+        pair_dtype: the precision the curvature pairs are kept in (see the module doc;
+        None: x's).
         After `tell`, x.grad holds the step's direction, not the gradient."""
         self.x, self.lower, self.upper = x, lower, upper
-        self.lr, self.first_step, self.rise, self.pair_dtype = lr, first_step, rise, pair_dtype
+        self.lr, self.first_step, self.rise = lr, first_step, rise
+        self.pair_dtype = pair_dtype or x.dtype
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=history)  # (s, y, 1/yᵀs)
         self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, grad) flat, at the last step
         # The best evaluation so far: (loss, x, grad); x and grad flat copies, the same
@@ -148,9 +172,7 @@ class BoxLBFGS:
         if len(self.pairs) == self.pairs.maxlen:
             self.pairs.popleft()  # free the oldest pair before making the new one (memory: full-size images)
         (px, pg), self.prev = self.prev, None
-        # Written straight in pair_dtype: no fp32 temporary of the image's size.
-        s = torch.sub(x, px, out=torch.empty_like(x, dtype=self.pair_dtype))
-        y = torch.sub(g, pg, out=torch.empty_like(g, dtype=self.pair_dtype))
+        s, y = _difference(x, px, self.pair_dtype), _difference(g, pg, self.pair_dtype)
         del px, pg
         ys = _dot(y, s)
         if ys > 1e-10:  # skip pairs that would break positive definiteness (device sync)
@@ -195,11 +217,11 @@ class BoxLBFGS:
         # Scalars stay 0-dim tensors (addcmul_ broadcasts them): no device sync per pair.
         for s, y, rho in reversed(self.pairs):
             a = rho * _dot(s, q)
-            q.addcmul_(y, a, value=-1)
+            _addcmul_(q, y, a, value=-1)
             alphas.append(a)
         s, y, _ = self.pairs[-1]
         q.mul_(_dot(s, y) / _dot(y, y))  # initial Hessian scale γ = sᵀy / yᵀy
         for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
             b = rho * _dot(y, q)
-            q.addcmul_(s, a - b)
+            _addcmul_(q, s, a - b)
         return q.mul_(-self.lr)

@@ -39,17 +39,17 @@ class ImageOptimizer:
 
     def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams, history: int = 20,
                  curvature: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
-                 pair_dtype: torch.dtype = torch.float32):
+                 pair_dtype: torch.dtype | None = None):
         """history: L-BFGS curvature pairs kept (each costs two image-sized vectors, in
-        pair_dtype). curvature: pairs (s, y) for L-BFGS to start with, flat, x's size:
-        the previous pyramid level's, from its `curvature_at`."""
+        pair_dtype, default fp32). curvature: pairs (s, y) for L-BFGS to start with,
+        flat, x's size: the previous pyramid level's, from its `curvature_at`."""
         self.evaluate, self.params = evaluate, params
         self.x = x.detach().contiguous().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
         self.box = pixel_box(x.device) if params.clamp else None
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
             self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history,
-                                                     pair_dtype=pair_dtype)
+                                                     pair_dtype=pair_dtype or torch.float32)
             self.lbfgs.carry(list(curvature))
             self.adam = None
         else:
@@ -69,6 +69,7 @@ class ImageOptimizer:
         self.terms = yield from self.evaluate(self.x, where)
         if self.lbfgs is not None:
             self.lbfgs.tell(self.terms["total"])
+            self.x.grad = None  # L-BFGS left its direction there: free it (memory at full size)
             if self.lbfgs.best is not None and self.lbfgs.best[0] == self.terms["total"]:
                 self.best_terms = self.terms
         else:
@@ -81,20 +82,23 @@ class ImageOptimizer:
             self.avg.mul_(self.params.average).add_(self.x.detach(), alpha=1 - self.params.average)
         return self.terms
 
-    def curvature_at(self, size: tuple[int, int], count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def curvature_at(self, size: tuple[int, int], count: int, dtype: torch.dtype | None = None
+                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The newest `count` L-BFGS curvature pairs (s, y), each resized to `size`
-        (h, w) as the image is between levels (bicubic) and flattened; [] for Adam.
+        (h, w) as the image is between levels (bicubic), flattened and made in `dtype`
+        (the next level's pair dtype; default fp32) one at a time; [] for Adam.
         y is not rescaled for the pixel count: the style term, which dominates the
         curvature, is normalized so that its per-pixel gradient does not shrink with
         the image (losses.style_loss), and scaling y by the pixel ratio measured worse
         (README, "L-BFGS across scales")."""
         if self.lbfgs is None:
             return []
-        shape = self.x.shape
-        return [
-            (images.resize(s.float().view(shape), size).reshape(-1), images.resize(y.float().view(shape), size).reshape(-1))
-            for s, y in self.lbfgs.curvature()[-count:]
-        ]
+        shape, dtype = self.x.shape, dtype or torch.float32
+
+        def resized(v: torch.Tensor) -> torch.Tensor:
+            return images.resize(v.float().view(shape), size).reshape(-1).to(dtype)
+
+        return [(resized(s), resized(y)) for s, y in self.lbfgs.curvature()[-count:]]
 
     @property
     def delivered_terms(self) -> dict[str, float]:
