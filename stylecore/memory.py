@@ -37,11 +37,14 @@ TILED_PAIR_DTYPE = torch.bfloat16
 TILED_PAIR_BYTES = 2 * 6
 MAX_HISTORY, MIN_HISTORY = 20, 2
 MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
+GOOD_CORE = 1024  # larger tiles gain little: the tiled plan gives memory to tiles up to this, then to history
 BUDGET_SHARE = 0.8  # of what the device has, when the job does not say
-# A tiled plan uses this share of its budget: the rest absorbs the allocator's
-# fragmentation and the temporaries between tiles (measured: a plan of 1.03 GB
-# peaked 1.24 GB above the process's start on CPU).
-TILED_SHARE = 0.8
+# A tiled plan leaves part of its budget unplanned, for the allocator's fragmentation
+# and the temporaries between tiles: 10%, and at least TILED_RESERVE, which dominates
+# small budgets (measured on CPU, peak resident against --max-memory: 24 MP at 6 GiB
+# 5.14 GiB with a 20% margin; 1.5 MP at 1.6 GiB 1.60 GiB with 20%, 1.76 with 10%).
+TILED_SHARE = 0.9
+TILED_RESERVE = 384 << 20
 
 
 @dataclass(frozen=True)
@@ -113,26 +116,39 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network)
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)
-    budget = int(budget * TILED_SHARE)
-    # Tiled: at most half of what the image-sized vectors leave goes to the history,
-    # the rest to tiles (a small tile spends most of its work on the halo: with cores
-    # of 528 px, (528 + 192)² / 528² = 1.9x the pixels).
-    image_bytes = VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8)
-    smallest_tile = (MIN_CORE + 2 * HALO) ** 2 * network
-    room = budget - pixels * image_bytes - smallest_tile
-    history = max(MIN_HISTORY, min(MAX_HISTORY, room // 2 // max(1, pixels * TILED_PAIR_BYTES)))
-    vectors = pixels * (image_bytes + history * TILED_PAIR_BYTES)
-    side = math.isqrt(max(0, (budget - vectors) // network)) - 2 * HALO
-    core = force_core or min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
-    if core < MIN_CORE and force_core is None:
-        need = (vectors + smallest_tile) / 2**30
+    budget = int(min(budget * TILED_SHARE, budget - TILED_RESERVE))
+    # Tiled. Tiles come first, up to GOOD_CORE: a small tile spends most of its work on
+    # the halo ((528 + 192)² / 528² = 1.9x the pixels; (1024 + 192)² / 1024² = 1.4x).
+    # What is left goes to the L-BFGS history, and past its full length to larger tiles.
+    image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8))
+    pair_bytes = pixels * TILED_PAIR_BYTES
+
+    def tile_bytes(core: int) -> int:
+        return min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1]) * network
+
+    def largest_core(history: int) -> int:
+        side = math.isqrt(max(0, (budget - image_bytes - history * pair_bytes) // network)) - 2 * HALO
+        return min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
+
+    if force_core is None and largest_core(MIN_HISTORY) < MIN_CORE:
+        need = (image_bytes + MIN_HISTORY * pair_bytes + tile_bytes(MIN_CORE)) / 2**30
         raise ParamError(
             "max_memory",
             f"{size[1]}x{size[0]} px needs about {need:.1f} GiB even in the smallest tiles, "
             f"but the job may use {max(budget, 0) / 2**30:.1f} GiB",
         )
-    padded = min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1])
-    return ScalePlan(core, history, vectors + padded * network, TILED_PAIR_DTYPE)
+    core = force_core or _balanced(min(largest_core(MIN_HISTORY), GOOD_CORE), size)
+    history = max(MIN_HISTORY, min(MAX_HISTORY, (budget - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
+    if force_core is None and history == MAX_HISTORY:
+        core = max(core, _balanced(largest_core(MAX_HISTORY), size))
+    return ScalePlan(core, history, image_bytes + history * pair_bytes + tile_bytes(core), TILED_PAIR_DTYPE)
+
+
+def _balanced(core: int, size: tuple[int, int]) -> int:
+    """The smallest core (a multiple of ALIGN) that covers `size` (h, w) with as few
+    tiles as cores of `core` px do: the same work, less memory per tile."""
+    rows, cols = -(-size[0] // core), -(-size[1] // core)
+    return _round_up(max(-(-size[0] // rows), -(-size[1] // cols)), ALIGN)
 
 
 def _round_up(n: int, k: int) -> int:
