@@ -6,8 +6,9 @@
    tiling forced (--tile 512) and whole, same steps and seed, fp32: the delivered
    images' objectives (fp32, seed definition, evaluated afresh) within 3% of each
    other, mean absolute pixel difference at most 3/255; and the seam metric: the
-   tiled result's mean gradient magnitude along tile borders against the interior
-   (within 10%). Writes a crop across a tile corner to docs/tile-seam-crop.png.
+   tiled result's mean gradient magnitude along tile borders against the interior,
+   over the same ratio on the same lines of the whole-image result (the photo's own
+   edges can run along a border line; the untiled result has them too), within 10%. Writes a crop across a tile corner to docs/tile-seam-crop.png.
 2. Cost: one evaluation of a 12 MP and of a 24 MP image tile by tile (--max-memory 6,
    each planned in a fresh process as its job would be), per pixel, against a bare
    VGG19 forward+backward at 1024x1024 (whole), per pixel, in the same precision.
@@ -105,15 +106,17 @@ def fidelity(engine) -> None:
         assert ta[-1] == 0 and tb[-1] == 512, (ta, tb)
         rel = abs(vb - va) / va
         mad = np.abs(a.astype(int) - b.astype(int)).mean()
-        ratio = seam_ratio(b, 512)
+        ratio, ratio_whole = seam_ratio(b, 512), seam_ratio(a, 512)
+        own = ratio / ratio_whole  # what tiling adds: the same lines of the untiled result are the control
         label = f"{width}x{height}"
         line(f"{label}: objective whole / tiled ({sa:.0f} s / {sb:.0f} s)", f"{va:.5g} / {vb:.5g}")
         line(f"{label}: objective difference", f"{rel:.2%}", "target <= 3% " + ("MET" if rel <= 0.03 else "NOT MET"))
         line(f"{label}: mean absolute pixel difference", f"{mad:.2f}/255",
              "target <= 3/255 " + ("MET" if mad <= 3 else "NOT MET"))
-        line(f"{label}: seam metric (tile borders / same grid phase inside)", f"{ratio:.3f}",
-             "target within 10% " + ("MET" if abs(ratio - 1) <= 0.10 else "NOT MET"))
-        line(f"{label}: the same metric on the whole-image result", f"{seam_ratio(a, 512):.3f}")
+        line(f"{label}: tiled result, gradient on tile borders / same grid phase inside", f"{ratio:.3f}")
+        line(f"{label}: the same lines of the whole-image result", f"{ratio_whole:.3f}")
+        line(f"{label}: seam metric (tiled / whole on those lines)", f"{own:.3f}",
+             "target within 10% " + ("MET" if abs(own - 1) <= 0.10 else "NOT MET"))
         if (width, height) == (1536, 1024):
             crop = b[512 - 96:512 + 96, 512 - 96:512 + 96]  # around the corner of four tiles
             Image.fromarray(np.repeat(np.repeat(crop[..., :3], 2, 0), 2, 1)).save(HERE.parent / "docs" /

@@ -29,9 +29,8 @@ NETWORK_BYTES = {torch.float32: 1700, torch.bfloat16: 1300}
 # per pixel, in the network's dtype when tiled).
 VECTOR_BYTES = 6 * 12
 TARGET_VALUES = 8
-# One L-BFGS curvature pair (s, y): fp32 when the level is whole; bf16 when it is
-# tiled, where the history competes with the tiles for memory (24 MP: the difference
-# between 224 px and about 700 px tiles).
+# One L-BFGS curvature pair (s, y): fp32, or bf16 on a tiled level where memory is
+# short, where the history competes with the tiles (24 MP in 6 GiB).
 PAIR_BYTES = 2 * 12
 TILED_PAIR_DTYPE = torch.bfloat16
 TILED_PAIR_BYTES = 2 * 6
@@ -117,31 +116,36 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)
     budget = int(min(budget * TILED_SHARE, budget - TILED_RESERVE))
-    # Tiled. Tiles come first, up to GOOD_CORE: a small tile spends most of its work on
-    # the halo ((528 + 192)² / 528² = 1.9x the pixels; (1024 + 192)² / 1024² = 1.4x).
-    # What is left goes to the L-BFGS history, and past its full length to larger tiles.
     image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8))
-    pair_bytes = pixels * TILED_PAIR_BYTES
 
     def tile_bytes(core: int) -> int:
         return min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1]) * network
 
-    def largest_core(history: int) -> int:
+    def largest_core(history: int, pair_bytes: int) -> int:
         side = math.isqrt(max(0, (budget - image_bytes - history * pair_bytes) // network)) - 2 * HALO
         return min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
 
-    if force_core is None and largest_core(MIN_HISTORY) < MIN_CORE:
-        need = (image_bytes + MIN_HISTORY * pair_bytes + tile_bytes(MIN_CORE)) / 2**30
+    if force_core is None and largest_core(MIN_HISTORY, pixels * TILED_PAIR_BYTES) < MIN_CORE:
+        need = (image_bytes + MIN_HISTORY * pixels * TILED_PAIR_BYTES + tile_bytes(MIN_CORE)) / 2**30
         raise ParamError(
             "max_memory",
             f"{size[1]}x{size[0]} px needs about {need:.1f} GiB even in the smallest tiles, "
             f"but the job may use {max(budget, 0) / 2**30:.1f} GiB",
         )
-    core = force_core or _balanced(min(largest_core(MIN_HISTORY), GOOD_CORE), size)
-    history = max(MIN_HISTORY, min(MAX_HISTORY, (budget - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
-    if force_core is None and history == MAX_HISTORY:
-        core = max(core, _balanced(largest_core(MAX_HISTORY), size))
-    return ScalePlan(core, history, image_bytes + history * pair_bytes + tile_bytes(core), TILED_PAIR_DTYPE)
+    # Tiled. Tiles come first, up to GOOD_CORE: a small tile spends most of its work on
+    # the halo ((528 + 192)² / 528² = 1.9x the pixels; (1024 + 192)² / 1024² = 1.4x).
+    # What is left goes to the L-BFGS history, and past its full length to larger tiles.
+    # Pairs are kept in fp32 where that still leaves the full history and such tiles,
+    # else in bf16 (where memory is short: a 24 MP photo in 6 GiB).
+    good = min(GOOD_CORE, _round_up(max(size), ALIGN))
+    for pair_dtype, pair_bytes in ((torch.float32, pixels * PAIR_BYTES), (TILED_PAIR_DTYPE, pixels * TILED_PAIR_BYTES)):
+        core = force_core or _balanced(min(largest_core(MIN_HISTORY, pair_bytes), GOOD_CORE), size)
+        history = max(MIN_HISTORY, min(MAX_HISTORY, (budget - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
+        if force_core is None and history == MAX_HISTORY:
+            core = max(core, _balanced(largest_core(MAX_HISTORY, pair_bytes), size))
+        if history == MAX_HISTORY and (force_core or core >= _balanced(good, size)):
+            break  # memory to spare: fp32 pairs
+    return ScalePlan(core, history, image_bytes + history * pair_bytes + tile_bytes(core), pair_dtype)
 
 
 def _balanced(core: int, size: tuple[int, int]) -> int:
