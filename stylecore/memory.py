@@ -35,6 +35,10 @@ PAIR_BYTES = 2 * 12
 TILED_PAIR_DTYPE = torch.bfloat16
 TILED_PAIR_BYTES = 2 * 6
 MAX_HISTORY, MIN_HISTORY = 20, 2
+# Where memory is short (a tiled level with bf16 pairs), at most this many pairs: such a
+# level runs a handful of steps (the full preset: 6), and a 12 MP job in 6 GiB with
+# 14 pairs peaked at 6.15 GiB (the model misses about 1 GiB at that size; README).
+SHORT_HISTORY = 8
 MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
 GOOD_CORE = 1024  # larger tiles gain little: the tiled plan gives memory to tiles up to this, then to history
 BUDGET_SHARE = 0.8  # of what the device has, when the job does not say
@@ -138,11 +142,12 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     # Pairs are kept in fp32 where that still leaves the full history and such tiles,
     # else in bf16 (where memory is short: a 24 MP photo in 6 GiB).
     good = min(GOOD_CORE, _round_up(max(size), ALIGN))
-    for pair_dtype, pair_bytes in ((torch.float32, pixels * PAIR_BYTES), (TILED_PAIR_DTYPE, pixels * TILED_PAIR_BYTES)):
+    for pair_dtype, pair_bytes, most in ((torch.float32, pixels * PAIR_BYTES, MAX_HISTORY),
+                                         (TILED_PAIR_DTYPE, pixels * TILED_PAIR_BYTES, SHORT_HISTORY)):
         core = force_core or _balanced(min(largest_core(MIN_HISTORY, pair_bytes), GOOD_CORE), size)
-        history = max(MIN_HISTORY, min(MAX_HISTORY, (budget - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
-        if force_core is None and history == MAX_HISTORY:
-            core = max(core, _balanced(largest_core(MAX_HISTORY, pair_bytes), size))
+        history = max(MIN_HISTORY, min(most, (budget - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
+        if force_core is None and history == most:
+            core = max(core, _balanced(largest_core(most, pair_bytes), size))
         if history == MAX_HISTORY and (force_core or core >= _balanced(good, size)):
             break  # memory to spare: fp32 pairs
     return ScalePlan(core, history, image_bytes + history * pair_bytes + tile_bytes(core), pair_dtype)
