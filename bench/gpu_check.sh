@@ -71,4 +71,5 @@ done
 section "4. full resolution on CUDA: cost of a tiled 12 MP evaluation, then 12 MP and 24 MP jobs (target 24 MP <= 60 s)"
 timeout 120 python3 bench/fullres_bench.py --only cost || echo "FULL-RESOLUTION COST FAILED OR TIMED OUT"
 timeout 150 python3 bench/fullres_bench.py --only memory || echo "FULL-RESOLUTION JOBS FAILED OR TIMED OUT"
+timeout 120 python3 bench/fullres_bench.py --only gpu || echo "24 MP FULL-PRESET JOB FAILED OR TIMED OUT"
 section "done"
