@@ -1,9 +1,9 @@
 """How much memory a job may use, and how a scale is run within it: whole, or tile by
 tile (tiling.py) with the largest tiles that fit, and how much L-BFGS history.
 
-The model is measured, not guessed: bench/memory_model.py prints the constants
-below on the machine it runs on (README, "Full resolution"). Figures are peak
-bytes per pixel.
+The model is measured, not guessed (README, "Full resolution": the constants below,
+and the peaks of 12 and 24 MP jobs that bench/fullres_bench.py checks them with).
+Figures are peak bytes per pixel.
 """
 
 from __future__ import annotations
