@@ -41,7 +41,7 @@ class ImageOptimizer:
                  curvature: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
                  pair_dtype: torch.dtype | None = None):
         """history: L-BFGS curvature pairs kept (each costs two image-sized vectors, in
-        pair_dtype, default fp32). curvature: pairs (s, y) for L-BFGS to start with,
+        pair_dtype, default x's: fp32). curvature: pairs (s, y) for L-BFGS to start with,
         flat, x's size: the previous pyramid level's, from its `curvature_at`."""
         self.evaluate, self.params = evaluate, params
         self.x = x.detach().contiguous().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
@@ -49,7 +49,7 @@ class ImageOptimizer:
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
             self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history,
-                                                     pair_dtype=pair_dtype or torch.float32)
+                                                     pair_dtype=pair_dtype)
             self.lbfgs.carry(list(curvature))
             self.adam = None
         else:

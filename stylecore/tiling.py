@@ -185,14 +185,13 @@ class TiledObjective:
         if not grad:
             return values
 
+        tv_grad = None
         if image_01 is not None:  # TV's share, through denormalize (x * std + mean), in its own storage
-            x_grad = image_01.grad.mul_(x.new_tensor(images.IMAGENET_STD).view(1, 3, 1, 1))
+            tv_grad = image_01.grad.mul_(x.new_tensor(images.IMAGENET_STD).view(1, 3, 1, 1))
             del image_01  # the full-size copy is not needed in pass 2 (memory.py counts no such vector)
-        else:
-            x_grad = None
         release_freed_memory()  # between the passes: what pass 1 freed goes back before pass 2 allocates
-        if x_grad is None:
-            x_grad = torch.zeros_like(x, memory_format=torch.contiguous_format)  # (1, 3, H, W) fp32
+        # (1, 3, H, W) fp32: the whole image's gradient, to which each tile adds its share.
+        x_grad = tv_grad if tv_grad is not None else torch.zeros_like(x, memory_format=torch.contiguous_format)
         weights = {k: g.grad for k, g in leaves.grams.items()}  # {layer: (1, C, C) dL/dG}
         content_coef = leaves.content_sq.grad  # scalar dL/dcontent_sq
         for i, tile in enumerate(tiles, start=1):

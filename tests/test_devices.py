@@ -16,6 +16,8 @@ from styleserver.devices import DeviceError, WorkerSpec
 from styleserver.scheduler import Abandoned, QueueFull, Scheduler
 from styletransfer.v1.wire import Queued
 
+from clients import concurrent_stylize
+
 FAST = preset("default").replace(size=48, scales=1, steps=3)
 
 
@@ -124,21 +126,10 @@ def test_info_lists_every_device(two_workers):
 
 
 def test_eight_concurrent_jobs_share_two_workers(two_workers, content, style):
-    results: list[list] = [[] for _ in range(8)]
     busy: list[int] = []
     scheduler = two_workers.service.scheduler
     scheduler.on_change = lambda: busy.append(sum(w.busy for w in scheduler.workers))
-
-    def run(i):
-        with Client(f"127.0.0.1:{two_workers.port}") as c:
-            results[i].extend(c.stylize(content, [style], FAST.replace(steps=20)))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join(120)
+    results = concurrent_stylize(f"127.0.0.1:{two_workers.port}", content, style, FAST.replace(steps=20), 8)
     scheduler.on_change = None
     assert all(isinstance(r[-1], Result) for r in results)
     assert max(busy) == 2 and busy.count(2) >= 4  # both workers ran jobs at once, most of the time

@@ -210,19 +210,29 @@ def test_bad_inputs_raise_named_errors(engine, content, style):
         run(engine, content, [style, style], FAST.replace(style_blend=(1.0,)))
 
 
+def _optimizer_on_the_content(engine, content, style, params):
+    """An ImageOptimizer at params' working size, starting from the content."""
+    from stylecore import ImageOptimizer, images
+
+    job = engine.prepare(content, [style], params)
+    objective = engine.objective(job, job.levels[-1])
+    return ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, objective), params)
+
+
+def _step(opt) -> None:
+    for _ in opt.step():  # drains the step's progress events
+        pass
+
+
 @pytest.mark.parametrize("optimizer, lr", [("lbfgs", 1.0), ("adam", 0.5)])
 def test_clamped_optimizers_keep_every_pixel_in_range(engine, content, style, optimizer, lr):
     """Unbounded L-BFGS parks pixels far outside [0, 1]; the delivered image is then
     clamped and scores far worse than the iterate. Clamped runs stay inside."""
-    from stylecore import ImageOptimizer, images
+    from stylecore import images
 
-    params = FAST.replace(optimizer=optimizer, lr=lr)
-    job = engine.prepare(content, [style], params)
-    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, job.levels[-1])),
-                         params)
+    opt = _optimizer_on_the_content(engine, content, style, FAST.replace(optimizer=optimizer, lr=lr))
     for _ in range(8):
-        for _ in opt.step():
-            pass
+        _step(opt)
         px = images.denormalize(opt.x.detach())
         assert px.min() >= -1e-5 and px.max() <= 1 + 1e-5
 
@@ -250,12 +260,9 @@ def test_a_level_hands_its_curvature_pairs_on_resized_to_the_next_level(engine, 
     from stylecore import ImageOptimizer, images
 
     params = FAST.replace(precision="fp32")
-    job = engine.prepare(content, [style], params)
-    opt = ImageOptimizer(images.normalize(job.content.rgb), engine.evaluator(job, engine.objective(job, job.levels[-1])),
-                         params)
+    opt = _optimizer_on_the_content(engine, content, style, params)
     for _ in range(4):
-        for _ in opt.step():
-            pass
+        _step(opt)
     h, w = opt.x.shape[-2:]
     pairs = opt.curvature_at((2 * h, 2 * w), 2)
     newest = opt.lbfgs.curvature()[-1]

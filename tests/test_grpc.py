@@ -23,6 +23,8 @@ from styleserver.service import Model
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 
+from clients import concurrent_stylize
+
 FAST = preset("default").replace(size=48, scales=1, steps=3)
 
 
@@ -117,19 +119,8 @@ def test_cancel_mid_job_frees_the_worker_for_the_queued_job(server, content, sty
 
 
 def test_four_concurrent_clients_share_one_worker(server, content, style):
-    results: list[list] = [[] for _ in range(4)]
-
-    def run(i):
-        with Client(f"127.0.0.1:{server.port}") as c:
-            # 40 steps (about half a second): each job outlasts the 50 ms between arrivals.
-            results[i].extend(c.stylize(content, [style], FAST.replace(steps=40)))
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join(120)
+    # 40 steps (about half a second): each job outlasts the 50 ms between arrivals.
+    results = concurrent_stylize(f"127.0.0.1:{server.port}", content, style, FAST.replace(steps=40), 4)
     assert all(isinstance(r[-1], Result) for r in results)
     first_positions = sorted(next((e.position for e in r if isinstance(e, Queued)), 0) for r in results)
     assert first_positions == [0, 1, 2, 3]  # one ran at once, the others queued behind it in turn
