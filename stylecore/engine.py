@@ -137,7 +137,7 @@ class Engine:
             else:
                 with torch.no_grad(), autocast(device, job.dtype):
                     feats = net(s, STYLE_LAYERS, params.pooling)
-                grams.append({name: gram_matrix(f) for name, f in feats.items()})  # (1, C, C) fp32
+                grams.append({name: gram_matrix(f.float()) for name, f in feats.items()})  # (1, C, C) fp32, exact
         style_grams = {name: blend_grams([g[name] for g in grams], job.blend) for name in STYLE_LAYERS}
         return Objective(
             content_layer=CONTENT_LAYER,

@@ -122,7 +122,7 @@ def grams_whole(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: s
     counts: dict[str, int] = {}
     for feats in core_features(net, x, layers, pooling, dtype, core, cancel):
         for name, (f, _, _) in feats.items():
-            g = gram_matrix(f, normalize=False)
+            g = gram_matrix(f.float(), normalize=False)  # a target: exact
             sums[name] = sums[name] + g if name in sums else g
             counts[name] = counts.get(name, 0) + f.shape[-2] * f.shape[-1]
     return {name: g / counts[name] for name, g in sums.items()}

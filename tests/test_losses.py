@@ -40,6 +40,29 @@ def test_gram_matrix_is_fp32_for_half_inputs_and_does_not_overflow():
     assert torch.isfinite(g).all() and g[0, 0, 0].item() == pytest.approx(100.0 * 100.0 * 128 * 128)
 
 
+@pytest.mark.parametrize("positions", [512, 3 * 512 + 77, 100])  # whole blocks, blocks and a rest, a rest only
+def test_bf16_gram_is_within_bf16_roundoff_of_the_exact_one(positions):
+    # Non-negative (post-ReLU) bf16 activations: the exact Gram of the same values in fp64.
+    gen = torch.Generator().manual_seed(0)
+    f = torch.rand((1, 8, 1, positions), generator=gen).mul(50).to(torch.bfloat16)
+    g = gram_matrix(f, normalize=False)
+    flat = f.double().reshape(8, positions)
+    exact = (flat @ flat.T)[None]
+    assert g.dtype == torch.float32
+    assert ((g.double() - exact).abs() / exact).max().item() <= 2.0**-8
+
+
+def test_bf16_gram_gradient_matches_the_fp32_formula_in_bf16():
+    f = torch.randn(1, 6, 40, 30).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    f.requires_grad_(True)
+    w = torch.randn(1, 6, 6)
+    (gram_matrix(f) * w).sum().backward()
+    assert f.grad.dtype == torch.bfloat16
+    flat = f.detach().double().reshape(1, 6, 1200)
+    expected = ((w + w.transpose(1, 2)).double() @ flat / 1200).reshape(1, 6, 40, 30)
+    assert torch.allclose(f.grad.double(), expected, rtol=2**-7, atol=1e-4)
+
+
 def test_content_loss_is_zero_at_the_target():
     x = torch.randn(1, 8, 5, 7)
     assert content_loss(x, x.clone()).item() == 0.0
