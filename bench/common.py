@@ -9,6 +9,8 @@ import numpy as np
 import torch
 
 from stylecore import Engine, VGGFeatures, random_state_dict
+from stylecore.optimize import autocast
+from stylecore.params import CONTENT_LAYER, STYLE_LAYERS
 
 WEIGHTS_SEED = 0  # VGG19 ImageNet weights cannot be downloaded here: seeded random ones
 
@@ -28,6 +30,20 @@ def bench_images(longest: int = 400) -> tuple[np.ndarray, np.ndarray]:
 
 def bench_engine() -> Engine:
     return Engine(VGGFeatures.from_state_dict(random_state_dict(WEIGHTS_SEED)))
+
+
+def bare_pass(net: VGGFeatures, x: torch.Tensor, pooling: str, dtype: torch.dtype) -> None:
+    """The baseline the engine's step is held against: one bare VGG19 forward+backward
+    through the objective's layers, in `dtype` as the engine runs it, nothing else
+    (each layer's activations summed, so that every layer gets a gradient). x: a
+    (1, 3, h, w) leaf that requires grad; its gradient is dropped. Ends with a device
+    sync, so that a caller can time it."""
+    with autocast(x.device, dtype):
+        feats = net(x.contiguous(memory_format=torch.channels_last), [*STYLE_LAYERS, CONTENT_LAYER], pooling)
+    sum(f.float().sum() for f in feats.values()).backward()
+    x.grad = None
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def machine() -> str:

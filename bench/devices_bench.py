@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,48 +30,22 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the server process the tests start, the same way
 from common import bench_images, machine  # noqa: E402
+from serve_process import HOST, ServeProcess  # noqa: E402
 
 from stylecore import Result, Started, preset, random_state_dict  # noqa: E402
 from styleserver.client import Client  # noqa: E402
 from styleserver.devices import cpu_cores  # noqa: E402
 from styletransfer.v1.wire import Queued  # noqa: E402
 
-EXE = str(Path(sys.executable).with_name("style-transfer"))
-HOST = "127.0.0.1"
 
 
-class Server:
-    def __init__(self, weights: str, devices: str, env: dict | None = None):
-        environ = dict(os.environ, STYLE_TRANSFER_WEIGHTS=weights, PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen([EXE, "serve", "--host", HOST, "--port", "0", "--devices", devices,
-                                      "--max-queue", "64"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, env=environ)
-        line = self.proc.stdout.readline()
-        assert line.startswith(f"listening on {HOST}:"), line
-        self.address = f"{HOST}:{int(line.rsplit(':', 1)[1])}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with Client(self.address) as c:
-                    if c.info()["model"]:
-                        break
-            except Exception:  # noqa: BLE001 - still loading
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+def start_server(weights: str, devices: str, env: dict) -> ServeProcess:
+    server = ServeProcess("--devices", devices, "--max-queue", "64",
+                          env={"STYLE_TRANSFER_WEIGHTS": weights, **env})
+    server.wait_serving(120)
+    return server
 
 
 def machine_busy_seconds() -> float:
@@ -139,7 +112,7 @@ def main() -> int:
         weights = str(Path(tmp) / "vgg19-random.pth")
         torch.save(random_state_dict(0), weights)
         for label, devices, env in configs:
-            server = Server(weights, devices, env)
+            server = start_server(weights, devices, env)
             try:
                 run_jobs(server.address, 1, content, style, params)  # warm-up: first-call costs
                 walls, others = [], []

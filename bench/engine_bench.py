@@ -36,12 +36,10 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import bench_engine, bench_images, machine  # noqa: E402
+from common import bare_pass, bench_engine, bench_images, machine  # noqa: E402
 
-from stylecore import PRESETS, ImageOptimizer, Preview, Progress, Result, images  # noqa: E402
+from stylecore import PRESETS, ImageOptimizer, Preview, Progress, images  # noqa: E402
 from stylecore.memory import peak_resident_bytes  # noqa: E402
-from stylecore.optimize import autocast  # noqa: E402
-from stylecore.params import CONTENT_LAYER, STYLE_LAYERS  # noqa: E402
 
 SEED, DEFAULT = PRESETS["seed"], PRESETS["default"]
 
@@ -116,15 +114,10 @@ def step_overhead(engine, quick: bool, precision: str) -> None:
     objective = engine.objective(job, job.levels[-1])
     x0 = images.normalize(job.content.rgb).to(device)
     opt = ImageOptimizer(x0, engine.evaluator(job, objective), params)
-    layers = [*STYLE_LAYERS, CONTENT_LAYER]
     xb = x0.clone().requires_grad_(True)
 
     def bare():
-        with autocast(device, dtype):
-            feats = net(xb.contiguous(memory_format=torch.channels_last), layers, params.pooling)
-        sum(f.float().sum() for f in feats.values()).backward()
-        xb.grad = None
-        _sync(device)
+        bare_pass(net, xb, params.pooling, dtype)
 
     def ours():
         for _ in opt.step():  # reads the loss values: a device sync

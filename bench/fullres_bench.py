@@ -40,12 +40,10 @@ from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import bench_engine, machine  # noqa: E402
+from common import bare_pass, bench_engine, machine  # noqa: E402
 
 from stylecore import PRESETS, Result, Started, TilePass, images  # noqa: E402
 from stylecore.memory import peak_resident_bytes  # noqa: E402
-from stylecore.params import CONTENT_LAYER, STYLE_LAYERS  # noqa: E402
-from stylecore.optimize import autocast  # noqa: E402
 
 FULL = PRESETS["full"]
 
@@ -136,18 +134,13 @@ def cost_run(width: int, height: int, precision: str) -> dict:
     job = engine.prepare(content, [style], params)
     level = job.levels[-1]
     device, dtype, net = job.device, job.dtype, engine.network(job.device)
-    xb = torch.randn(1, 3, 1024, 1024, device=device).contiguous(memory_format=torch.channels_last)
-    xb.requires_grad_(True)
-    layers = [*STYLE_LAYERS, CONTENT_LAYER]
+    xb = torch.randn(1, 3, 1024, 1024, device=device, requires_grad=True)
     times = []
     for _ in range(3):
         t0 = time.perf_counter()
-        with autocast(device, dtype):
-            feats = net(xb, layers, params.pooling)
-        sum(f.float().sum() for f in feats.values()).backward()
-        xb.grad = None
+        bare_pass(net, xb, params.pooling, dtype)
         times.append(time.perf_counter() - t0)
-    del xb, feats
+    del xb
     bare = min(times[1:]) / (1024 * 1024)
     objective = engine.objective(job, level)
     x = images.normalize(images.split(content).rgb).to(device).requires_grad_(True)

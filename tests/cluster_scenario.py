@@ -33,18 +33,16 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import torch
 
+from serve_process import ServeProcess
 from stylecore import Engine, Progress, Result, Started, preset
 from styleserver.client import Client, RemoteError
 from styleserver.weights import load
 from styletransfer.v1.wire import Queued
 
-EXE = str(Path(sys.executable).with_name("style-transfer"))
 RAY = str(Path(sys.executable).with_name("ray"))
-HOST = "127.0.0.1"
 SMALL = preset("default").replace(size=64, scales=1, steps=5, init="noise", seed=7)
 
 
@@ -60,84 +58,25 @@ def images() -> tuple[np.ndarray, np.ndarray]:
     return photo("coffee", 64), photo("immunohistochemistry", 64)
 
 
-class Server:
-    """A `style-transfer serve` process; its log lines are kept."""
+class Server(ServeProcess):
+    """A server in its own process group, whose stop also ends what Ray left behind."""
 
     def __init__(self, *args: str, env: dict | None = None):
-        environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen([EXE, "serve", "--host", HOST, "--port", "0", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=environ, start_new_session=True)
-        line = self.proc.stdout.readline()
-        assert line.startswith(f"listening on {HOST}:"), line + self.proc.stderr.read()
-        self.address = f"{HOST}:{int(line.rsplit(':', 1)[1])}"
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line.rstrip("\n"))
-
-    def wait_serving(self, seconds: float) -> float:
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        t0 = time.monotonic()
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                        return time.monotonic() - t0
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() - t0 > seconds or self.proc.poll() is not None:
-                    raise RuntimeError("server did not become SERVING:\n" + "\n".join(self.log[-30:]))
-                time.sleep(0.2)
+        super().__init__(*args, env=env, new_session=True)
 
     def replica_pids(self) -> list[int]:
         """Replica pids in the order jobs were put on them (from 'job X: on replica R (pid P)')."""
         return [int(line.rsplit("(pid ", 1)[1].rstrip(")")) for line in list(self.log) if "on replica" in line]
 
-    def tree(self) -> list[int]:
-        """This process and every descendant (Ray's raylet, GCS, workers)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        out, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
-
-    def pss_mb(self) -> float:
-        total = 0
-        for pid in self.tree():
-            try:
-                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-            except OSError:
-                pass
-        return total / 1024
-
-    def stop(self, kill_children: bool = True) -> None:
+    def stop(self, kill_children: bool = True) -> int:
         pids = self.tree() if kill_children else [self.proc.pid]
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        status = super().stop(wait=60)
         for pid in pids[1:]:  # whatever Ray left behind
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        return status
 
 
 def one_job(address: str, content, style, params=SMALL) -> tuple[list, float]:

@@ -5,84 +5,30 @@ loop is bounded in count and time."""
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from serve_process import HOST, ServeProcess, health  # noqa: F401 - health: for the tests
 from stylecore import Result, preset
 from styleserver import convert
 from styleserver.client import Client
 from styletransfer.v1 import style_transfer_pb2 as pb
 
-EXE = str(Path(sys.executable).with_name("style-transfer"))
 FAST = preset("default").replace(size=48, scales=1, steps=2)
-HOST = "127.0.0.1"
 
 
-class ServerProcess:
-    """`style-transfer serve` on an ephemeral loopback port; its log is collected."""
+class ServerProcess(ServeProcess):
+    """`style-transfer serve` on the given weights file, SERVING when constructed."""
 
     def __init__(self, weights_file: str, *extra: str):
-        env = dict(os.environ, STYLE_TRANSFER_WEIGHTS=weights_file, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([EXE, "serve", "--host", HOST, "--port", "0", *extra], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        line = self.proc.stdout.readline()
-        assert line.startswith(f"listening on {HOST}:"), line + self.proc.stderr.read()
-        self.port = int(line.rsplit(":", 1)[1])
-        self.address = f"{HOST}:{self.port}"
-        self.log: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        deadline = time.monotonic() + 60
-        while health(self.address, timeout=5) != "SERVING":
-            assert time.monotonic() < deadline and self.proc.poll() is None, "\n".join(self.log)
-            time.sleep(0.1)
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.log.append(line.rstrip("\n"))
-
-    def status(self, key: str) -> int:
-        """A /proc/PID/status figure: VmRSS, VmHWM (kB) or Threads."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        raise KeyError(key)
-
-    def rss_mb(self) -> float:
-        return self.status("VmRSS") / 1024
-
-    def peak_mb(self) -> float:
-        return self.status("VmHWM") / 1024
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait(10)
-
-
-def health(address: str, timeout: float = 1.0, metadata=None) -> str:
-    """The health status name, or the gRPC error code's name."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        except grpc.RpcError as e:
-            return e.code().name
+        super().__init__(*extra, env={"STYLE_TRANSFER_WEIGHTS": weights_file})
+        self.wait_serving(60)
 
 
 def small_job(address: str, content: np.ndarray, style: np.ndarray, token: str | None = None) -> float:
