@@ -70,10 +70,14 @@ try:
     report["layers_after_one_undo"] = [l.get_name() for l in image.get_layers()]
 
     helper = subprocess.Popen(["sh", "-c",
-        f'xdotool search --sync --onlyvisible --name "Style Transfer" > {OUT}/dialog.wid; sleep 3; '
+        f'xdotool search --sync --onlyvisible --name "Style Transfer" > {OUT}/dialog.wid; '
+        f'xdotool mousemove 4000 4000; sleep 3; '
         f'xwd -silent -id $(head -1 {OUT}/dialog.wid) -out {OUT}/dialog.xwd; '
         f'xdotool windowfocus --sync $(head -1 {OUT}/dialog.wid) key Escape'])
-    report["dialog_status"] = style_transfer(image, image.get_layers()[0], Gimp.RunMode.INTERACTIVE)
+    # The dialog as a user sees it: a style chosen, the test's server (which it then asks for its presets).
+    report["dialog_status"] = style_transfer(
+        image, image.get_layers()[0], Gimp.RunMode.INTERACTIVE,
+        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"]})
     helper.wait(timeout=60)
     for name in ("result", "dialog"):
         path = f"{OUT}/{name}.xwd"
