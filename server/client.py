@@ -46,6 +46,9 @@ class RemoteError(Exception):
 class Client:
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
                  connect_timeout: float = 5.0):
+        """connect_timeout: seconds to connect and get an answer to a health check before
+        each call; past it the call raises ServerUnavailable (a server's health is
+        answered outside its job slots, so a busy server still answers in time)."""
         self.address = address
         self.connect_timeout = connect_timeout
         self._token, self._tls = token, tls_ca is not None

@@ -27,8 +27,8 @@ class _Gram(torch.autograd.Function):
     them; the gradient is one matmul: dL/dX = X (dG + dGᵀ). That halves the Gram's
     backward cost.
 
-    bf16 X: a bf16 matmul is 3-4x faster than an fp32 one on CPUs with AVX512-BF16
-    (and AMX), and the Gram was a fifth of a step in fp32. But its result comes back
+    bf16 X (on CPU; see gram_matrix): a bf16 matmul is 3-4x faster than an fp32 one on
+    CPUs with AVX512-BF16 (and AMX), and the Gram was a fifth of a step in fp32. But its result comes back
     rounded to bf16, and PyTorch's CPU matmul has no fp32 output for bf16 operands.
     So the positions are cut into blocks of ROWS; each block's Gram is accumulated in
     fp32 inside the matmul (products of bf16 values are exact there) and rounded once
@@ -70,11 +70,14 @@ def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
 
     G = F Fᵀ with F the (C, H*W) matrix of one image's activations (paper eq. 3).
     With `normalize`, G is divided by H*W so that images of different sizes compare.
-    bf16 features are multiplied in bf16 with fp32 sums (see _Gram); others in fp32.
-    Targets, computed once, pass fp32 features: exact at no cost that matters.
+    bf16 features on a CPU are multiplied in bf16 blocks with fp32 sums (see _Gram);
+    everything else in fp32, CUDA included: there cuBLAS may add partial products in
+    bf16 (torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction), which
+    the blocks' bound does not cover. Targets, computed once, pass fp32 features: exact
+    at no cost that matters.
     """
     b, c, h, w = features.shape
-    if features.dtype != torch.bfloat16:
+    if features.dtype != torch.bfloat16 or features.device.type != "cpu":
         features = features.float()
     # (B, N, C): a view, no copy, for the channels_last activations the engine uses.
     x = features.permute(0, 2, 3, 1).reshape(b, h * w, c)

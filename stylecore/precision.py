@@ -2,9 +2,9 @@
 
 Chosen from measurements (README, "Precision"): bf16 autocast for the network
 wherever the hardware is fast at it (CUDA GPUs with bf16; CPUs with AMX or
-AVX512-BF16), fp32 elsewhere. The losses and Gram matrices stay fp32 either way
-(losses.py), and L-BFGS rejects the runaway steps bf16's noisier gradients can
-cause (lbfgs.py).
+AVX512-BF16), fp32 elsewhere. The losses stay fp32 either way, and Gram matrices are
+summed in fp32 (on a CPU, those of bf16 activations in bf16 blocks: losses._Gram),
+and L-BFGS rejects the runaway steps bf16's noisier gradients can cause (lbfgs.py).
 """
 
 from __future__ import annotations

@@ -210,6 +210,26 @@ def test_bad_inputs_raise_named_errors(engine, content, style):
         run(engine, content, [style, style], FAST.replace(style_blend=(1.0,)))
 
 
+def test_style_targets_are_exact_fp32_grams_of_the_networks_activations(engine, style, precision):
+    """The targets are computed once: in fp32, whatever the precision (the iterate's
+    bf16 Grams go by blocks with a roundoff; the targets do not). The style is the
+    content and the working size its own, so no resize stands between them."""
+    import torch
+
+    from stylecore import images
+    from stylecore.optimize import autocast
+    from stylecore.params import STYLE_LAYERS
+
+    params = FAST.replace(size=64, scales=1, style_scale=0.0, precision=precision)
+    job = engine.prepare(style, [style], params)
+    objective = engine.objective(job, job.levels[-1])
+    x = images.normalize(images.split(style).rgb).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), autocast(job.device, job.dtype):
+        feats = engine.network(job.device)(x, STYLE_LAYERS, params.pooling)
+    for name, f in feats.items():
+        assert torch.equal(objective.style_grams[name], gram_matrix(f.float())), name
+
+
 def _optimizer_on_the_content(engine, content, style, params):
     """An ImageOptimizer at params' working size, starting from the content."""
     from stylecore import ImageOptimizer, images

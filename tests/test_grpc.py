@@ -279,6 +279,35 @@ def test_server_down_is_one_clear_error(content, style):
                               "start one with: style-transfer serve --port 9")
 
 
+def test_a_listener_that_never_speaks_grpc_is_one_clear_error_within_the_timeout():
+    import socket
+
+    with socket.socket() as listener:  # the kernel accepts connections; nothing ever answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        t0 = time.monotonic()
+        with Client(f"127.0.0.1:{port}", connect_timeout=1) as c, pytest.raises(ServerUnavailable):
+            c.info()
+        assert time.monotonic() - t0 < 5
+
+
+def test_a_server_without_health_gets_the_call_and_its_answer():
+    """The client's connection probe is a health check; a gRPC server that has no
+    health service answers UNIMPLEMENTED, which still means a server is there."""
+    from concurrent import futures
+
+    bare = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    port = bare.add_insecure_port("127.0.0.1:0")
+    bare.start()
+    try:
+        with Client(f"127.0.0.1:{port}", connect_timeout=2) as c, pytest.raises(RemoteError) as err:
+            c.info()
+        assert err.value.code == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        bare.stop(0)
+
+
 def test_tls(start_server, tmp_path, content, style):
     import shutil
     import subprocess

@@ -40,16 +40,25 @@ def test_gram_matrix_is_fp32_for_half_inputs_and_does_not_overflow():
     assert torch.isfinite(g).all() and g[0, 0, 0].item() == pytest.approx(100.0 * 100.0 * 128 * 128)
 
 
-@pytest.mark.parametrize("positions", [512, 3 * 512 + 77, 100])  # whole blocks, blocks and a rest, a rest only
-def test_bf16_gram_is_within_bf16_roundoff_of_the_exact_one(positions):
-    # Non-negative (post-ReLU) bf16 activations: the exact Gram of the same values in fp64.
+@pytest.mark.parametrize("batch, height, width, layout", [
+    (1, 16, 32, "channels_last"),  # whole blocks only (512 positions)
+    (1, 23, 71, "channels_last"),  # blocks and a rest
+    (1, 10, 10, "channels_last"),  # a rest only
+    (3, 23, 71, "channels_last"),  # a batch
+    (2, 23, 71, "nchw"),  # the layout the engine does not use: a copy, same result
+])
+def test_bf16_gram_is_within_bf16_roundoff_of_the_exact_one(batch, height, width, layout):
+    # Non-negative (post-ReLU) bf16 activations against the exact Gram of the same values
+    # (fp64). bf16's unit roundoff is 2^-8; the fp32 sums of the blocks add a hair.
     gen = torch.Generator().manual_seed(0)
-    f = torch.rand((1, 8, 1, positions), generator=gen).mul(50).to(torch.bfloat16)
+    f = torch.rand((batch, 8, height, width), generator=gen).mul(50).to(torch.bfloat16)
+    if layout == "channels_last":
+        f = f.contiguous(memory_format=torch.channels_last)
     g = gram_matrix(f, normalize=False)
-    flat = f.double().reshape(8, positions)
-    exact = (flat @ flat.T)[None]
-    assert g.dtype == torch.float32
-    assert ((g.double() - exact).abs() / exact).max().item() <= 2.0**-8
+    flat = f.double().reshape(batch, 8, height * width)
+    exact = flat @ flat.transpose(1, 2)
+    assert g.dtype == torch.float32 and g.shape == (batch, 8, 8)
+    assert ((g.double() - exact).abs() / exact).max().item() <= 2.0**-8 * 1.001
 
 
 def test_bf16_gram_gradient_matches_the_fp32_formula_in_bf16():

@@ -95,17 +95,24 @@ def _terms_and_gradient(engine, content, style, params):
             return done.value, x.grad, events, level
 
 
-def test_the_tiled_gradient_is_the_untiled_gradient(engine, photo, style):
-    params = preset("default").replace(size=0, scales=1, steps=1, precision="fp32")
+# Tiled against whole: (terms, gradient) relative tolerances. fp32: rounding only. bf16:
+# the tiles' convolutions and Gram blocks (losses._Gram) round differently from the
+# whole image's; measured on the AVX512-BF16 EPYC: style term 9e-5, gradient 1.7e-3.
+TILED_TOLERANCE = {"fp32": (1e-4, 1e-3), "bf16": (1e-3, 1e-2)}
+
+
+def test_the_tiled_gradient_is_the_untiled_gradient(engine, photo, style, precision):
+    params = preset("default").replace(size=0, scales=1, steps=1, precision=precision)
     whole_terms, whole_grad, _, whole_level = _terms_and_gradient(engine, photo, style, params)
     tiled_terms, tiled_grad, events, tiled_level = _terms_and_gradient(engine, photo, style, params.replace(tile=CORE))
     assert not whole_level.plan.tiled and tiled_level.plan.core == CORE
     n = len(plan(160, 224, CORE))
     assert [(e.phase, e.tile) for e in events] == [(p, i) for p in (1, 2) for i in range(1, n + 1)]
+    terms_rel, grad_rel = TILED_TOLERANCE[precision]
     for k in ("content", "style", "total"):
-        assert tiled_terms[k] == pytest.approx(whole_terms[k], rel=1e-4), k
+        assert tiled_terms[k] == pytest.approx(whole_terms[k], rel=terms_rel), k
     relative = (tiled_grad - whole_grad).norm() / whole_grad.norm()
-    assert relative < 1e-3
+    assert relative < grad_rel
 
 
 def test_a_tiled_run_and_an_untiled_run_agree(engine, photo, style):
