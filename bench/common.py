@@ -35,13 +35,14 @@ def bench_engine() -> Engine:
 def bare_pass(net: VGGFeatures, x: torch.Tensor, pooling: str, dtype: torch.dtype) -> None:
     """The baseline the engine's step is held against: one bare VGG19 forward+backward
     through the objective's layers, in `dtype` as the engine runs it, nothing else
-    (each layer's activations summed in fp32 without an fp32 copy, so that every layer
-    gets a gradient at the cost of a read). x: a
+    (each layer's output gets a gradient of ones, as the backward of a sum would, but
+    without reading the activations: the network's own cost, nothing else). x: a
     (1, 3, h, w) leaf that requires grad; its gradient is dropped. Ends with a device
     sync, so that a caller can time it."""
     with autocast(x.device, dtype):
         feats = net(x.contiguous(memory_format=torch.channels_last), [*STYLE_LAYERS, CONTENT_LAYER], pooling)
-    sum(f.sum(dtype=torch.float32) for f in feats.values()).backward()
+    outs = list(feats.values())
+    torch.autograd.backward(outs, [torch.ones((), dtype=f.dtype, device=f.device).expand_as(f) for f in outs])
     x.grad = None
     if x.device.type == "cuda":
         torch.cuda.synchronize()

@@ -125,7 +125,7 @@ def step_overhead(engine, quick: bool, precision: str) -> None:
         _sync(device)
 
     bare(), ours()  # warm-up
-    n = 2 if quick else (20 if device.type == "cuda" else 5)
+    n = 2 if quick else (20 if device.type == "cuda" else 10)
     t_bare = t_ours = 0.0
     for _ in range(n):  # interleaved, so machine noise hits both alike
         t = time.perf_counter(); bare(); t_bare += time.perf_counter() - t
