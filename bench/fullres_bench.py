@@ -187,8 +187,8 @@ def job_run(width: int, height: int, max_memory: float, coarse_steps: int | None
 def child(args: list[str], threads: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", *args, "--threads", str(threads)],
                          capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(out.stderr[-3000:])
+    if out.returncode:  # a negative code: killed by that signal (e.g. -9, out of memory)
+        raise SystemExit(f"child {' '.join(args)} exited with {out.returncode}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
