@@ -128,6 +128,28 @@ def grams_whole(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: s
     return {name: g / counts[name] for name, g in sums.items()}
 
 
+class _Core(torch.autograd.Function):
+    """A core's part (rows ty, columns tx) of a tile's activations f, copied out in the
+    channels_last layout the network works in (the Gram's (N, C) view needs one copy
+    anyway); the backward puts the core's gradient into zeros of f's size in that same
+    layout. Autograd's own slice backward zero-fills in the contiguous layout instead,
+    and adding that to the network's channels_last gradient is a slow mixed-layout
+    kernel: it took about 0.3 of pass 2 at 12 MP in bf16 (5.29 s per megapixel for a
+    whole evaluation then, PLACEHOLDER now)."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, ty: slice, tx: slice) -> torch.Tensor:
+        ctx.shape, ctx.ty, ctx.tx = f.shape, ty, tx
+        return f[..., ty, tx].contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        whole = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
+        whole.zero_()
+        whole[..., ctx.ty, ctx.tx] = grad
+        return whole, None, None
+
+
 class TiledObjective:
     """`objective` evaluated on a whole image tile by tile, cores of `core` px."""
 
@@ -138,36 +160,17 @@ class TiledObjective:
         self.cancel = cancel or (lambda: False)
 
     def _core_statistics(self, xt: torch.Tensor, tile: Tile, image: tuple[int, int]) -> Statistics:
-        """xt: the padded tile (1, 3, h, w) -> the statistics of its core."""
+        """xt: the padded tile (1, 3, h, w) -> the statistics of its core (differentiable
+        with respect to xt when grad is enabled)."""
         with autocast(xt.device, self.dtype):
             feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling)
-        cores = _cores(feats, tile, image)
-        _, gy, gx = cores[self.objective.content_layer]
-        target = self.objective.content_target[..., gy, gx]
-        return self.objective.statistics({name: f for name, (f, _, _) in cores.items()}, target)
-
-    def _masked_statistics(self, xt: torch.Tensor, tile: Tile, image: tuple[int, int]) -> Statistics:
-        """Pass 2's statistics of the core, as a function of the padded tile xt that
-        autograd can differentiate: each layer's activations times a 0/1 mask of the
-        core (the halo's positions become zeros, which add nothing to a Gram matrix),
-        the content target placed at the core in zeros. Only `grams` and `content_sq`
-        are the core's (positions and counts are the tile's: pass 2 does not use them).
-        Why not the core slices pass 1 takes: through a slice, autograd zero-fills a
-        gradient of the whole tile's activations in the contiguous layout and adds it
-        to the channels_last one the network makes, a slow mixed-layout kernel that
-        took about 0.3 of pass 2's time (12 MP, bf16); masks keep one layout."""
-        with autocast(xt.device, self.dtype):
-            feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling)
-        masked = {}
+        cores, target = {}, None
         for name, f in feats.items():
             ty, tx, gy, gx = _core_slices(tile, STRIDE[name], image, (f.shape[-2], f.shape[-1]))
-            mask = f.new_zeros((1, 1, f.shape[-2], f.shape[-1]))
-            mask[..., ty, tx] = 1
-            masked[name] = f * mask  # channels_last, like f
+            cores[name] = _Core.apply(f, ty, tx)
             if name == self.objective.content_layer:
-                target = torch.zeros_like(f, dtype=self.objective.content_target.dtype)
-                target[..., ty, tx] = self.objective.content_target[..., gy, gx]
-        return self.objective.statistics(masked, target)
+                target = self.objective.content_target[..., gy, gx]
+        return self.objective.statistics(cores, target)
 
     def evaluate(self, x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True
                  ) -> Generator[TilePass, None, dict[str, float]]:
@@ -223,7 +226,7 @@ class TiledObjective:
             py0, py1, px0, px1 = tile.padded
             xt = x[..., py0:py1, px0:px1].clone().requires_grad_(True)
             with torch.enable_grad():
-                stats = self._masked_statistics(xt, tile, image)
+                stats = self._core_statistics(xt, tile, image)
                 surrogate = content_coef * stats.content_sq
                 for k, g in stats.grams.items():
                     surrogate = surrogate + (weights[k] * g).sum()
