@@ -8,7 +8,8 @@
    other, mean absolute pixel difference at most 3/255; and the seam metric: the
    tiled result's mean gradient magnitude along tile borders against the interior,
    over the same ratio on the same lines of the whole-image result (the photo's own
-   edges can run along a border line; the untiled result has them too), within 10%. Writes a crop across a tile corner to docs/tile-seam-crop.png.
+   edges can run along a border line; the untiled result has them too), within 10%.
+   Writes a crop across a tile corner to docs/tile-seam-crop.png.
 2. Cost: one evaluation of a 12 MP and of a 24 MP image tile by tile (--max-memory 6,
    each planned in a fresh process as its job would be), per pixel, against a bare
    VGG19 forward+backward at 1024x1024 (whole), per pixel, in the same precision.

@@ -28,8 +28,9 @@ class _Gram(torch.autograd.Function):
     backward cost.
 
     bf16 X (on CPU; see gram_matrix): a bf16 matmul is 3-4x faster than an fp32 one on
-    CPUs with AVX512-BF16 (and AMX), and the Gram was a fifth of a step in fp32. But its result comes back
-    rounded to bf16, and PyTorch's CPU matmul has no fp32 output for bf16 operands.
+    CPUs with AVX512-BF16 (and AMX), and the Gram was a fifth of a step in fp32. But
+    its result comes back rounded to bf16, and PyTorch's CPU matmul has no fp32 output
+    for bf16 operands.
     So the positions are cut into blocks of ROWS; each block's Gram is accumulated in
     fp32 inside the matmul (products of bf16 values are exact there) and rounded once
     to bf16, and the blocks are summed in fp32. Every entry of a block's Gram of

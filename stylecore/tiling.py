@@ -88,13 +88,36 @@ def core_features(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling:
         yield _cores(feats, tile, image)
 
 
+class _Core(torch.autograd.Function):
+    """A core's part (rows ty, columns tx) of a tile's activations f, copied out in the
+    channels_last layout the network works in (the Gram's (N, C) view needs one copy
+    anyway); the backward puts the core's gradient into zeros of f's size in that same
+    layout. Autograd's own slice backward zero-fills in the contiguous layout instead,
+    and adding that to the network's channels_last gradient is a slow mixed-layout
+    kernel: it took about 0.3 of pass 2 at 12 MP in bf16 (5.29 s per megapixel for a
+    whole evaluation then, 4.08 now)."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor, ty: slice, tx: slice) -> torch.Tensor:
+        ctx.shape, ctx.ty, ctx.tx = f.shape, ty, tx
+        return f[..., ty, tx].contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        whole = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
+        whole.zero_()
+        whole[..., ctx.ty, ctx.tx] = grad
+        return whole, None, None
+
+
 def _cores(feats: dict[str, torch.Tensor], tile: Tile, image: tuple[int, int]
            ) -> dict[str, tuple[torch.Tensor, slice, slice]]:
-    """{layer: (the core's part of a tile's activations, rows, cols in the whole image's)}."""
+    """{layer: (the core's part of a tile's activations, rows, cols in the whole image's)};
+    the parts are channels_last copies, differentiable when grad is enabled (_Core)."""
     out = {}
     for name, f in feats.items():
         ty, tx, gy, gx = _core_slices(tile, STRIDE[name], image, (f.shape[-2], f.shape[-1]))
-        out[name] = (f[..., ty, tx], gy, gx)
+        out[name] = (_Core.apply(f, ty, tx), gy, gx)
     return out
 
 
@@ -128,28 +151,6 @@ def grams_whole(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: s
     return {name: g / counts[name] for name, g in sums.items()}
 
 
-class _Core(torch.autograd.Function):
-    """A core's part (rows ty, columns tx) of a tile's activations f, copied out in the
-    channels_last layout the network works in (the Gram's (N, C) view needs one copy
-    anyway); the backward puts the core's gradient into zeros of f's size in that same
-    layout. Autograd's own slice backward zero-fills in the contiguous layout instead,
-    and adding that to the network's channels_last gradient is a slow mixed-layout
-    kernel: it took about 0.3 of pass 2 at 12 MP in bf16 (5.29 s per megapixel for a
-    whole evaluation then, 4.08 now)."""
-
-    @staticmethod
-    def forward(ctx, f: torch.Tensor, ty: slice, tx: slice) -> torch.Tensor:
-        ctx.shape, ctx.ty, ctx.tx = f.shape, ty, tx
-        return f[..., ty, tx].contiguous(memory_format=torch.channels_last)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        whole = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=torch.channels_last)
-        whole.zero_()
-        whole[..., ctx.ty, ctx.tx] = grad
-        return whole, None, None
-
-
 class TiledObjective:
     """`objective` evaluated on a whole image tile by tile, cores of `core` px."""
 
@@ -164,13 +165,10 @@ class TiledObjective:
         with respect to xt when grad is enabled)."""
         with autocast(xt.device, self.dtype):
             feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling)
-        cores, target = {}, None
-        for name, f in feats.items():
-            ty, tx, gy, gx = _core_slices(tile, STRIDE[name], image, (f.shape[-2], f.shape[-1]))
-            cores[name] = _Core.apply(f, ty, tx)
-            if name == self.objective.content_layer:
-                target = self.objective.content_target[..., gy, gx]
-        return self.objective.statistics(cores, target)
+        cores = _cores(feats, tile, image)
+        _, gy, gx = cores[self.objective.content_layer]
+        target = self.objective.content_target[..., gy, gx]
+        return self.objective.statistics({name: f for name, (f, _, _) in cores.items()}, target)
 
     def evaluate(self, x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True
                  ) -> Generator[TilePass, None, dict[str, float]]:
