@@ -41,13 +41,6 @@ from styletransfer.v1.wire import Queued  # noqa: E402
 
 
 
-def start_server(weights: str, devices: str, env: dict) -> ServeProcess:
-    server = ServeProcess("--devices", devices, "--max-queue", "64",
-                          env={"STYLE_TRANSFER_WEIGHTS": weights, **env})
-    server.wait_serving(120)
-    return server
-
-
 def machine_busy_seconds() -> float:
     """CPU seconds all processes have used (user+nice+system+irq+softirq), from /proc/stat."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
@@ -112,7 +105,7 @@ def main() -> int:
         weights = str(Path(tmp) / "vgg19-random.pth")
         torch.save(random_state_dict(0), weights)
         for label, devices, env in configs:
-            server = start_server(weights, devices, env)
+            server = ServeProcess.serving(weights, "--devices", devices, "--max-queue", "64", env=env, wait=120)
             try:
                 run_jobs(server.address, 1, content, style, params)  # warm-up: first-call costs
                 walls, others = [], []

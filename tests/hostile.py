@@ -14,21 +14,13 @@ import zlib
 import grpc
 import numpy as np
 
-from serve_process import HOST, ServeProcess, health  # noqa: F401 - health: for the tests
+from serve_process import HOST, health  # noqa: F401 - health: for the tests
 from stylecore import Result, preset
 from styleserver import convert
 from styleserver.client import Client
 from styletransfer.v1 import style_transfer_pb2 as pb
 
 FAST = preset("default").replace(size=48, scales=1, steps=2)
-
-
-class ServerProcess(ServeProcess):
-    """`style-transfer serve` on the given weights file, SERVING when constructed."""
-
-    def __init__(self, weights_file: str, *extra: str):
-        super().__init__(*extra, env={"STYLE_TRANSFER_WEIGHTS": weights_file})
-        self.wait_serving(60)
 
 
 def small_job(address: str, content: np.ndarray, style: np.ndarray, token: str | None = None) -> float:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hostile import ServerProcess, health, hold_open, junk_connections, small_job  # noqa: E402
+from hostile import health, hold_open, junk_connections, small_job  # noqa: E402
+from serve_process import ServeProcess  # noqa: E402
 
 from stylecore import random_state_dict  # noqa: E402
 
@@ -25,7 +26,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "vgg19-random-seed0.pth"
         torch.save(random_state_dict(seed=0, features_only=True), weights)
-        server = ServerProcess(str(weights))
+        server = ServeProcess.serving(str(weights))
         try:
             rng = np.random.default_rng(0)
             content = rng.integers(0, 256, (43, 64, 3), dtype=np.uint8)

@@ -1,12 +1,11 @@
 """`style-transfer serve` as a child process on an ephemeral loopback port: what the
 hostile-client tests, the cluster scenario and the devices benchmark share.
 
-    server = ServeProcess("--devices", "cpu", env={"STYLE_TRANSFER_WEIGHTS": path})
-    server.wait_serving(60)
+    server = ServeProcess.serving(weights_path, "--devices", "cpu")  # started, SERVING
     ... server.address ...
     server.stop()
 
-Its log (stderr) is kept in `log`; `tree`, `pss_mb`, `status` and `cpu_seconds` read
+Its log (stderr) is kept in `log` (`output()` waits for the last of it); `tree`, `pss_mb`, `status` and `cpu_seconds` read
 /proc for the memory and CPU figures the tests and benchmarks report.
 """
 
@@ -38,11 +37,14 @@ def health(address: str, timeout: float = 1.0) -> str:
 
 class ServeProcess:
     """Starts `style-transfer serve --host 127.0.0.1 --port 0 *args` and reads the port
-    it prints. env: added to this process's environment. new_session: its own process
-    group (the cluster scenario kills Ray's processes with it)."""
+    it prints. weights: the weights file (STYLE_TRANSFER_WEIGHTS). env: added to this
+    process's environment. new_session: its own process group (the cluster scenario
+    kills Ray's processes with it)."""
 
-    def __init__(self, *args: str, env: dict | None = None, new_session: bool = False):
+    def __init__(self, *args: str, weights: str | None = None, env: dict | None = None, new_session: bool = False):
         environ = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        if weights is not None:
+            environ["STYLE_TRANSFER_WEIGHTS"] = str(weights)
         self.proc = subprocess.Popen([EXE, "serve", "--host", HOST, "--port", "0", *args], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=environ, start_new_session=new_session)
         line = self.proc.stdout.readline()
@@ -50,11 +52,24 @@ class ServeProcess:
         self.port = int(line.rsplit(":", 1)[1])
         self.address = f"{HOST}:{self.port}"
         self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def serving(cls, weights: str, *args: str, wait: float = 60, **kw) -> "ServeProcess":
+        """Started on the weights file and SERVING within `wait` seconds (else raises)."""
+        server = cls(*args, weights=weights, **kw)
+        server.wait_serving(wait)
+        return server
 
     def _read(self) -> None:
         for line in self.proc.stderr:
             self.log.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        """The whole log of an exited process (waits for the reader to reach its end)."""
+        self._reader.join(10)
+        return "\n".join(self.log)
 
     def wait_serving(self, seconds: float) -> float:
         """Waits until the health service says SERVING (the weights are loaded); returns

@@ -22,8 +22,9 @@ from styleserver import admission
 from styleserver.client import Client, RemoteError
 from styletransfer.v1 import style_transfer_pb2 as pb
 
-from hostile import (FAST, ServerProcess, chunk, header, health, hold_open, jpeg_declaring, junk_connections,
-                     png_16bit_gray, png_header_only, raw_call, raw_meta, small_job)
+from hostile import (FAST, chunk, header, health, hold_open, jpeg_declaring, junk_connections, png_16bit_gray,
+                     png_header_only, raw_call, raw_meta, small_job)
+from serve_process import ServeProcess
 
 MB = 1 << 20
 INV, RES, DL = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED
@@ -31,7 +32,7 @@ INV, RES, DL = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUS
 
 @pytest.fixture(scope="module")
 def server(weights_file):
-    proc = ServerProcess(weights_file)
+    proc = ServeProcess.serving(weights_file)
     small_job(proc.address, *_warm_up_images())  # the first job's one-time allocations are not an attack's
     yield proc
     peak = proc.peak_mb()
@@ -381,7 +382,7 @@ def test_admission_plans_the_engines_working_sizes(engine, preset_name, width, h
 
 
 def test_not_serving_during_grace_and_a_second_sigterm_exits_at_once(weights_file, content, style):
-    proc = ServerProcess(weights_file, "--grace", "30")
+    proc = ServeProcess.serving(weights_file, "--grace", "30")
     try:
         events = Client(proc.address).stylize(content, [style], FAST.replace(steps=100_000))
         next(e for e in events if type(e).__name__ == "Progress")

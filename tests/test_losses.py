@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from stylecore import Progress, preset
 from stylecore.losses import content_loss, gram_matrix, style_layer_loss, total_variation
