@@ -28,6 +28,12 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
 
+# A run whose best improves by less than 5% in 4 evaluations, with a rise among them,
+# starts afresh (lbfgs.py's module doc; README, "L-BFGS guard"). The objective is a
+# weighted sum of squares, bounded below by 0, as that rule requires.
+STALL, PROGRESS = 4, 0.05
+
+
 def pixel_box(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The valid pixel range [0, 1] in the normalized space the image lives in: (1, 3, 1, 1) each."""
     return (images.normalize(torch.zeros(1, 3, 1, 1, device=device)),
@@ -49,7 +55,7 @@ class ImageOptimizer:
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
             self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history,
-                                                     pair_dtype=pair_dtype)
+                                                     pair_dtype=pair_dtype, stall=STALL, progress=PROGRESS)
             self.lbfgs.carry(list(curvature))
             self.adam = None
         else:

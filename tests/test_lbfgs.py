@@ -112,6 +112,59 @@ def test_a_modest_rise_is_accepted():
     assert opt.rejections == 1
 
 
+def reported(x: torch.Tensor, values: list[float]):
+    """A closure that reports values[i] at its i-th call, with the gradient of
+    quadratic + 10 (positive, as the style objective is) at x."""
+    calls = iter(values)
+
+    def closure():
+        x.grad = None
+        (quadratic(x) + 10.0).backward()
+        return torch.tensor(next(calls), dtype=x.dtype)
+
+    return closure
+
+
+STALL_CASES = {
+    # 4 evaluations that improve the best by 2% (10 -> 9.8), rising twice: afresh after the 5th.
+    "stalled, bouncing": ([10.0, 9.9, 10.2, 9.8, 9.85], 1),
+    # Steady slow descent: no rise, so no fresh start however slow.
+    "slow, steady": ([10.0, 9.99, 9.98, 9.97, 9.96, 9.95], 0),
+    # Bouncing but getting somewhere: 10 -> 8 in 4 evaluations.
+    "bouncing, improving": ([10.0, 12.0, 9.0, 11.0, 8.0], 0),
+}
+
+
+@pytest.mark.parametrize("values, fresh", STALL_CASES.values(), ids=STALL_CASES.keys())
+def test_a_stalled_run_starts_afresh_from_its_best(values, fresh):
+    x = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5, stall=4, progress=0.05)
+    closure = reported(x, values)
+    for _ in values[:-1]:
+        opt.step(closure)
+    assert opt.fresh_starts == 0 and opt.pairs
+    best_x = opt.best[1].clone()
+    opt.step(closure)
+    assert opt.fresh_starts == fresh and opt.rejections == 0
+    if fresh:
+        # The memory is dropped and the move is a plain gradient step from the best, as
+        # long as a fresh start's (restart_step; doubled here, since the first, a gradient
+        # step, improved).
+        assert not opt.pairs
+        move, grad = x.detach() - best_x, opt.best[2]
+        assert float(move.abs().max()) == pytest.approx(opt.restart_step) == 1.0
+        assert float(torch.dot(move, grad) / (move.norm() * grad.norm())) == pytest.approx(-1.0)
+
+
+def test_stall_is_off_by_default():
+    x = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5)
+    closure = reported(x, STALL_CASES["stalled, bouncing"][0] * 2)
+    for _ in range(10):
+        opt.step(closure)
+    assert opt.fresh_starts == 0 and opt.pairs
+
+
 def test_gradient_steps_lengthen_while_they_improve_where_no_curvature_pair_is_kept():
     """Along a concave direction (negative curvature) no pair passes yᵀs > 0, so the
     optimizer takes gradient steps; each that improves doubles the next one's length
