@@ -15,13 +15,16 @@ from stylecore.params import CONTENT_LAYER, STYLE_LAYERS
 WEIGHTS_SEED = 0  # VGG19 ImageNet weights cannot be downloaded here: seeded random ones
 
 
-def bench_images(longest: int = 400) -> tuple[np.ndarray, np.ndarray]:
+def bench_images(longest: int | None = 400) -> tuple[np.ndarray, np.ndarray]:
     """Content: a photograph (scikit-image's coffee, 600x400), resized to `longest`
-    as the CLI does with --size, so results and objective share one size. Style: a
-    textured, colourful image (scikit-image's immunohistochemistry slide, 512x512)."""
+    as the CLI does with --size, so results and objective share one size (None: at
+    its own size, for the `seed` preset, which resizes as the notebook does). Style:
+    a textured, colourful image (scikit-image's immunohistochemistry slide, 512x512)."""
     from PIL import Image
     from skimage import data
 
+    if longest is None:
+        return data.coffee(), data.immunohistochemistry()
     content = Image.fromarray(data.coffee())
     k = longest / max(content.size)
     content = content.resize((round(content.width * k), round(content.height * k)), Image.LANCZOS)

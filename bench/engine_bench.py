@@ -2,7 +2,8 @@
 
     python bench/engine_bench.py [--threads N] [--quick]
 
-1. `seed` preset: seconds per step at 400 px (measured afresh), and how soon the
+1. `seed` preset: seconds per step at the notebook's size (measured afresh; the
+   photo is 600x400, which the notebook's resize keeps), and how soon the
    engine (its own optimizer, precision and schedule, on the seed's objective)
    reaches the objective value the seed preset reached after all 3000 steps
    (bench/seed_reference.json, made once by bench/seed_reference.py). The objective
@@ -54,15 +55,13 @@ def seed_vs_engine(engine, quick: bool, precision: str) -> None:
     if "final_objective_uint8" not in ref:
         print("1. seed preset: no complete reference run yet; make it once with bench/seed_reference.py (~1-2 h)")
         return
-    content, style = bench_images(SEED.size)
-    # The reference was run before the seed preset took the notebook's own resize
-    # (shorter side, bilinear): the race keeps the objective it was run with, the
-    # content at 400x267 and the style stretched to it by our bicubic resize.
-    seed = SEED.replace(resize="longest")
+    # The photo at its own size: the seed preset resizes it as the notebook does
+    # (shorter side to 400: coffee stays 600x400), the style stretched to its shape.
+    content, style = bench_images(None)
     # Per-step time of the seed preset, afresh: a few Adam steps after one warm-up.
     n = 2 if quick else 5
     times = []
-    for ev in engine.run(content, [style], seed.replace(steps=n + 1)):
+    for ev in engine.run(content, [style], SEED.replace(steps=n + 1)):
         if isinstance(ev, Progress):
             times.append(ev.elapsed)
     seed_step = (times[-1] - times[0]) / n
@@ -70,17 +69,18 @@ def seed_vs_engine(engine, quick: bool, precision: str) -> None:
     # The seed's own value on its float iterate: the stricter target. (Its delivered
     # 8-bit image scores far worse: the unclamped Adam iterate leaves pixels out of range.)
     target_value = ref["final_objective_float"]["total"]
-    print(f"1. seed preset (400x267; reference: {ref['params']['steps']} steps on {ref['machine']}); "
+    h, w = ref.get("size", ("?", "?"))
+    print(f"1. seed preset ({w}x{h}; reference: {ref['params']['steps']} steps on {ref['machine']}); "
           f"engine in precision {precision}")
     line("seed: seconds per step (fp32, measured now)", f"{seed_step:.3f} s")
     line(f"seed: {SEED.steps} steps at that rate", f"{seed_total:.0f} s")
     line("seed: objective after 3000 steps (its float iterate)", f"{target_value:.6g}")
     line("seed: the same, evaluated on its delivered 8-bit image", f"{ref['final_objective_uint8']['total']:.6g}")
-    if ref["params"]["steps"] != SEED.steps:
-        line("WARNING: the reference did not run the full seed preset", "")
+    if ref["params"] != json.loads(json.dumps(SEED.to_dict())):
+        line("WARNING: the reference was not run with today's seed preset: run bench/seed_reference.py", "")
 
     # The engine on the seed's objective: its optimizer, precision and schedule.
-    params = seed.replace(
+    params = SEED.replace(
         optimizer=DEFAULT.optimizer, lr=DEFAULT.lr, precision=precision, clamp=DEFAULT.clamp,
         scales=DEFAULT.scales, min_scale=DEFAULT.min_scale, coarse_steps=DEFAULT.coarse_steps, steps=300,
     )
@@ -90,7 +90,7 @@ def seed_vs_engine(engine, quick: bool, precision: str) -> None:
     for ev in engine.run(content, [style], params, preview_every=check_every):
         if isinstance(ev, Preview) and ev.scale == len(params.scale_sizes()):
             t_eval = time.perf_counter()
-            value = engine.evaluate(content, [style], seed, ev.image)["total"]
+            value = engine.evaluate(content, [style], SEED, ev.image)["total"]
             excluded += time.perf_counter() - t_eval
             last = (ev.step, value)
             if value <= target_value:
