@@ -197,6 +197,9 @@ class Engine:
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
+        # Whatever a cancelled job left free in the heap goes back to the kernel before
+        # this job's budget is counted (memory.py, "the C heap").
+        memory.release_freed_memory()
         job = self.prepare(content, styles, params, device, budget, init_image)
         t0 = time.perf_counter()
         yield Started(
@@ -217,6 +220,7 @@ class Engine:
             (h, w), steps = level.size, level.steps
             if cancel():
                 raise Cancelled()
+            memory.keep_freed_memory(memory.room_to_keep(level.plan, job.budget))  # (memory.py, "the C heap")
             objective = self.objective(job, level, cancel)
             x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
             evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
@@ -250,6 +254,7 @@ class Engine:
                 following = job.levels[index]
                 carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype)
             del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
+            memory.release_freed_memory()  # the next level's plan counts on what is resident
 
         assert x is not None
         out = images.resize(images.denormalize(x).float().cpu(), (job.content.height, job.content.width))
