@@ -174,7 +174,6 @@ class BoxLBFGS:
                 self.restart_step *= 2
         elif self.best is not None and (not finite or value > self.best[0] + self.rise * abs(self.best[0])):
             self._reject(x, g, finite)
-            self.last_value = self.best[0]  # the next step starts from the best
             return
         elif not finite:
             return  # not finite at the start: nothing to go back to; the caller sees it
@@ -188,7 +187,6 @@ class BoxLBFGS:
         self.gradient_stepped = False
         if self._stalled(rose):
             self.fresh_starts += 1
-            self.last_value = self.best[0]
             self._from_best(g, fresh=True)
             return
         self._move(self._direction(g))
@@ -237,6 +235,7 @@ class BoxLBFGS:
         if fresh:
             self.pairs.clear()
             self.window.clear()
+        self.last_value = self.best[0]  # the next evaluation's rise is counted from here
         _, bx, bg = self.best
         self.x.copy_(bx.view_as(self.x))
         self.prev = (bx, bg)  # the best's own tensors: neither is changed in place

@@ -9,6 +9,7 @@ Figures are peak bytes per pixel.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ HEAP_KEEP = 1 << 30  # free bytes the heap may keep at its top before giving the
 MMAP_THRESHOLD, TRIM_THRESHOLD, MMAP_MAX = 32 << 20, 64 << 20, 65536
 
 
+@functools.cache  # called at every level: load the library once
 def _glibc():
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -5,8 +5,9 @@ hostile-client tests, the cluster scenario and the devices benchmark share.
     ... server.address ...
     server.stop()
 
-Its log (stderr) is kept in `log` (`output()` waits for the last of it); `tree`, `pss_mb`, `status` and `cpu_seconds` read
-/proc for the memory and CPU figures the tests and benchmarks report.
+Its log (stderr) is kept in `log` (`output()` waits for the last of it); `tree`,
+`pss_mb`, `status` and `cpu_seconds` read /proc for the memory and CPU figures the
+tests and benchmarks report.
 """
 
 from __future__ import annotations

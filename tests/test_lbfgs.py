@@ -115,14 +115,7 @@ def test_a_modest_rise_is_accepted():
 def reported(x: torch.Tensor, values: list[float]):
     """A closure that reports values[i] at its i-th call, with the gradient of
     quadratic + 10 (positive, as the style objective is) at x."""
-    calls = iter(values)
-
-    def closure():
-        x.grad = None
-        (quadratic(x) + 10.0).backward()
-        return torch.tensor(next(calls), dtype=x.dtype)
-
-    return closure
+    return closure_for(x, lambda v: quadratic(v) + 10.0, spikes=dict(enumerate(values, start=1)))
 
 
 STALL_CASES = {
