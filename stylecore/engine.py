@@ -197,8 +197,10 @@ class Engine:
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
-        # Whatever a cancelled job left free in the heap goes back to the kernel before
-        # this job's budget is counted (memory.py, "the C heap").
+        # A cancelled job may have left the heap keeping freed memory: glibc's way again,
+        # and what is free back to the kernel before this job's budget is counted
+        # (memory.py, "the C heap").
+        memory.keep_freed_memory(False)
         memory.release_freed_memory()
         job = self.prepare(content, styles, params, device, budget, init_image)
         t0 = time.perf_counter()
@@ -254,7 +256,10 @@ class Engine:
                 following = job.levels[index]
                 carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype)
             del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
-            memory.release_freed_memory()  # the next level's plan counts on what is resident
+            # Only a level keeps freed memory: what follows it (the next level's plan, which
+            # counts on what is resident, and the server's decoding and encoding) does not.
+            memory.keep_freed_memory(False)
+            memory.release_freed_memory()
 
         assert x is not None
         out = images.resize(images.denormalize(x).float().cpu(), (job.content.height, job.content.width))
