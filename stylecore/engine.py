@@ -197,10 +197,8 @@ class Engine:
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
-        # A cancelled job may have left the heap keeping freed memory: glibc's way again,
-        # and what is free back to the kernel before this job's budget is counted
-        # (memory.py, "the C heap").
-        memory.keep_freed_memory(False)
+        # What is free goes back to the kernel before this job's budget is counted from
+        # what the process holds (memory.py, "the C heap").
         memory.release_freed_memory()
         job = self.prepare(content, styles, params, device, budget, init_image)
         t0 = time.perf_counter()
@@ -222,44 +220,43 @@ class Engine:
             (h, w), steps = level.size, level.steps
             if cancel():
                 raise Cancelled()
-            memory.keep_freed_memory(memory.room_to_keep(level.plan, job.budget))  # (memory.py, "the C heap")
-            objective = self.objective(job, level, cancel)
-            x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
-            evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
-            # Each level after the first starts with the previous level's curvature pairs.
-            optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
-                                      pair_dtype=level.plan.pair_dtype)
-            del carried, x  # the optimizer holds its own copy of the image
-            for step in range(1, steps + 1):
-                if cancel():
-                    raise Cancelled()
-                t_step = time.perf_counter()
-                terms = yield from optimize.step((index, step))  # device sync: reads the loss values
-                step_seconds += time.perf_counter() - t_step
-                delivered = optimize.delivered_terms
-                if not math.isfinite(delivered.get("total", terms["total"])):
-                    raise Diverged(
-                        f"the objective became {terms['total']} at scale {index}, step {step}; "
-                        "try a smaller lr, a smaller style_weight or the lbfgs optimizer"
+            # Only a level keeps freed memory, however it ends: what follows it (the next
+            # level's plan, which counts on what is resident, and the server's decoding and
+            # encoding) does not (memory.py, "the C heap").
+            with memory.heap_kept(memory.room_to_keep(level.plan, job.budget)):
+                objective = self.objective(job, level, cancel)
+                x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
+                evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
+                # Each level after the first starts with the previous level's curvature pairs.
+                optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
+                                          pair_dtype=level.plan.pair_dtype)
+                del carried, x  # the optimizer holds its own copy of the image
+                for step in range(1, steps + 1):
+                    if cancel():
+                        raise Cancelled()
+                    t_step = time.perf_counter()
+                    terms = yield from optimize.step((index, step))  # device sync: reads the loss values
+                    step_seconds += time.perf_counter() - t_step
+                    delivered = optimize.delivered_terms
+                    if not math.isfinite(delivered.get("total", terms["total"])):
+                        raise Diverged(
+                            f"the objective became {terms['total']} at scale {index}, step {step}; "
+                            "try a smaller lr, a smaller style_weight or the lbfgs optimizer"
+                        )
+                    work_done += h * w
+                    yield Progress(
+                        scale=index, scales=len(job.levels), step=step, steps=steps, losses=terms,
+                        best=delivered["total"], elapsed=time.perf_counter() - t0,
+                        eta=step_seconds / work_done * (work_total - work_done),
                     )
-                work_done += h * w
-                yield Progress(
-                    scale=index, scales=len(job.levels), step=step, steps=steps, losses=terms,
-                    best=delivered["total"], elapsed=time.perf_counter() - t0,
-                    eta=step_seconds / work_done * (work_total - work_done),
-                )
-                if preview_every and step % preview_every == 0:
-                    rgb = images.denormalize(optimize.current()).clamp(0, 1)
-                    yield Preview(scale=index, step=step, image=_to_uint8_rgb(rgb))
-            x = optimize.current()
-            if index < len(job.levels):
-                following = job.levels[index]
-                carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype)
-            del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
-            # Only a level keeps freed memory: what follows it (the next level's plan, which
-            # counts on what is resident, and the server's decoding and encoding) does not.
-            memory.keep_freed_memory(False)
-            memory.release_freed_memory()
+                    if preview_every and step % preview_every == 0:
+                        rgb = images.denormalize(optimize.current()).clamp(0, 1)
+                        yield Preview(scale=index, step=step, image=_to_uint8_rgb(rgb))
+                x = optimize.current()
+                if index < len(job.levels):
+                    following = job.levels[index]
+                    carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype)
+                del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
 
         assert x is not None
         out = images.resize(images.denormalize(x).float().cpu(), (job.content.height, job.content.width))

@@ -8,10 +8,12 @@ Figures are peak bytes per pixel.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -115,6 +117,19 @@ def release_freed_memory() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def heap_kept(keep: bool) -> Iterator[None]:
+    """While the block runs, freed memory stays in the heap (when `keep`); when it ends,
+    however it ends (a cancelled job, a consumer that closed the event stream), glibc's
+    way again and what is free goes back to the kernel."""
+    keep_freed_memory(keep)
+    try:
+        yield
+    finally:
+        keep_freed_memory(False)
+        release_freed_memory()
 
 
 def resident_bytes() -> int:

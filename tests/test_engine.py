@@ -113,6 +113,31 @@ def test_cancel_stops_within_one_step(engine, content, style):
     assert calls["progress"] == 3
 
 
+@pytest.mark.parametrize("ending", ["cancelled", "closed by its consumer"])
+def test_a_job_ended_inside_a_level_leaves_the_heap_as_glibc_keeps_it(engine, content, style, monkeypatch, ending):
+    """A level keeps freed memory in the heap (memory.py, "the C heap"); a job that ends
+    inside one must not leave the whole process keeping it (a server between jobs)."""
+    from stylecore import memory
+
+    calls: list[bool] = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
+    progress = {"n": 0}
+    # 8 GiB: room for the level to keep memory (memory.room_to_keep) on any test machine.
+    events = engine.run(content, [style], FAST.replace(steps=50, max_memory=8.0),
+                        cancel=lambda: progress["n"] >= 2)
+    if ending == "cancelled":
+        with pytest.raises(Cancelled):
+            for e in events:
+                progress["n"] += isinstance(e, Progress)
+    else:
+        for e in events:
+            if isinstance(e, Progress):
+                break
+        events.close()
+    assert calls[0] is True, "the level should have kept freed memory"
+    assert calls[-1] is False
+
+
 def test_alpha_is_carried_through_bit_exactly(engine, content, style):
     rng = np.random.default_rng(0)
     alpha = rng.integers(0, 256, content.shape[:2], dtype=np.uint8)

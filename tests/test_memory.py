@@ -3,6 +3,7 @@ refilling its pages, and handed back when asked."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -56,3 +57,15 @@ def test_released_memory_leaves_the_process():
     kept = memory.resident_bytes()
     memory.release_freed_memory()
     assert memory.resident_bytes() < kept - 200 * MB
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_heap_kept_only_within_its_block(monkeypatch, fails):
+    calls: list[bool] = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
+    with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+        with memory.heap_kept(True):
+            assert calls == [True]
+            if fails:
+                raise RuntimeError("a cancelled level")
+    assert calls == [True, False]
