@@ -504,6 +504,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.code.name == "FAILED_PRECONDITION":  # the server's engine diverged (NaN or infinity)
             print(f"style-transfer: error: diverged on the server: {e.details}; nothing was written", file=sys.stderr)
             return EXIT_USAGE
+        if e.code.name == "INVALID_ARGUMENT":  # bad input, as the server judged it: as it would be here
+            print(f"style-transfer: error: the server refused the job: {e}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"style-transfer: the server refused the job: {e}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

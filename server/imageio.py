@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -177,17 +178,41 @@ def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
 
 def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write atomically: a temporary file in the same folder, renamed over the target,
-    so an existing file is never left half-written."""
-    path = check_output_path(path)
+    so an existing file is never left half-written. Where `path` is a symbolic link,
+    the file it points to is written (the link stays), as `cp` and Pillow do. The file
+    gets the mode a plain write would give it: a replaced file keeps its own, a new one
+    0666 less the umask (mkstemp's 0600 would hide a result from a web server, or from
+    GIMP run as another user)."""
+    path = check_output_path(Path(os.path.realpath(path)))
     data = encode_image(array, WRITABLE[path.suffix.lower()])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
     try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it where Linux tells it (os.umask
+    can only be read by setting it, which another thread could see)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def shrink(array: np.ndarray, longest: int) -> np.ndarray:

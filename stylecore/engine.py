@@ -61,6 +61,7 @@ class Job:
     blend: tuple[float, ...]  # normalized weights of the styles
     levels: tuple[Level, ...]  # coarsest first; the last is the working size
     budget: int  # bytes the job may add to what the process held when it was prepared
+    held: int = 0  # what the process held then, where max_memory set the budget (for messages)
 
 
 class Engine:
@@ -100,13 +101,21 @@ class Engine:
         # server's per-job limit, in bytes beyond what the process holds).
         own = memory.job_budget(params.max_memory, device)
         budget = own if budget is None else min(budget, own) if params.max_memory else budget
+        # What the process held when max_memory was counted, where that is the binding
+        # limit: a plan that does not fit then says what max_memory would do.
+        held = int(params.max_memory * 2**30) - own if params.max_memory and budget == own else 0
         levels = tuple(
-            Level(size, steps, memory.plan_scale(size, dtype, budget, params.tile or None))
+            Level(size, steps, memory.plan_scale(size, dtype, budget, params.tile or None, held))
             for size, steps in sizes.pyramid(content_img.height, content_img.width, params)
         )
+        # A style worked larger than the budget allows is tiled too (objective); one that
+        # does not fit even so is refused now, not after the coarse levels.
+        for style in style_imgs:
+            memory.plan_scale(sizes.style_size(style.height, style.width, levels[-1].size, params.style_scale),
+                              dtype, budget, levels[-1].plan.core, held)
         return Job(
             params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
-            blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget,
+            blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget, held=held,
         )
 
     def objective(self, job: Job, level: Level, cancel: Callable[[], bool] | None = None) -> Objective:
@@ -130,7 +139,7 @@ class Engine:
                 s = images.match_colors(s, _resize_input(job.content, size, params))
             s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
             # A style worked larger than the budget allows (style_scale > 1 at full size) is tiled too.
-            style_plan = memory.plan_scale((s.shape[-2], s.shape[-1]), job.dtype, job.budget, core)
+            style_plan = memory.plan_scale((s.shape[-2], s.shape[-1]), job.dtype, job.budget, core, job.held)
             if style_plan.core:
                 grams.append(tiling.grams_whole(net, s, list(STYLE_LAYERS), params.pooling, job.dtype,
                                                 style_plan.core, cancel))
@@ -240,8 +249,9 @@ class Engine:
                     delivered = optimize.delivered_terms
                     if not math.isfinite(delivered.get("total", terms["total"])):
                         raise Diverged(
-                            f"the objective became {terms['total']} at scale {index}, step {step}; "
-                            "try a smaller lr, a smaller style_weight or the lbfgs optimizer"
+                            f"the objective became {terms['total']} at scale {index}, step {step}; try a "
+                            + ("smaller lr or the lbfgs optimizer" if params.optimizer == "adam"
+                               else "smaller lr or smaller loss weights")
                         )
                     work_done += h * w
                     yield Progress(

@@ -175,15 +175,24 @@ def job_budget(max_memory_gib: float, device: torch.device) -> int:
     what the device has free."""
     if max_memory_gib:
         held = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+        if held >= max_memory_gib * 2**30:
+            raise ParamError(
+                "max_memory",
+                f"{max_memory_gib:g} GiB counts the whole process, which holds {held / 2**30:.2f} GiB before "
+                "the job (PyTorch, the network): nothing is left for the job; give more",
+            )
         return int(max_memory_gib * 2**30) - held
     return int(available_bytes(device) * BUDGET_SHARE)
 
 
-def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_core: int | None = None) -> ScalePlan:
+def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_core: int | None = None,
+               held: int = 0) -> ScalePlan:
     """Whole where the scale fits in `budget` bytes with the full L-BFGS history; else
     tiles as large as fit after the image-sized vectors and a history cut to fit.
     force_core: tile with this core whatever fits (tests and benchmarks). Raises
-    ParamError when even the smallest tiles do not fit."""
+    ParamError when even the smallest tiles do not fit; `held`, the bytes the process
+    held when `budget` was counted from max_memory, lets it say what max_memory would do."""
+    job_budget_bytes = budget
     pixels = size[0] * size[1]
     network = NETWORK_BYTES.get(dtype, NETWORK_BYTES[torch.float32])
     whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network)
@@ -200,11 +209,15 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
         return min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
 
     if force_core is None and largest_core(MIN_HISTORY, pixels * TILED_PAIR_BYTES) < MIN_CORE:
-        need = (image_bytes + MIN_HISTORY * pixels * TILED_PAIR_BYTES + tile_bytes(MIN_CORE)) / 2**30
+        # The smallest plan, and the budget that leaves room for it after the tiled reserve.
+        planned = image_bytes + MIN_HISTORY * pixels * TILED_PAIR_BYTES + tile_bytes(MIN_CORE)
+        need = max(planned / TILED_SHARE, planned + TILED_RESERVE)
+        hint = (f" (max_memory less the {held / 2**30:.2f} GiB the process holds before it): give max_memory "
+                f"{math.ceil((need + held) / 2**30 * 10) / 10:g} or more" if held else "")
         raise ParamError(
             "max_memory",
-            f"{size[1]}x{size[0]} px needs about {need:.1f} GiB even in the smallest tiles, "
-            f"but the job may use {max(budget, 0) / 2**30:.1f} GiB",
+            f"{size[1]}x{size[0]} px needs about {need / 2**30:.2f} GiB even in the smallest tiles, "
+            f"but the job may use {max(job_budget_bytes, 0) / 2**30:.2f} GiB{hint}",
         )
     # Tiled. Tiles come first, up to GOOD_CORE: a small tile spends most of its work on
     # the halo ((528 + 192)² / 528² = 1.9x the pixels; (1024 + 192)² / 1024² = 1.4x).

@@ -27,6 +27,13 @@ RESIZES = ("longest", "notebook")
 DEVICES = ("auto", "cpu", "cuda")  # where a run goes: Engine.run(device=...), not a job parameter
 
 
+# Upper bounds that keep every value representable where it is used: a step size
+# beyond this only diverges (and near fp32's limit overflows inside Adam), and a
+# memory limit beyond a PiB overflows the byte counts.
+MAX_LR = 1e6
+MAX_MEMORY_GIB = 1 << 20
+
+
 def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """A field with its help text, which the CLI and the gRPC contract's docs show, and
     for a field with a fixed set of values its `choices` (checked on construction; the
@@ -100,8 +107,9 @@ class StyleParams:
         _check_int(self, "tile", 0, 65536)
         if self.tile % 16:
             raise ParamError("tile", f"must be a multiple of 16, got {self.tile}")
-        if not (0.0 <= self.max_memory < math.inf):
-            raise ParamError("max_memory", f"must be 0 (automatic) or a positive number of GiB, got {self.max_memory!r}")
+        if not (0.0 <= self.max_memory <= MAX_MEMORY_GIB):
+            raise ParamError("max_memory", f"must be 0 (automatic) or a positive number of GiB up to "
+                                           f"{MAX_MEMORY_GIB}, got {self.max_memory!r}")
         _check_int(self, "scales", 1, 8)
         _check_int(self, "min_scale", 16, 16384)
         _check_int(self, "steps", 1, 100_000)
@@ -113,8 +121,8 @@ class StyleParams:
                 _check_choice(self, f.name, f.metadata["choices"])
         for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
             _check_float(self, name)
-        if not (0.0 < self.lr < math.inf):
-            raise ParamError("lr", f"must be a positive finite number, got {self.lr!r}")
+        if not (0.0 < self.lr <= MAX_LR):
+            raise ParamError("lr", f"must be a positive number up to {MAX_LR:g}, got {self.lr!r}")
         if not (0.0 <= self.average < 1.0):
             raise ParamError("average", f"must be in [0, 1), got {self.average!r}")
         if self.style_scale and not (0.01 <= self.style_scale <= 8.0):

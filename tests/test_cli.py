@@ -313,6 +313,35 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(files, weights_fi
     assert ((files / "content.jpg").read_bytes(), (files / "style.png").read_bytes()) == before
 
 
+@pytest.mark.parametrize("umask, existing, mode", [
+    (0o022, None, 0o644),  # a new file: 0666 less the umask, as a plain write makes it
+    (0o077, None, 0o600),
+    (0o022, 0o664, 0o664),  # a replaced file keeps its own mode
+    (0o077, 0o644, 0o644),
+])
+def test_the_result_gets_the_mode_a_plain_write_gives(files, weights_file, umask, existing, mode):
+    if existing is not None:
+        (files / "out.png").write_bytes(b"old")
+        os.chmod(files / "out.png", existing)
+    old = os.umask(umask)
+    try:
+        assert stylize(files, weights_file) == 0
+    finally:
+        os.umask(old)
+    assert oct((files / "out.png").stat().st_mode & 0o777) == oct(mode)
+
+
+@pytest.mark.parametrize("target", ["existing", "dangling"])
+def test_an_output_that_is_a_symlink_writes_the_file_it_points_to(files, weights_file, target):
+    (files / "results").mkdir()
+    if target == "existing":
+        (files / "results" / "final.png").write_bytes(b"old")
+    (files / "out.png").symlink_to(files / "results" / "final.png")
+    assert stylize(files, weights_file) == 0
+    assert (files / "out.png").is_symlink()
+    assert read_image(files / "results" / "final.png").shape == (32, 48, 3)
+
+
 class Where(list):
     """Extra stylize arguments: none for the local engine, or --server with `running`."""
 
@@ -327,6 +356,17 @@ def where(request):
     where = Where(["--server", f"127.0.0.1:{running.port}"])
     where.running = running
     return where
+
+
+def test_input_the_server_finds_invalid_is_bad_input_there_too(files, weights_file, capsys, start_server):
+    """The same exit status as run here: max_memory below what the server's own process
+    holds is refused there (INVALID_ARGUMENT), as it would be here."""
+    running = start_server()
+    (files / "out.png").write_bytes(b"precious")
+    assert stylize(files, weights_file, "--max-memory", "0.001", "--server", f"127.0.0.1:{running.port}") == 2
+    err = capsys.readouterr().err
+    assert "refused the job: max_memory:" in err and "INVALID_ARGUMENT" in err
+    assert (files / "out.png").read_bytes() == b"precious"
 
 
 def test_a_diverging_run_is_an_error_and_writes_nothing(files, weights_file, capsys, where):

@@ -32,6 +32,8 @@ def test_seed_preset_is_the_reference_notebook():
         ("content_weight", math.nan, "finite"),
         ("tv_weight", math.inf, "finite"),
         ("lr", 0.0, "positive"),
+        ("lr", 1e38, "up to 1e+06"),
+        ("max_memory", 1e300, "up to 1048576"),
         ("optimizer", "sgd", "lbfgs, adam"),
         ("pooling", "min", "max, avg"),
         ("style_layer_weights", (1.0, 2.0), "needs 5"),

@@ -158,6 +158,24 @@ def test_the_planner_says_when_nothing_fits():
         plan_scale((4000, 6000), torch.float32, 1 << 30)
 
 
+@pytest.mark.parametrize("room_gib, words", [
+    (-0.01, "counts the whole process, which holds"),  # less than the process holds already
+    (0.3, "(max_memory less the"),  # some room, not enough for the smallest tiles (about 0.7 GiB)
+])
+def test_a_max_memory_too_small_says_what_the_process_holds(engine, room_gib, words):
+    """max_memory counts the whole process (PyTorch and the network hold most of a GiB
+    before any job): the refusal says so and what would do, before any work."""
+    from stylecore import memory
+
+    photo = np.zeros((1200, 1800, 3), np.uint8)
+    max_memory = memory.resident_bytes() / 2**30 + room_gib
+    with pytest.raises(ParamError, match="max_memory") as err:
+        engine.prepare(photo, [photo], preset("default").replace(size=0, max_memory=max_memory), device="cpu")
+    assert words in str(err.value)
+    if room_gib > 0:
+        assert "give max_memory" in str(err.value)
+
+
 _MEMORY_CHILD = """
 import json, sys
 import numpy as np, torch
