@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stylecore.params import DEVICES, PRESETS, ParamError, StyleParams, preset
+from styletransfer.v1 import wire
 
 from .errors import UsageError
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
@@ -50,9 +51,16 @@ def _bytes(text: str) -> int:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a byte count: {text!r} (e.g. 300M)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    if not 0 <= value < 2**63:  # NaN and infinity too
+        raise argparse.ArgumentTypeError(f"must be a byte count from 0, got {text!r}")
     return int(value)
+
+
+def _positive_bytes(text: str) -> int:
+    n = _bytes(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text!r}")
+    return n
 
 
 def _int(text: str) -> int:
@@ -67,6 +75,35 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _count(lo: int, hi: int | None = None):
+    """An argparse type: a whole number from lo (to hi)."""
+    def parse(text: str) -> int:
+        n = _int(text)
+        if n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"must be {f'{lo} to {hi}' if hi is not None else f'at least {lo}'}, "
+                                             f"got {n}")
+        return n
+    return parse
+
+
+_port = _count(0, 65535)
+
+
+def _seconds(positive: bool = True):
+    """An argparse type: seconds, finite, positive (or from 0), at most MAX_SECONDS."""
+    def parse(text: str) -> float:
+        v = _float(text)
+        if not (0 < v if positive else 0 <= v) or not v <= MAX_SECONDS:  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be {'more than 0' if positive else '0 or more'} and at most "
+                                             f"{MAX_SECONDS:,} seconds, got {text!r}")
+        return v
+    return parse
+
+
+# gRPC takes durations in int32 milliseconds: 24 days at most; a week is plenty.
+MAX_SECONDS = 7 * 24 * 3600
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -325,14 +362,22 @@ def cmd_info(args: argparse.Namespace) -> int:
     flag = "" if info["model_verified"] else "   <-- NOT the ImageNet VGG19 weights: results are meaningless"
     print(f"server   {args.server} (version {info['server_version']})")
     print(f"device   {info['device']} ({info['dtype']})")
-    for d in info.get("devices", []) if len(info.get("devices", [])) > 1 else []:
+    for d in info.get("devices", []):
         threads = f", {d['threads']} threads" if d.get("threads") else ""
         print(f"         {d['name']}: {d['state']}{threads}, {int(d['jobs'])} jobs, {d['busy_seconds']:.0f} s busy")
     print(f"model    {info['model']}{flag}")
-    print(f"limits   {int(limits['max_pixels']):,} pixels per image, queue of {limits['max_queue']}, "
-          f"{int(limits['chunk_bytes']) // 1024} KiB chunks")
+    n = {k: int(float(v)) for k, v in limits.items()}  # int64 fields arrive as strings (proto3 JSON)
+    print(f"limits   {n['max_pixels']:,} pixels per image, {n['max_work_pixels']:,} worked, "
+          f"{_gib(n['max_job_bytes'])} per job; {n['max_styles']} styles and {_gib(n['max_request_bytes'])} "
+          f"per request;\n         queue of {n['max_queue']}, {n['max_calls']} calls at once; uploads within "
+          f"{float(limits['upload_seconds']):g} s at {n['min_upload_bytes_per_second'] // 1024} KiB/s or more, "
+          f"in {n['chunk_bytes'] // 1024} KiB chunks")
     print(f"presets  {', '.join(p['name'] for p in info['presets'])}")
     return 0
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.3g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.3g} MiB"
 
 
 def cmd_gimp(args: argparse.Namespace) -> int:
@@ -394,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=_int, default=0, metavar="N",
                    help="also write OUT.scaleS.stepNNNN.png every N steps (default: 0, none)")
     p.add_argument("--keep-size", action="store_true", help="output at the content's full size (work at --size, upscale)")
-    p.add_argument("--max-pixels", type=_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+    p.add_argument("--max-pixels", type=_count(1), default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--device", default=None, choices=DEVICES,
@@ -405,21 +450,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=50051, help="port (0: any free port; default 50051)")
+    p.add_argument("--port", type=_port, default=50051, help="port (0: any free port; default 50051)")
     p.add_argument("--device", default=None, choices=DEVICES, help="where the network runs (default: auto)")
     p.add_argument("--devices", default=None, metavar="all|cuda:0,cuda:1|cpu|cpu:N",
                    help="one worker per device, all fed by one queue: all (every GPU), a list such as "
                         "cuda:0,cuda:1, cpu, or cpu:N (N CPU workers dividing the cores); default: --device")
     p.add_argument("--weights", help="VGG19 weights file (default: $STYLE_TRANSFER_WEIGHTS or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="largest image accepted")
-    p.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs that may wait for a device")
+    p.add_argument("--max-pixels", type=_count(1), default=Limits.max_pixels, metavar="N",
+                   help=f"largest image accepted, pixels (default {Limits.max_pixels:,})")
+    p.add_argument("--max-queue", type=_count(0), default=Limits.max_queue, metavar="N",
+                   help=f"jobs that may wait for a device (default {Limits.max_queue})")
     p.add_argument("--token-file", help="require 'authorization: Bearer TOKEN' with the token in this file")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without a token")
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="... and this private key (PEM)")
-    p.add_argument("--grace", type=float, default=10.0, help="seconds running jobs get at shutdown (default 10)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--grace", type=_seconds(positive=False), default=10.0, help="seconds running jobs get at shutdown (default 10)")
+    p.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port; "
                         "default: none)")
     cg = p.add_argument_group("cluster (the `cluster` extra: Ray Serve)")
@@ -436,26 +483,27 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("--attach", action="store_true",
                     help="never deploy the replicas: wait for the application another front or a KubeRay "
                          "RayService deployed (styleserver.cluster:build_app)")
-    cg.add_argument("--ray-cpus", type=int, default=None, metavar="N",
+    cg.add_argument("--ray-cpus", type=_count(1), default=None, metavar="N",
                     help="--cluster local: CPUs the private Ray may use (default: all)")
     lim = p.add_argument_group("limits (what one client may ask; all are reported by GetInfo)")
-    lim.add_argument("--max-styles", type=int, default=Limits.max_styles, metavar="N",
+    lim.add_argument("--max-styles", type=_count(1), default=Limits.max_styles, metavar="N",
                      help=f"style images per job (default {Limits.max_styles})")
-    lim.add_argument("--max-request-bytes", type=_bytes, default=None, metavar="BYTES",
+    lim.add_argument("--max-request-bytes", type=_positive_bytes, default=None, metavar="BYTES",
                      help="all images of one job together, e.g. 300M (default: 4 bytes x --max-pixels + 64 MiB)")
-    lim.add_argument("--upload-seconds", type=float, default=Limits.upload_seconds, metavar="S",
+    lim.add_argument("--upload-seconds", type=_seconds(), default=Limits.upload_seconds, metavar="S",
                      help=f"an upload must be complete this long after the call began (default {Limits.upload_seconds:g})")
     lim.add_argument("--min-upload-rate", type=_bytes, default=Limits.min_upload_rate, metavar="BYTES",
                      help="slower uploads are ended, bytes per second averaged after the first second (default 256K)")
-    lim.add_argument("--max-work-pixels", type=int, default=Limits.max_work_pixels, metavar="N",
+    lim.add_argument("--max-work-pixels", type=_count(1), default=Limits.max_work_pixels, metavar="N",
                      help="largest working image, every pyramid level and every style at --style-scale; "
                           "larger than fits in --max-job-bytes is worked tile by tile "
                           f"(default {Limits.max_work_pixels:,}: 24 MP photos at full resolution)")
-    lim.add_argument("--max-job-bytes", type=_bytes, default=Limits.max_job_bytes, metavar="BYTES",
-                     help="memory budget of one job, estimated before it is accepted (default 4G)")
-    lim.add_argument("--max-calls", type=int, default=Limits.max_calls, metavar="N",
+    lim.add_argument("--max-job-bytes", type=_positive_bytes, default=Limits.max_job_bytes, metavar="BYTES",
+                     help="memory budget of one job, estimated before it is accepted "
+                          f"(default {Limits.max_job_bytes >> 30}G)")
+    lim.add_argument("--max-calls", type=_count(1), default=Limits.max_calls, metavar="N",
                      help=f"Stylize calls at once, uploading, queued or running (default {Limits.max_calls})")
-    lim.add_argument("--idle-seconds", type=float, default=Limits.idle_seconds, metavar="S",
+    lim.add_argument("--idle-seconds", type=_seconds(), default=Limits.idle_seconds, metavar="S",
                      help=f"close connections without calls after this long (default {Limits.idle_seconds:g})")
     p.set_defaults(func=cmd_serve)
 
@@ -504,10 +552,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if e.code.name == "FAILED_PRECONDITION":  # the server's engine diverged (NaN or infinity)
             print(f"style-transfer: error: diverged on the server: {e.details}; nothing was written", file=sys.stderr)
             return EXIT_USAGE
+        text = wire.refused_text(e.code.name, e.details, "job" if args.command == "stylize" else "request")
         if e.code.name == "INVALID_ARGUMENT":  # bad input, as the server judged it: as it would be here
-            print(f"style-transfer: error: the server refused the job: {e}", file=sys.stderr)
+            print(f"style-transfer: error: {text}", file=sys.stderr)
             return EXIT_USAGE
-        print(f"style-transfer: the server refused the job: {e}", file=sys.stderr)
+        print(f"style-transfer: {text}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("\nstyle-transfer: cancelled; nothing was written", file=sys.stderr)

@@ -89,9 +89,12 @@ class Client:
         return wire.unavailable_text(self.address)
 
     def _error(self, e: grpc.RpcError) -> Exception:
+        """A failed call as the caller should read it. Calls come after _connect, so the
+        server was there: UNAVAILABLE (but for its own shutting-down or loading answers)
+        means the connection was lost, not that no server runs."""
         if e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" not in (e.details() or "") \
                 and "loading" not in (e.details() or ""):
-            return ServerUnavailable(self._unavailable_message())
+            return RemoteError(e.code(), wire.lost_text(self.address, e.details() or ""))
         if e.code() == grpc.StatusCode.UNAUTHENTICATED:
             return RemoteError(e.code(), wire.unauthenticated_text(self.address, bool(self._token)))
         return RemoteError(e.code(), e.details() or "")

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -220,6 +221,9 @@ def start(
             ("grpc.server_handshake_timeout_ms", 10_000),  # a connection that never speaks HTTP/2
             ("grpc.max_concurrent_streams", 64),  # per connection
             ("grpc.http2.max_pings_without_data", 0),
+            # gRPC sets SO_REUSEPORT by default: a second server on a port in use would
+            # bind it too and the kernel would split the clients between the two.
+            ("grpc.so_reuseport", 0),
         ],
     )
     add_to_server(service, server)
@@ -245,7 +249,8 @@ def start(
 def _add_reflection(server: grpc.Server) -> None:
     """grpc.reflection.v1alpha (grpcio-reflection's) and v1, the same messages under the
     v1 name (the installed grpcio-reflection serves only v1alpha)."""
-    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME,
+             "grpc.reflection.v1.ServerReflection")
     servicer = reflection.ReflectionServicer(names)
     for package in ("grpc.reflection.v1alpha", "grpc.reflection.v1"):
         handler = grpc.stream_stream_rpc_method_handler(
@@ -287,7 +292,10 @@ def run(args) -> int:
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise ConfigError("TLS needs both --tls-cert and --tls-key")
-        tls = (_read_secret(args.tls_cert, "--tls-cert").encode(), _read_secret(args.tls_key, "--tls-key").encode())
+        tls = _read_tls(args.tls_cert, args.tls_key)
+    if token and not tls and not is_loopback(args.host):
+        log.warning("the token travels in clear text to --host %s: serve TLS on a network "
+                    "(--tls-cert and --tls-key)", args.host)
     model = Model()
     limits = Limits(
         max_pixels=args.max_pixels, max_queue=args.max_queue, max_styles=args.max_styles,
@@ -415,11 +423,32 @@ def _runs_in_bf16(device: str) -> bool:
         return False
 
 
+def _read_tls(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
+    """The certificate chain and key, PEM, checked to be one (gRPC would only say it
+    cannot bind). Raises ConfigError naming the file."""
+    cert, key = _read_secret(cert_path, "--tls-cert"), _read_secret(key_path, "--tls-key")
+    for text, option, path, marker, tool in ((cert, "--tls-cert", cert_path, "-----BEGIN CERTIFICATE", "x509"),
+                                             (key, "--tls-key", key_path, "PRIVATE KEY-----", "pkey")):
+        if marker not in text:
+            raise ConfigError(f"{option}: {path} is not PEM (a DER file converts with "
+                              f"openssl {tool} -inform der -in FILE -out FILE.pem)")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A passphrase-protected key fails here instead of prompting on the terminal.
+        context.load_cert_chain(cert_path, key_path, password=lambda: b"")
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigError(f"--tls-cert/--tls-key: {cert_path} and {key_path} are not a certificate and its "
+                          f"unencrypted private key ({e.reason or e})") from None
+    return cert.encode(), key.encode()
+
+
 def _read_secret(path: str, option: str) -> str:
     try:
         text = Path(path).read_text().strip()
     except OSError as e:
         raise ConfigError(f"{option}: cannot read {path} ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option}: {path} is not a text file") from None
     if not text:
         raise ConfigError(f"{option}: {path} is empty")
     return text

@@ -270,6 +270,7 @@ def test_reflection_lists_the_services(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         services = ProtoReflectionDescriptorDatabase(channel).get_services()
     assert "styletransfer.v1.StyleTransfer" in services and "grpc.health.v1.Health" in services
+    assert "grpc.reflection.v1.ServerReflection" in services  # served beside v1alpha: listed too
 
 
 def test_server_down_is_one_clear_error(content, style):
@@ -335,3 +336,11 @@ def test_an_initial_image_travels_after_the_styles(server, engine, content, styl
         remote = [e for e in c.stylize(content, [style], params, init_image=start) if isinstance(e, Progress)]
     local = [e for e in engine.run(content, [style], params, init_image=start) if isinstance(e, Progress)]
     assert [p.losses["total"] for p in remote] == pytest.approx([p.losses["total"] for p in local], rel=1e-5)
+
+
+def test_a_port_in_use_is_refused_not_shared(start_server):
+    """gRPC's default SO_REUSEPORT would let a second server bind the same port and
+    take half of the first one's clients."""
+    running = start_server()
+    with pytest.raises(ConfigError, match="cannot listen"):
+        start(Model(), port=running.port)

@@ -64,6 +64,24 @@ def test_remote_cli_stylize_and_info(weights_file, tmp_path, content, style, cap
         assert server.stop() == 0
 
 
+def test_a_server_lost_mid_job_is_a_lost_connection_not_an_absent_server(weights_file, content, style):
+    server = ServeProcess.serving(weights_file)
+    try:
+        events = Client(server.address).stylize(content, [style],
+                                                preset("default").replace(size=48, scales=1, steps=100_000))
+        for event in events:
+            if isinstance(event, Progress):
+                break
+        server.proc.kill()  # no goodbye: the connection just goes
+        with pytest.raises(RemoteError) as err:
+            for _ in events:
+                pass
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        assert f"lost the connection to the server at {server.address}" in str(err.value)
+    finally:
+        server.stop()
+
+
 def test_remote_cli_with_no_server_says_how_to_start_one(tmp_path, content, style, capsys):
     Image.fromarray(content).save(tmp_path / "c.png")
     rc = main(["stylize", str(tmp_path / "c.png"), str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"),
@@ -87,3 +105,48 @@ def test_remote_bad_parameters_are_refused_by_the_cli_first(tmp_path, content, c
     rc = main(["stylize", str(tmp_path / content_name), str(tmp_path / content_name), "-o", str(tmp_path / "o.png"),
                "--server", "127.0.0.1:9", "--style-weight", "inf"])
     assert rc == 2 and "style_weight: must be finite" in capsys.readouterr().err
+
+
+# --- serve options: refused before anything starts -----------------------------------
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--port", "70000", "0 to 65535"),
+    ("--port", "-1", "0 to 65535"),
+    ("--metrics-port", "70000", "0 to 65535"),
+    ("--max-pixels", "-5", "at least 1"),
+    ("--max-queue", "-5", "at least 0"),
+    ("--max-calls", "-5", "at least 1"),
+    ("--max-styles", "0", "at least 1"),
+    ("--max-work-pixels", "0", "at least 1"),
+    ("--idle-seconds", "nan", "more than 0"),
+    ("--idle-seconds", "0", "more than 0"),
+    ("--idle-seconds", "1e300", "at most"),
+    ("--upload-seconds", "-5", "more than 0"),
+    ("--grace", "nan", "0 or more"),
+    ("--max-job-bytes", "0", "more than 0"),
+    ("--max-request-bytes", "nan", "byte count"),
+])
+def test_serve_options_out_of_range_are_refused_naming_the_option(capsys, option, value, words):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and option in err and words in err, err
+
+
+@pytest.mark.parametrize("case", ["not PEM", "binary", "key of another certificate"])
+def test_tls_material_that_cannot_work_is_named_before_serving(tmp_path, capsys, case):
+    from certs import make_cert
+
+    cert, key = make_cert(tmp_path)
+    if case == "not PEM":
+        cert.write_text("x\n")
+    elif case == "binary":
+        cert.write_bytes(bytes(range(128, 256)))
+    else:
+        (tmp_path / "other").mkdir()
+        _, key = make_cert(tmp_path / "other")
+    rc = main(["serve", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--weights", "/nonexistent"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--tls-cert" in err and "Traceback" not in err, err

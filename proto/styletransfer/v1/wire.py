@@ -219,8 +219,19 @@ def tls_text(address: str, detail: str, tls: bool) -> str:
             "turn TLS on in the client")
 
 
-def refused_text(status_name: str, details: str) -> str:
-    return f"the server refused the job: {details} [{status_name}]"
+# gRPC codes by which a server turns a call away (its limits, its token, invalid input),
+# as opposed to ending one it took (shutdown, a lost connection, a failure).
+REFUSALS = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAUTHENTICATED", "OUT_OF_RANGE",
+            "UNIMPLEMENTED")
+
+
+def refused_text(status_name: str, details: str, what: str = "job") -> str:
+    verb = "refused" if status_name in REFUSALS else "ended"
+    return f"the server {verb} the {what}: {details} [{status_name}]"
+
+
+def lost_text(address: str, detail: str) -> str:
+    return f"lost the connection to the server at {address} ({detail or 'no reason given'})"
 
 
 def queued_text(position: int) -> str:
