@@ -27,11 +27,6 @@ RESIZES = ("longest", "notebook")
 DEVICES = ("auto", "cpu", "cuda")  # where a run goes: Engine.run(device=...), not a job parameter
 
 
-# VGG19 halves the resolution four times before conv5_1; below 32 px the deepest
-# style layer would be 2x2 or less. Thinner images are stretched to this and back
-# (sizes.py), and no job is asked to work smaller.
-MIN_SIDE = 32
-
 # Upper bounds that keep every value representable where it is used: a step size
 # beyond this only diverges (and near fp32's limit overflows inside Adam), and a
 # memory limit beyond a PiB overflows the byte counts.
@@ -59,7 +54,7 @@ class StyleParams:
     """Everything that decides the result of a job (besides the images and the weights)."""
 
     # --- resolution and schedule ---
-    size: int = _f(512, "longest side of the working image in px, at least 32 (the input is never upscaled); "
+    size: int = _f(512, "longest side of the working image in px (the input is never upscaled); "
                         "0 = full resolution: the photo's own size")
     resize: str = _f(
         "longest",
@@ -109,8 +104,6 @@ class StyleParams:
 
     def __post_init__(self) -> None:
         _check_int(self, "size", 0, 65536)
-        if 0 < self.size < MIN_SIDE:
-            raise ParamError("size", f"must be 0 (the photo's own size) or at least {MIN_SIDE} px, got {self.size}")
         _check_int(self, "tile", 0, 65536)
         if self.tile % 16:
             raise ParamError("tile", f"must be a multiple of 16, got {self.tile}")

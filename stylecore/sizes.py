@@ -4,7 +4,11 @@ arrives). Plain integers, no torch: sizes are (height, width)."""
 
 from __future__ import annotations
 
-from .params import MIN_SIDE, StyleParams  # noqa: F401  (MIN_SIDE re-exported)
+from .params import StyleParams
+
+# VGG19 halves the resolution four times before conv5_1; below 32 px the deepest
+# style layer would be 2x2 or less. Thinner images are stretched to this and back.
+MIN_SIDE = 32
 
 Size = tuple[int, int]  # (h, w)
 

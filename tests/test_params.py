@@ -27,7 +27,7 @@ def test_seed_preset_is_the_reference_notebook():
     "field, value, words",
     [
         ("steps", 0, "between 1"),
-        ("size", -5, "between 0"), ("size", 8, "at least 32"), ("tile", 40, "multiple of 16"), ("max_memory", -1.0, "positive number of GiB"),
+        ("size", -5, "between 0"), ("tile", 40, "multiple of 16"), ("max_memory", -1.0, "positive number of GiB"),
         ("style_weight", -1.0, "negative"),
         ("content_weight", math.nan, "finite"),
         ("tv_weight", math.inf, "finite"),
