@@ -140,6 +140,8 @@ class Upload:
             if message.WhichOneof("part") != "chunk":
                 raise Invalid("header", "sent twice")
             chunk = message.chunk
+            if len(chunk.data) > self.limits.chunk_bytes:
+                raise Invalid("chunk", f"{len(chunk.data):,} bytes, more than chunk_bytes = {self.limits.chunk_bytes:,}")
             if chunk.image == current + 1 and chunk.offset == 0 and buffers[current]:
                 got, want = len(buffers[current]), metas[current].size_bytes
                 raise Invalid(names[current], f"truncated: got {got} of {want} bytes before the next image began")

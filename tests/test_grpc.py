@@ -172,6 +172,7 @@ def _bad_cases(content, style):
     mismatch = pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=64, height=43, channels=3, size_bytes=100)
     corrupt = pb.ImageMeta(format=pb.IMAGE_FORMAT_PNG, size_bytes=50)
     huge = pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=5000, height=5000, channels=4, size_bytes=5000 * 5000 * 4)
+    big = np.zeros((700, 700, 3), np.uint8)  # 1.4 MiB: one chunk of it is over 1 MiB, under gRPC's 4 MiB
     swapped = stream(good)
     swapped[1], swapped[-1] = swapped[-1], swapped[1]
     return [
@@ -200,6 +201,9 @@ def _bad_cases(content, style):
          grpc.StatusCode.INVALID_ARGUMENT, "steps: must be between"),
         ("too many pixels", stream(raw_header(content, [style], content=huge), (b"", s_bytes))[:1],
          grpc.StatusCode.RESOURCE_EXHAUSTED, "more than the limit"),
+        ("a chunk over chunk_bytes", list(convert.request_stream(raw_header(big, [style]), (big.tobytes(), s_bytes),
+                                                                 2 << 20)),
+         grpc.StatusCode.INVALID_ARGUMENT, "more than chunk_bytes = 1,048,576"),
     ]
 
 
