@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,10 @@ def _count(lo: int, hi: int | None = None):
 _port = _count(0, 65535)
 
 
+# gRPC takes durations in int32 milliseconds: 24 days at most; a week is plenty.
+MAX_SECONDS = 7 * 24 * 3600
+
+
 def _seconds(positive: bool = True):
     """An argparse type: seconds, finite, positive (or from 0), at most MAX_SECONDS."""
     def parse(text: str) -> float:
@@ -102,8 +107,19 @@ def _seconds(positive: bool = True):
     return parse
 
 
-# gRPC takes durations in int32 milliseconds: 24 days at most; a week is plenty.
-MAX_SECONDS = 7 * 24 * 3600
+
+def _share(what: str, allow_auto: bool = False):
+    """An argparse type: a finite share of a resource (0 or more; -1 = automatic where allowed)."""
+    def parse(text: str) -> float:
+        v = _float(text)
+        if not (0 <= v < math.inf or (allow_auto and v == -1)):
+            raise argparse.ArgumentTypeError(f"must be 0 or more {what}{' (or -1: automatic)' if allow_auto else ''}, "
+                                             f"got {text!r}")
+        return v
+    return parse
+
+
+_gpus, _cpus = _share("GPUs", allow_auto=True), _share("CPU cores")
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -251,8 +267,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     if args.save_every < 0:
         raise UsageError(f"--save-every: must not be negative, got {args.save_every}")
-    if args.max_pixels < 1:
-        raise UsageError(f"--max-pixels: must be positive, got {args.max_pixels}")
     output = check_output_path(args.output)
     inputs = [("content", args.content), *(("style", s) for s in args.styles)]
     refuse_output_that_is_an_input(output, inputs + ([("initial image", args.init_image)] if args.init_image else []))
@@ -476,9 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "cluster's GCS address (ray:// Ray Client addresses cannot stream and are refused)")
     cg.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
                     help="engine replicas; MIN:MAX autoscales on ongoing requests (queued + running) (default 1)")
-    cg.add_argument("--replica-gpus", type=float, default=-1, metavar="G",
+    cg.add_argument("--replica-gpus", type=_gpus, default=-1, metavar="G",
                     help="GPUs per replica (default: 1 where the cluster has GPUs, else 0)")
-    cg.add_argument("--replica-cpus", type=float, default=1, metavar="N",
+    cg.add_argument("--replica-cpus", type=_cpus, default=1, metavar="N",
                     help="CPU cores per replica; CPU replicas run on that many threads (default 1)")
     cg.add_argument("--attach", action="store_true",
                     help="never deploy the replicas: wait for the application another front or a KubeRay "
@@ -540,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # told by the subcommand's parser, whose --help lists what it takes
         parser.commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    from .client import RemoteError, ServerUnavailable
+    from .client import ConnectionLost, RemoteError, ServerUnavailable
     from .weights import WeightsError
 
     try:
@@ -548,6 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParamError, ImageError, WeightsError, UsageError, ServerUnavailable) as e:
         print(f"style-transfer: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ConnectionLost as e:
+        print(f"style-transfer: {e.details}", file=sys.stderr)
+        return EXIT_FAILED
     except RemoteError as e:
         if e.code.name == "FAILED_PRECONDITION":  # the server's engine diverged (NaN or infinity)
             print(f"style-transfer: error: diverged on the server: {e.details}; nothing was written", file=sys.stderr)

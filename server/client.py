@@ -43,6 +43,10 @@ class RemoteError(Exception):
         self.details = details
 
 
+class ConnectionLost(RemoteError):
+    """The connection to a server that was there went during the call; `details` says so."""
+
+
 class Client:
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
                  connect_timeout: float = 5.0):
@@ -92,9 +96,8 @@ class Client:
         """A failed call as the caller should read it. Calls come after _connect, so the
         server was there: UNAVAILABLE (but for its own shutting-down or loading answers)
         means the connection was lost, not that no server runs."""
-        if e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" not in (e.details() or "") \
-                and "loading" not in (e.details() or ""):
-            return RemoteError(e.code(), wire.lost_text(self.address, e.details() or ""))
+        if wire.connection_lost(e.code().name, e.details() or ""):
+            return ConnectionLost(e.code(), wire.lost_text(self.address, e.details() or ""))
         if e.code() == grpc.StatusCode.UNAUTHENTICATED:
             return RemoteError(e.code(), wire.unauthenticated_text(self.address, bool(self._token)))
         return RemoteError(e.code(), e.details() or "")

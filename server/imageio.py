@@ -150,18 +150,27 @@ def to_buffer(img: Image.Image, what: str = "image") -> np.ndarray:
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
-    """Fail early, before a long job, if the result could not be written there."""
-    path = Path(path)
-    if path.suffix.lower() not in WRITABLE:
-        raise ImageError(f"output {path}: unknown format {path.suffix!r}; use one of {', '.join(WRITABLE)}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ImageError(f"output {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise ImageError(f"output {path}: folder {parent} is not writable")
-    if path.is_dir():
-        raise ImageError(f"output {path}: is a folder")
-    return path
+    """Fail early, before a long job, if the result could not be written there. Returns
+    the path to write: where `path` is a symbolic link, the file it points to (its
+    format, its folder), as `cp` and Pillow write through a link."""
+    given = Path(path)
+    target = Path(os.path.realpath(given))
+    name = f"{given} (a link to {target})" if given.is_symlink() else str(given)
+    if target.suffix.lower() not in WRITABLE:
+        raise ImageError(f"output {name}: unknown format {target.suffix!r}; use one of {', '.join(WRITABLE)}")
+    if not target.parent.is_dir():
+        raise ImageError(f"output {name}: folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise ImageError(f"output {name}: folder {target.parent} is not writable")
+    try:
+        if target.is_dir():
+            raise ImageError(f"output {name}: is a folder")
+        os.stat(target)
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a link that loops, ...
+        raise ImageError(f"output {name}: {e.strerror or e}") from None
+    return target
 
 
 def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -183,7 +192,7 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     gets the mode a plain write would give it: a replaced file keeps its own, a new one
     0666 less the umask (mkstemp's 0600 would hide a result from a web server, or from
     GIMP run as another user)."""
-    path = check_output_path(Path(os.path.realpath(path)))
+    path = check_output_path(path)
     data = encode_image(array, WRITABLE[path.suffix.lower()])
     try:
         mode = stat.S_IMODE(path.stat().st_mode)

@@ -100,19 +100,20 @@ class Engine:
         # The job's memory: params.max_memory, and at most the caller's `budget` (a
         # server's per-job limit, in bytes beyond what the process holds).
         own = memory.job_budget(params.max_memory, device)
+        # What the process held when max_memory was counted: a plan that does not fit then
+        # says what max_memory would do (not under a caller's budget, which may bind instead).
+        held = int(params.max_memory * 2**30) - own if params.max_memory and budget is None else 0
         budget = own if budget is None else min(budget, own) if params.max_memory else budget
-        # What the process held when max_memory was counted, where that is the binding
-        # limit: a plan that does not fit then says what max_memory would do.
-        held = int(params.max_memory * 2**30) - own if params.max_memory and budget == own else 0
         levels = tuple(
             Level(size, steps, memory.plan_scale(size, dtype, budget, params.tile or None, held))
             for size, steps in sizes.pyramid(content_img.height, content_img.width, params)
         )
-        # A style worked larger than the budget allows is tiled too (objective); one that
-        # does not fit even so is refused now, not after the coarse levels.
-        for style in style_imgs:
-            memory.plan_scale(sizes.style_size(style.height, style.width, levels[-1].size, params.style_scale),
-                              dtype, budget, levels[-1].plan.core, held)
+        # A style worked larger than the budget allows is tiled too, as the level's image is
+        # (objective); one that does not fit even so is refused now, not levels later.
+        for level in levels:
+            for style in style_imgs:
+                memory.plan_scale(sizes.style_size(style.height, style.width, level.size, params.style_scale),
+                                  dtype, budget, level.plan.core, held)
         return Job(
             params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
             blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget, held=held,

@@ -13,6 +13,7 @@ import ctypes
 import functools
 import math
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -119,16 +120,30 @@ def release_freed_memory() -> None:
         libc.malloc_trim(0)
 
 
+# Levels running now in this process (a server may run several jobs at once, one per
+# worker), and how many of them keep freed memory: the heap keeps it only while every
+# one does, so that a tiled level's plan is never run beside a kept heap.
+_levels_lock = threading.Lock()
+_levels = {"running": 0, "keeping": 0}
+
+
 @contextlib.contextmanager
 def heap_kept(keep: bool) -> Iterator[None]:
-    """While the block runs, freed memory stays in the heap (when `keep`); when it ends,
-    however it ends (a cancelled job, a consumer that closed the event stream), glibc's
-    way again and what is free goes back to the kernel."""
-    keep_freed_memory(keep)
+    """While the block runs, freed memory stays in the heap (when `keep`, and every other
+    level running in the process keeps too); when it ends, however it ends (a cancelled
+    job, a consumer that closed the event stream), the heap keeps only if the levels
+    still running all do, and what is free goes back to the kernel."""
+    with _levels_lock:
+        _levels["running"] += 1
+        _levels["keeping"] += keep
+        keep_freed_memory(_levels["running"] == _levels["keeping"])
     try:
         yield
     finally:
-        keep_freed_memory(False)
+        with _levels_lock:
+            _levels["running"] -= 1
+            _levels["keeping"] -= keep
+            keep_freed_memory(0 < _levels["running"] == _levels["keeping"])
         release_freed_memory()
 
 

@@ -455,3 +455,19 @@ def test_device_is_the_local_engines_only(tmp_path, capsys, args, expected):
         code = e.code
     assert code == 2 and expected in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("link_to, words", [
+    ("missing/final.png", "does not exist"),
+    ("final.jpg", "JPEG cannot store the content's transparency"),
+    ("final.blob", "unknown format"),
+    ("out.png", "symbolic links"),  # a link to itself
+])
+def test_a_symlinked_output_that_cannot_be_written_is_refused_before_running(files, weights_file, capsys, content,
+                                                                              link_to, words):
+    rgba = np.concatenate([content, np.full((*content.shape[:2], 1), 128, np.uint8)], axis=2)
+    Image.fromarray(rgba).save(files / "rgba.png")
+    (files / "out.png").symlink_to(files / link_to)
+    assert stylize(files, "/nonexistent-weights", content="rgba.png") == 2
+    err = capsys.readouterr().err
+    assert words in err and "weights" not in err, err

@@ -69,3 +69,20 @@ def test_heap_kept_only_within_its_block(monkeypatch, fails):
             if fails:
                 raise RuntimeError("a cancelled level")
     assert calls == [True, False]
+
+
+def test_heap_kept_only_while_every_running_level_keeps(monkeypatch):
+    """Two jobs at once (a server's workers): a tiled level, which must not run beside a
+    kept heap, turns keeping off until it ends; the whole level's end does not end the
+    other's keeping."""
+    calls: list[bool] = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
+    with memory.heap_kept(True):
+        assert calls[-1] is True
+        with memory.heap_kept(False):
+            assert calls[-1] is False
+        assert calls[-1] is True  # the tiled level ended; the whole one keeps again
+        with memory.heap_kept(True):
+            assert calls[-1] is True
+        assert calls[-1] is True  # one of two keeping levels ended: the other still keeps
+    assert calls[-1] is False

@@ -131,6 +131,8 @@ def test_remote_bad_parameters_are_refused_by_the_cli_first(tmp_path, content, c
     ("--grace", "nan", "0 or more"),
     ("--max-job-bytes", "0", "more than 0"),
     ("--max-request-bytes", "nan", "byte count"),
+    ("--replica-gpus", "nan", "0 or more GPUs"),
+    ("--replica-cpus", "-1", "0 or more CPU cores"),
 ])
 def test_serve_options_out_of_range_are_refused_naming_the_option(capsys, option, value, words):
     with pytest.raises(SystemExit) as exit_:

@@ -302,9 +302,8 @@ def _call(server: Server, coroutine_function):
         if e.status == Status.UNAUTHENTICATED:
             text = wire.unauthenticated_text(server.address, bool(server.token))
             raise ServerError(sentence(text) + ": type it in the Token field, or name a token file.") from None
-        if e.status == Status.UNAVAILABLE and "shutting down" not in (e.message or "") \
-                and "loading" not in (e.message or ""):
-            raise ServerError(sentence(wire.unavailable_text(server.address))) from None
+        if wire.connection_lost(e.status.name, e.message or ""):
+            raise ServerError(sentence(wire.lost_text(server.address, e.message or ""))) from None
         raise ServerError(sentence(wire.refused_text(e.status.name, e.message or ""))) from None
     except ssl.SSLError as e:
         raise ServerError(sentence(wire.tls_text(server.address, e.reason or str(e), True))) from None

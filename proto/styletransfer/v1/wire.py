@@ -219,15 +219,23 @@ def tls_text(address: str, detail: str, tls: bool) -> str:
             "turn TLS on in the client")
 
 
-# gRPC codes by which a server turns a call away (its limits, its token, invalid input),
-# as opposed to ending one it took (shutdown, a lost connection, a failure).
-REFUSALS = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED", "UNAUTHENTICATED", "OUT_OF_RANGE",
-            "UNIMPLEMENTED")
+# gRPC codes by which a server turns a call away for what it asks (invalid input, a
+# token, a method it lacks). Others may come before a job runs or while it runs (a full
+# queue, shutdown, memory): the details say which.
+REFUSALS = ("INVALID_ARGUMENT", "PERMISSION_DENIED", "UNAUTHENTICATED", "UNIMPLEMENTED")
+# The server's own UNAVAILABLE answers (service.py words them so); any other UNAVAILABLE
+# on a call to a server that was there is the connection going.
+SERVER_UNAVAILABLE_WORDS = ("shutting down", "loading")
 
 
 def refused_text(status_name: str, details: str, what: str = "job") -> str:
-    verb = "refused" if status_name in REFUSALS else "ended"
+    verb = "refused" if status_name in REFUSALS else "stopped"
     return f"the server {verb} the {what}: {details} [{status_name}]"
+
+
+def connection_lost(status_name: str, details: str) -> bool:
+    """Whether a failed call's status means the connection went, not an answer."""
+    return status_name == "UNAVAILABLE" and not any(w in (details or "") for w in SERVER_UNAVAILABLE_WORDS)
 
 
 def lost_text(address: str, detail: str) -> str:
