@@ -24,6 +24,7 @@ with several (each sees only its own jobs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -137,18 +138,20 @@ class EngineReplica:
                     import torch
 
                     torch.set_num_threads(self.threads)  # this thread's own OpenMP count
-                for event in self.engine.run(job.content, job.styles, job.params, stop.is_set, job.preview_every,
-                                             device=self.device, budget=job.budget, init_image=job.init_image):
-                    if stop.is_set():
-                        break
-                    if event.__class__.__name__ == "Result":
-                        for message in convert.result_to_proto(event, job.result_format, job.chunk_bytes):
-                            put(("event", message.SerializeToString()))
-                        continue
-                    if event.__class__.__name__ == "Started":
-                        event = replace(event, device=f"ray:{self.name}")
-                    put(("event", convert.event_to_proto(event, job.job_id, self.model, self.verified,
-                                                         job.preview_max_side).SerializeToString()))
+                run = self.engine.run(job.content, job.styles, job.params, stop.is_set, job.preview_every,
+                                      device=self.device, budget=job.budget, init_image=job.init_image)
+                with contextlib.closing(run):  # stopped early: the job leaves its level now, not at GC
+                    for event in run:
+                        if stop.is_set():
+                            break
+                        if event.__class__.__name__ == "Result":
+                            for message in convert.result_to_proto(event, job.result_format, job.chunk_bytes):
+                                put(("event", message.SerializeToString()))
+                            continue
+                        if event.__class__.__name__ == "Started":
+                            event = replace(event, device=f"ray:{self.name}")
+                        put(("event", convert.event_to_proto(event, job.job_id, self.model, self.verified,
+                                                             job.preview_max_side).SerializeToString()))
             except Cancelled:
                 pass
             except Diverged as e:

@@ -211,6 +211,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                     yield from self._events(job, header, events, worker)
                 record.set("done")
             finally:
+                events.close()  # a job ended early (client gone, an error) leaves its level now, not at GC
                 record.ran_seconds = time.monotonic() - started
         finally:
             self.scheduler.release(ticket)
