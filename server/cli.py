@@ -25,7 +25,8 @@ from stylecore.params import DEVICES, PRESETS, ParamError, StyleParams, preset
 from styletransfer.v1 import wire
 
 from .errors import UsageError
-from .imageio import DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, write_image
+from .imageio import (DEFAULT_MAX_PIXELS, ImageError, check_output_path, read_image, shrink, source_bits,
+                      write_image)
 from .limits import Limits
 
 EXIT_USAGE = 2  # bad input: arguments, files, weights
@@ -271,6 +272,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     inputs = [("content", args.content), *(("style", s) for s in args.styles)]
     refuse_output_that_is_an_input(output, inputs + ([("initial image", args.init_image)] if args.init_image else []))
     content = read_image(args.content, args.max_pixels, "content")
+    if not args.quiet and (bits := source_bits(args.content)) > 8:
+        print(f"note: {args.content} has {bits} bits per channel; the result has 8", file=sys.stderr)
     styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
     init = None
     if args.init_image:  # start from it (an earlier result, a run to continue): init "image"

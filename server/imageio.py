@@ -43,6 +43,27 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, wh
     return decode_image(data, max_pixels, f"{what} {path}")
 
 
+def source_bits(path: str | os.PathLike) -> int:
+    """Bits per channel the file stores (8 where it does not say more); results are
+    always 8, so a caller can say what a deeper source loses. Reads the header only."""
+    try:
+        with Image.open(path) as img:
+            if img.mode.startswith("I;16"):
+                return 16
+            if img.mode in ("I", "F"):
+                return 32
+            if img.format == "PNG":  # Pillow reads 16-bit RGB(A) as 8-bit: the header says
+                with open(path, "rb") as f:
+                    head = f.read(25)
+                return head[24] if len(head) == 25 else 8  # IHDR's bit depth
+            if img.format == "TIFF":
+                bits = img.tag_v2.get(258, 8)  # BitsPerSample
+                return max(bits) if isinstance(bits, tuple) else int(bits)
+    except Exception:  # noqa: BLE001 - read_image says what is wrong with a file
+        pass
+    return 8
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, what: str = "image",
                  formats: tuple[str, ...] | None = None) -> np.ndarray:
     """Encoded bytes -> (H, W, C) uint8. `formats` (Pillow names, e.g. ("PNG",)) restricts

@@ -471,3 +471,14 @@ def test_a_symlinked_output_that_cannot_be_written_is_refused_before_running(fil
     assert stylize(files, "/nonexistent-weights", content="rgba.png") == 2
     err = capsys.readouterr().err
     assert words in err and "weights" not in err, err
+
+
+@pytest.mark.parametrize("name, bits", [("deep.png", 16), ("deep.tif", 16), ("content.jpg", 8)])
+def test_a_deeper_source_is_told_the_result_has_8_bits(files, weights_file, capsys, content, name, bits):
+    if bits == 16:  # 16-bit gray: Pillow writes it as I;16 in PNG and TIFF
+        gray = (content.mean(axis=2) * 257).astype(np.uint16)
+        Image.fromarray(gray).save(files / name)
+    assert main(["stylize", str(files / name), str(files / "style.png"), "-o", str(files / "out.png"),
+                 "--weights", weights_file, "--size", "48", "--scales", "1", "--steps", "1"]) == 0
+    err = capsys.readouterr().err
+    assert ("16 bits per channel; the result has 8" in err) == (bits == 16), err
