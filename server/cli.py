@@ -108,7 +108,6 @@ def _seconds(positive: bool = True):
     return parse
 
 
-
 def _share(what: str, allow_auto: bool = False):
     """An argparse type: a finite share of a resource (0 or more; -1 = automatic where allowed)."""
     def parse(text: str) -> float:

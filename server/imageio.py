@@ -184,13 +184,13 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if not os.access(target.parent, os.W_OK):
         raise ImageError(f"output {name}: folder {target.parent} is not writable")
     try:
-        if target.is_dir():
-            raise ImageError(f"output {name}: is a folder")
-        os.stat(target)
+        existing = os.stat(target)
     except FileNotFoundError:
-        pass
+        existing = None
     except OSError as e:  # a link that loops, ...
         raise ImageError(f"output {name}: {e.strerror or e}") from None
+    if existing and stat.S_ISDIR(existing.st_mode):
+        raise ImageError(f"output {name}: is a folder")
     return target
 
 

@@ -249,10 +249,11 @@ def start(
 def _add_reflection(server: grpc.Server) -> None:
     """grpc.reflection.v1alpha (grpcio-reflection's) and v1, the same messages under the
     v1 name (the installed grpcio-reflection serves only v1alpha)."""
-    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME,
-             "grpc.reflection.v1.ServerReflection")
+    packages = ("grpc.reflection.v1alpha", "grpc.reflection.v1")
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             *(f"{package}.ServerReflection" for package in packages))
     servicer = reflection.ReflectionServicer(names)
-    for package in ("grpc.reflection.v1alpha", "grpc.reflection.v1"):
+    for package in packages:
         handler = grpc.stream_stream_rpc_method_handler(
             servicer.ServerReflectionInfo,
             request_deserializer=reflection_pb.ServerReflectionRequest.FromString,

@@ -46,6 +46,7 @@ class Level(NamedTuple):
     size: tuple[int, int]  # (h, w)
     steps: int
     plan: ScalePlan  # whole or tiled, and the L-BFGS history (memory.py)
+    style_plans: tuple[ScalePlan, ...]  # each style image's at this level: whole, or tiled too
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,6 @@ class Job:
     blend: tuple[float, ...]  # normalized weights of the styles
     levels: tuple[Level, ...]  # coarsest first; the last is the working size
     budget: int  # bytes the job may add to what the process held when it was prepared
-    held: int = 0  # what the process held then, where max_memory set the budget (for messages)
 
 
 class Engine:
@@ -104,19 +104,21 @@ class Engine:
         # says what max_memory would do (not under a caller's budget, which may bind instead).
         held = int(params.max_memory * 2**30) - own if params.max_memory and budget is None else 0
         budget = own if budget is None else min(budget, own) if params.max_memory else budget
-        levels = tuple(
-            Level(size, steps, memory.plan_scale(size, dtype, budget, params.tile or None, held))
-            for size, steps in sizes.pyramid(content_img.height, content_img.width, params)
-        )
-        # A style worked larger than the budget allows is tiled too, as the level's image is
-        # (objective); one that does not fit even so is refused now, not levels later.
-        for level in levels:
-            for style in style_imgs:
-                memory.plan_scale(sizes.style_size(style.height, style.width, level.size, params.style_scale),
-                                  dtype, budget, level.plan.core, held)
+        levels = []
+        for size, steps in sizes.pyramid(content_img.height, content_img.width, params):
+            plan = memory.plan_scale(size, dtype, budget, params.tile or None, held)
+            # A style worked larger than the budget allows (style_scale > 1 at full size) is
+            # tiled too, with the level's tiles where the level is tiled; one that does not
+            # fit even so is refused now, not levels later.
+            style_plans = tuple(
+                memory.plan_scale(sizes.style_size(style.height, style.width, size, params.style_scale),
+                                  dtype, budget, plan.core, held)
+                for style in style_imgs
+            )
+            levels.append(Level(size, steps, plan, style_plans))
         return Job(
             params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
-            blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget, held=held,
+            blend=tuple(params.blend_weights(len(style_imgs))), levels=tuple(levels), budget=budget,
         )
 
     def objective(self, job: Job, level: Level, cancel: Callable[[], bool] | None = None) -> Objective:
@@ -134,13 +136,11 @@ class Engine:
                                      params.pooling)[CONTENT_LAYER].float()
         del c
         grams = []
-        for style in job.styles:
+        for style, style_plan in zip(job.styles, level.style_plans):
             s = _resize_input(style, sizes.style_size(style.height, style.width, size, params.style_scale), params)
             if params.preserve_colors == "match":
                 s = images.match_colors(s, _resize_input(job.content, size, params))
             s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
-            # A style worked larger than the budget allows (style_scale > 1 at full size) is tiled too.
-            style_plan = memory.plan_scale((s.shape[-2], s.shape[-1]), job.dtype, job.budget, core, job.held)
             if style_plan.core:
                 grams.append(tiling.grams_whole(net, s, list(STYLE_LAYERS), params.pooling, job.dtype,
                                                 style_plan.core, cancel))
@@ -221,7 +221,7 @@ class Engine:
         )
 
         # ETA: seconds per pixel-step measured on the steps so far (set-up excluded).
-        work_total = sum(h * w * n for (h, w), n, _ in job.levels)
+        work_total = sum(level.size[0] * level.size[1] * level.steps for level in job.levels)
         work_done, step_seconds = 0, 0.0
         x: torch.Tensor | None = None
         carried: list[tuple[torch.Tensor, torch.Tensor]] = []  # curvature pairs for the next level

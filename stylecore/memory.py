@@ -207,20 +207,19 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     force_core: tile with this core whatever fits (tests and benchmarks). Raises
     ParamError when even the smallest tiles do not fit; `held`, the bytes the process
     held when `budget` was counted from max_memory, lets it say what max_memory would do."""
-    job_budget_bytes = budget
     pixels = size[0] * size[1]
     network = NETWORK_BYTES.get(dtype, NETWORK_BYTES[torch.float32])
     whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network)
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)
-    budget = int(min(budget * TILED_SHARE, budget - TILED_RESERVE))
+    room = int(min(budget * TILED_SHARE, budget - TILED_RESERVE))  # what a tiled plan may use
     image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8))
 
     def tile_bytes(core: int) -> int:
         return min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1]) * network
 
     def largest_core(history: int, pair_bytes: int) -> int:
-        side = math.isqrt(max(0, (budget - image_bytes - history * pair_bytes) // network)) - 2 * HALO
+        side = math.isqrt(max(0, (room - image_bytes - history * pair_bytes) // network)) - 2 * HALO
         return min(side // ALIGN * ALIGN, _round_up(max(size), ALIGN))
 
     if force_core is None and largest_core(MIN_HISTORY, pixels * TILED_PAIR_BYTES) < MIN_CORE:
@@ -232,7 +231,7 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
         raise ParamError(
             "max_memory",
             f"{size[1]}x{size[0]} px needs about {need / 2**30:.2f} GiB even in the smallest tiles, "
-            f"but the job may use {max(job_budget_bytes, 0) / 2**30:.2f} GiB{hint}",
+            f"but the job may use {max(budget, 0) / 2**30:.2f} GiB{hint}",
         )
     # Tiled. Tiles come first, up to GOOD_CORE: a small tile spends most of its work on
     # the halo ((528 + 192)² / 528² = 1.9x the pixels; (1024 + 192)² / 1024² = 1.4x).
@@ -243,7 +242,7 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     for pair_dtype, pair_bytes, most in ((torch.float32, pixels * PAIR_BYTES, MAX_HISTORY),
                                          (TILED_PAIR_DTYPE, pixels * TILED_PAIR_BYTES, SHORT_HISTORY)):
         core = force_core or _balanced(min(largest_core(MIN_HISTORY, pair_bytes), GOOD_CORE), size)
-        history = max(MIN_HISTORY, min(most, (budget - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
+        history = max(MIN_HISTORY, min(most, (room - image_bytes - tile_bytes(core)) // max(1, pair_bytes)))
         if force_core is None and history == most:
             core = max(core, _balanced(largest_core(most, pair_bytes), size))
         if history == MAX_HISTORY and (force_core or core >= _balanced(good, size)):
