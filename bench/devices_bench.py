@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -32,11 +31,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))  # the server process the tests start, the same way
 from common import bench_images, machine  # noqa: E402
+from clients import fan_out  # noqa: E402
 from serve_process import HOST, ServeProcess  # noqa: E402
 
 from stylecore import Result, Started, preset, random_state_dict  # noqa: E402
 from styleserver.client import Client  # noqa: E402
-from styleserver.devices import cpu_cores  # noqa: E402
+from styleserver.service.devices import cpu_cores  # noqa: E402
 from styletransfer.v1.wire import Queued  # noqa: E402
 
 
@@ -60,12 +60,10 @@ def run_jobs(address: str, n: int, content, style, params) -> tuple[float, list[
         with Client(address) as c:
             results[i].extend(c.stylize(content, [style], params))
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
+    for i, outcome in enumerate(fan_out(one, n, 600)):
+        if isinstance(outcome, BaseException):
+            print(f"job {i}: {type(outcome).__name__}: {outcome}", file=sys.stderr)
     return time.perf_counter() - t0, results
 
 

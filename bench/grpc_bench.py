@@ -27,8 +27,8 @@ from common import bench_engine, bench_images, machine  # noqa: E402
 
 from stylecore import PRESETS, Result  # noqa: E402
 from styleserver.client import Client  # noqa: E402
-from styleserver.serve import start  # noqa: E402
-from styleserver.service import Model  # noqa: E402
+from styleserver.service.server import start  # noqa: E402
+from styleserver.service.model import Model  # noqa: E402
 
 
 def line(label: str, value: str, target: str = "") -> None:

@@ -12,6 +12,7 @@ compiled extension: each of those packages falls back to pure Python without it.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -25,6 +26,14 @@ _COMPILED = (".so", ".pyd", ".dylib", ".dll")
 
 
 PROFILE_FILES = ("gimprc", "sessionrc", "pluginrc", "shortcutsrc", "menurc", "toolrc", "devicerc", "contextrc")
+
+
+def version() -> str:
+    """This project's version (the installed distribution's, from pyproject.toml)."""
+    try:
+        return importlib.metadata.version("gimp-style-transfer")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
 
 
 class NoProfile(Exception):
@@ -161,9 +170,7 @@ def install(plugins_dir: Path | None = None) -> Path:
     vendor = staging / "vendor"
     for name in VENDORED:
         _copy_package(name, vendor)
-    from styleserver import __version__
-
-    (staging / "install.json").write_text(json.dumps({"version": __version__, "python": sys.executable}, indent=1))
+    (staging / "install.json").write_text(json.dumps({"version": version(), "python": sys.executable}, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
@@ -204,13 +211,11 @@ def installed_contract(target: Path) -> str | None:
     return None
 
 
-def doctor(plugins_dir: Path | None = None, server: str = "127.0.0.1:50051", token: str | None = None,
-           tls_ca: str | None = None) -> list[tuple[bool, str]]:
-    """(ok, finding) for each thing the plug-in needs: GIMP 3, its profile, the plug-in's
-    files, a server that answers (with the token and TLS given), speaks the plug-in's
-    contract version and runs verified weights."""
-    from styleserver import __version__
-
+def doctor(plugins_dir: Path | None = None) -> tuple[list[tuple[bool, str]], str | None]:
+    """(ok, finding) for each thing the plug-in needs on this machine: GIMP 3, its
+    profile, the plug-in's files and version; and the contract version of the installed
+    plug-in (None where there is none), for the CLI's checks of a server
+    (styleserver.cli.gimp)."""
     gimp = find_gimp()
     checks = [(gimp is not None, f"GIMP 3 installed: {gimp}" if gimp else
                "no GIMP 3 installation found (gimp-3.0, gimp --version, Flatpak org.gimp.GIMP, Snap): install GIMP 3")]
@@ -218,7 +223,7 @@ def doctor(plugins_dir: Path | None = None, server: str = "127.0.0.1:50051", tok
         try:
             plugins_dir = default_plugins_dir()
         except NoProfile as e:
-            return checks + [(False, str(e))] + _server_checks(None, server, token, tls_ca)
+            return checks + [(False, str(e))], None
         profile_text = describe_profile(None)
     else:
         plugins_dir = Path(plugins_dir)
@@ -243,30 +248,8 @@ def doctor(plugins_dir: Path | None = None, server: str = "127.0.0.1:50051", tok
             installed = json.loads((target / "install.json").read_text()).get("version")
         except (OSError, ValueError):
             installed = None
-        checks.append((installed == __version__, f"plug-in version {installed}" + (
-            "" if installed == __version__ else f", this project is {__version__}: run style-transfer gimp install")))
+        ours = version()
+        checks.append((installed == ours, f"plug-in version {installed}" + (
+            "" if installed == ours else f", this project is {ours}: run style-transfer gimp install")))
         contract = installed_contract(target)
-    return checks + _server_checks(contract, server, token, tls_ca)
-
-
-def _server_checks(contract: str | None, server: str, token: str | None, tls_ca: str | None) -> list[tuple[bool, str]]:
-    from styleserver.client import Client, RemoteError, ServerUnavailable
-
-    try:
-        with Client(server, token=token, tls_ca=tls_ca, connect_timeout=3) as client:
-            info = client.info()
-    except ServerUnavailable as e:
-        return [(False, str(e))]
-    except RemoteError as e:
-        return [(False, f"the server at {server} answers but refused GetInfo: {e.details}")]
-    checks = [(True, f"server at {server}: version {info['server_version']}, {info['device']} ({info['dtype']})")]
-    theirs = info.get("contract_version") or "unknown (older than v1.1)"
-    if contract is not None:
-        checks.append((theirs == contract, f"contract: plug-in {contract}, server {theirs}" + (
-            "" if theirs == contract else ": install the plug-in from the server's version (style-transfer gimp "
-                                          "install) or update the server")))
-    checks.append((bool(info["model_verified"]), f"server weights {info['model']}" + (
-        " verified (torchvision's ImageNet VGG19)" if info["model_verified"] else
-        " are UNVERIFIED: not the ImageNet VGG19 weights, results are meaningless; start the server with "
-        "vgg19-dcbb9e9d.pth")))
-    return checks
+    return checks, contract

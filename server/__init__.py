@@ -1,3 +1,9 @@
-"""styleserver: the gRPC service, its client library and the `style-transfer` CLI."""
+"""styleserver: the gRPC service (service/), the Ray Serve cluster (cluster/), the
+Python client library (client/) and the `style-transfer` command (cli/)."""
 
-__version__ = "0.1.0"
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version("gimp-style-transfer")  # pyproject.toml's, the one place
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -20,7 +20,7 @@ from styletransfer.v1 import wire
 from styletransfer.v1.wire import CHUNK_BYTES, PREVIEW_MAX_SIDE, Queued, chunks, request_stream  # noqa: F401
 
 from .imageio import ImageError, ImageTooLarge, decode_image, encode_image, probe
-from .limits import Limits
+from .service.limits import Limits
 
 # The wire rules themselves (chunking, reassembly, format sniffing, Queued, the texts
 # clients show) live in styletransfer.v1.wire, shared with the GIMP plug-in; this
@@ -110,7 +110,7 @@ def limits_to_proto(limits: Limits) -> pb.Limits:
         max_pixels=limits.max_pixels, max_message_bytes=limits.max_message_bytes, chunk_bytes=limits.chunk_bytes,
         max_queue=limits.max_queue, max_request_bytes=limits.request_bytes, max_styles=limits.max_styles,
         upload_seconds=limits.upload_seconds, min_upload_bytes_per_second=limits.min_upload_rate,
-        max_work_pixels=limits.max_work_pixels, max_job_bytes=limits.max_job_bytes, max_calls=limits.calls,
+        max_work_pixels=limits.max_work_pixels, max_job_bytes=limits.max_job_bytes, max_calls=limits.max_calls,
     )
 
 

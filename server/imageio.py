@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from styletransfer.v1 import wire
+
 # A guard against decompression bombs: the size is read from the header and
 # checked before any pixel is decoded. 64 megapixels is a 8000x8000 photo.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -194,10 +196,16 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return target
 
 
+def alpha_fits(fmt: str, channels: int) -> bool:
+    """wire.alpha_fits (the rule: JPEG cannot hold alpha) by Pillow's format name."""
+    codes = {name: code for code, name in wire.FORMAT_NAMES.items()}
+    return wire.alpha_fits(codes.get(fmt, 0), channels)
+
+
 def encode_image(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    """(H, W, C) uint8 -> encoded bytes. JPEG cannot hold alpha: refused, not dropped."""
+    """(H, W, C) uint8 -> encoded bytes. Alpha a format cannot hold is refused, not dropped."""
     channels = array.shape[2]
-    if fmt == "JPEG" and channels in (2, 4):
+    if not alpha_fits(fmt, channels):
         raise ImageError("JPEG cannot store transparency; write PNG, WebP or TIFF instead")
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
     img = Image.fromarray(array[:, :, 0] if channels == 1 else array, mode)

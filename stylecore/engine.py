@@ -11,17 +11,16 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from . import images, memory, sizes, tiling
+from . import heap, images, memory, sizes, tiling
 from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, blend_grams, gram_matrix
 from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
 from .precision import resolve_dtype
-from .memory import ScalePlan
+from .memory import Level
 from .params import CONTENT_LAYER, STYLE_LAYERS, ParamError, StyleParams
 from .vgg import VGGFeatures
 
@@ -38,15 +37,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ParamError("device", "CUDA was asked for, but PyTorch sees no CUDA device here")
     return torch.device(name)
-
-
-class Level(NamedTuple):
-    """One pyramid level: its working size, its steps, and how it fits in memory."""
-
-    size: tuple[int, int]  # (h, w)
-    steps: int
-    plan: ScalePlan  # whole or tiled, and the L-BFGS history (memory.py)
-    style_plans: tuple[ScalePlan, ...]  # each style image's at this level: whole, or tiled too
 
 
 @dataclass(frozen=True)
@@ -99,26 +89,12 @@ class Engine:
         dtype = resolve_dtype(params.precision, device)
         # The job's memory: params.max_memory, and at most the caller's `budget` (a
         # server's per-job limit, in bytes beyond what the process holds).
-        own = memory.job_budget(params.max_memory, device)
-        # What the process held when max_memory was counted: a plan that does not fit then
-        # says what max_memory would do (not under a caller's budget, which may bind instead).
-        held = int(params.max_memory * 2**30) - own if params.max_memory and budget is None else 0
-        budget = own if budget is None else min(budget, own) if params.max_memory else budget
-        levels = []
-        for size, steps in sizes.pyramid(content_img.height, content_img.width, params):
-            plan = memory.plan_scale(size, dtype, budget, params.tile or None, held)
-            # A style worked larger than the budget allows (style_scale > 1 at full size) is
-            # tiled too, with the level's tiles where the level is tiled; one that does not
-            # fit even so is refused now, not levels later.
-            style_plans = tuple(
-                memory.plan_scale(sizes.style_size(style.height, style.width, size, params.style_scale),
-                                  dtype, budget, plan.core, held)
-                for style in style_imgs
-            )
-            levels.append(Level(size, steps, plan, style_plans))
+        budget, held = memory.job_budget(params.max_memory, device, budget)
+        levels = memory.plan_levels((content_img.height, content_img.width),
+                                    [(s.height, s.width) for s in style_imgs], params, dtype, budget, held)
         return Job(
             params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
-            blend=tuple(params.blend_weights(len(style_imgs))), levels=tuple(levels), budget=budget,
+            blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget,
         )
 
     def objective(self, job: Job, level: Level, cancel: Callable[[], bool] | None = None) -> Objective:
@@ -208,8 +184,8 @@ class Engine:
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
         # What is free goes back to the kernel before this job's budget is counted from
-        # what the process holds (memory.py, "the C heap").
-        memory.release_freed_memory()
+        # what the process holds (docs/full-resolution.md, "The C heap").
+        heap.release_freed_memory()
         job = self.prepare(content, styles, params, device, budget, init_image)
         t0 = time.perf_counter()
         yield Started(
@@ -232,8 +208,8 @@ class Engine:
                 raise Cancelled()
             # Only a level keeps freed memory, however it ends: what follows it (the next
             # level's plan, which counts on what is resident, and the server's decoding and
-            # encoding) does not (memory.py, "the C heap").
-            with memory.heap_kept(memory.room_to_keep(level.plan, job.budget)):
+            # encoding) does not (docs/full-resolution.md, "The C heap").
+            with heap.heap_kept(heap.room_to_keep(level.plan, job.budget)):
                 objective = self.objective(job, level, cancel)
                 x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
                 evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)

@@ -94,12 +94,14 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1, keepdim=True)
 
 
-def _rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+def rgb_to_yiq(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB -> YIQ (NTSC): Y the luminance, I and Q the chroma."""
     m = x.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
     return torch.einsum("ij,bjhw->bihw", m, x)
 
 
-def _yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
+def yiq_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """The inverse of rgb_to_yiq."""
     m = x.new_tensor([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]])
     return torch.einsum("ij,bjhw->bihw", m, x)
 
@@ -108,9 +110,9 @@ def keep_luminance_only(stylized: torch.Tensor, content: torch.Tensor) -> torch.
     """Luminance-only transfer: the stylized image's Y with the content's chroma (IQ).
     Gatys et al. 2016b, "Preserving Color in Neural Artistic Style Transfer", sec. 2.2,
     applied as a post-process as in jcjohnson/neural-style's -original_colors."""
-    y = _rgb_to_yiq(stylized)[:, :1]
-    iq = _rgb_to_yiq(content)[:, 1:]
-    return _yiq_to_rgb(torch.cat([y, iq], 1)).clamp(0, 1)
+    y = rgb_to_yiq(stylized)[:, :1]
+    iq = rgb_to_yiq(content)[:, 1:]
+    return yiq_to_rgb(torch.cat([y, iq], 1)).clamp(0, 1)
 
 
 def match_colors(style: torch.Tensor, content: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -18,7 +18,7 @@ first time, it keeps its history plus the curvature pair of the step that oversh
 and steps again from the best iterate. A second rejection in a row, or a non-finite
 value, drops the history and takes a gradient step half as long as the last fresh
 start's. Smaller rises are accepted: L-BFGS without line search often climbs on its
-way down. Measured (README, "L-BFGS guard"): dropping the history at every rise
+way down. Measured (docs/optimizer.md, "The guard"): dropping the history at every rise
 loses far more than it saves; rejecting only rises above 4x (rise = 3) kept or
 improved the delivered objective in 10 of 11 runs, fp32 and bf16.
 
@@ -30,8 +30,9 @@ anywhere (measured: a 600x400 run in bf16 stuck near 1.2e5 at its first level fo
 afresh and reached 720). So a run that stalls also starts afresh: `stall`
 evaluations in which the best improved by less than `progress` (relative) and at
 least one evaluation rose. Steady slow descent (no rises) is left alone. Measured
-(README, "L-BFGS guard"): that 600x400 run 16412 -> 727 delivered; rocket x
-immunohistochemistry at 1024 px 2932 -> 441; other runs unchanged or within noise.
+(docs/optimizer.md, "A fresh start when a run stalls"): that 600x400 run 16412 ->
+727 delivered; rocket x immunohistochemistry at 1024 px 2932 -> 441; other runs
+unchanged or within noise.
 
 Memory (what decides the tile size at full resolution, memory.py): besides the
 curvature pairs, at most six image-sized fp32 vectors: the image and its gradient
@@ -43,7 +44,7 @@ bf16 (`pair_dtype`): half the memory, for levels worked tile by tile.
 Coarse to fine, a level can start with the previous level's curvature pairs,
 resized to its size (`carry`): its first step is then a quasi-Newton step instead
 of a short gradient step, and the memory need not be rebuilt from scratch at every
-level (README, "L-BFGS across scales").
+level (docs/optimizer.md, "L-BFGS across scales").
 """
 
 from __future__ import annotations

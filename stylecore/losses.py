@@ -40,8 +40,9 @@ class _Gram(torch.autograd.Function):
     256 cost 1.3-1.6x as much in the sums of the blocks, 1024 and more gained nothing
     (measured on this AVX512-BF16 EPYC). Measured at a converged 400 px result:
     the objective's gradient moves by 1.3% (norm), against 46% between the bf16 and
-    the fp32 network (README, "Precision"). The gradient dL/dX is made in X's dtype:
-    X's own gradient, which autograd rounds to it anyway.
+    the fp32 network (docs/precision.md, "Gram matrices of bf16 activations"). The
+    gradient dL/dX is made in X's dtype: X's own gradient, which autograd rounds to it
+    anyway.
     """
 
     @staticmethod

@@ -1,25 +1,27 @@
-"""How much memory a job may use, and how a scale is run within it: whole, or tile by
-tile (tiling.py) with the largest tiles that fit, and how much L-BFGS history.
+"""How much memory a job may use, and the one planner: how each scale of a job runs
+within it, whole or tile by tile (tiling.py) with the largest tiles that fit, and
+how much L-BFGS history. The engine (Engine.prepare) and the server's admission
+(styleserver.service.admission) both call `plan_levels` with the same inputs, so
+what a server admits is what its engine runs.
 
-The model is measured, not guessed (README, "Full resolution": the constants below,
-and the peaks of 12 and 24 MP jobs that bench/fullres_bench.py checks them with).
+The model is measured, not guessed: the constants below (docs/full-resolution.md,
+"The memory model") and the peaks of 12 and 24 MP jobs that bench/fullres_bench.py
+checks them with (docs/performance.md, "Full resolution").
 Figures are peak bytes per pixel.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import math
 import os
-import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from .params import ParamError
+from . import sizes
+from .params import ParamError, StyleParams
 from .tiling import ALIGN, HALO
 
 # One forward+backward through VGG19 up to conv5_1 (activations kept for the backward,
@@ -42,7 +44,8 @@ TILED_PAIR_BYTES = 2 * 6
 MAX_HISTORY, MIN_HISTORY = 20, 2
 # Where memory is short (a tiled level with bf16 pairs), at most this many pairs: such a
 # level runs a handful of steps (the full preset: 6), and a 12 MP job in 6 GiB with
-# 14 pairs peaked at 6.15 GiB (the model misses about 1 GiB at that size; README).
+# 14 pairs peaked at 6.15 GiB (the model misses about 1 GiB at that
+# size; docs/performance.md, "Full resolution").
 SHORT_HISTORY = 8
 MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
 GOOD_CORE = 1024  # larger tiles gain little: the tiled plan gives memory to tiles up to this, then to history
@@ -65,86 +68,6 @@ class ScalePlan:
     @property
     def tiled(self) -> bool:
         return self.core is not None
-
-
-# --- the C heap ----------------------------------------------------------------------
-# glibc serves every block over 32 MB with a fresh mmap and gives it back on free; the
-# kernel then zero-fills each page of the next one on first touch. On a CPU that was
-# 18% of a default run at 1024x1024 (conv1_1's Gram backward at 512x512: 11.4 ms, 3.4
-# with freed memory reused; README, "Notes on speed"). So while a level is worked
-# whole, freed memory stays in the heap, and what is free goes back to the kernel
-# after each level, so that the next level's plan, counted from resident_bytes(), holds.
-# Only where the budget has room for what the heap keeps: tiled levels, whose plans
-# fill the job's budget, and whole ones near its edge keep glibc's way (measured with
-# --max-memory 6, the heap kept at every level: 12 MP 5.80 GiB against 5.37, 24 MP
-# 7.01 GiB against 5.76).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters
-HEAP_KEEP = 1 << 30  # free bytes the heap may keep at its top before giving them back
-# glibc's own behaviour once its dynamic threshold has grown, as it does here at once:
-# blocks over 32 MB mapped, the heap trimmed above 64 MB free.
-MMAP_THRESHOLD, TRIM_THRESHOLD, MMAP_MAX = 32 << 20, 64 << 20, 65536
-
-
-@functools.cache  # called at every level: load the library once
-def _glibc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:  # not glibc (musl, macOS, Windows): nothing to tune
-        return None
-
-
-def keep_freed_memory(keep: bool = True) -> bool:
-    """keep: from now on, this process's heap keeps freed blocks for reuse instead of
-    handing blocks over 32 MB back to the kernel at once; else glibc's way again.
-    Process-wide; glibc only (returns whether it took)."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    if keep:
-        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, HEAP_KEEP))
-    return (bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(libc.mallopt(_M_MMAP_MAX, MMAP_MAX))
-            and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
-
-
-def room_to_keep(plan: ScalePlan, budget: int) -> bool:
-    """Whether a level planned so may keep freed memory in the heap: worked whole, with
-    HEAP_KEEP to spare in the job's budget (bytes)."""
-    return not plan.tiled and plan.estimate + HEAP_KEEP <= budget
-
-
-def release_freed_memory() -> None:
-    """Hands the heap's free pages back to the kernel (glibc's malloc_trim)."""
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-# Levels running now in this process (a server may run several jobs at once, one per
-# worker), and how many of them keep freed memory: the heap keeps it only while every
-# one does, so that a tiled level's plan is never run beside a kept heap.
-_levels_lock = threading.Lock()
-_levels = {"running": 0, "keeping": 0}
-
-
-@contextlib.contextmanager
-def heap_kept(keep: bool) -> Iterator[None]:
-    """While the block runs, freed memory stays in the heap (when `keep`, and every other
-    level running in the process keeps too); when it ends, however it ends (a cancelled
-    job, a consumer that closed the event stream), the heap keeps only if the levels
-    still running all do, and what is free goes back to the kernel."""
-    with _levels_lock:
-        _levels["running"] += 1
-        _levels["keeping"] += keep
-        keep_freed_memory(_levels["running"] == _levels["keeping"])
-    try:
-        yield
-    finally:
-        with _levels_lock:
-            _levels["running"] -= 1
-            _levels["keeping"] -= keep
-            keep_freed_memory(0 < _levels["running"] == _levels["keeping"])
-        release_freed_memory()
 
 
 def resident_bytes() -> int:
@@ -184,20 +107,54 @@ def _proc_kib(path: str, key: str) -> int | None:
     return None
 
 
-def job_budget(max_memory_gib: float, device: torch.device) -> int:
-    """Bytes the job may add to what the process holds now: `max_memory_gib` for the
-    whole process (on CUDA: for the job's tensors) when given, else BUDGET_SHARE of
-    what the device has free."""
-    if max_memory_gib:
-        held = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
-        if held >= max_memory_gib * 2**30:
-            raise ParamError(
-                "max_memory",
-                f"{max_memory_gib:g} GiB counts the whole process, which holds {held / 2**30:.2f} GiB before "
-                "the job (PyTorch, the network): nothing is left for the job; give more",
-            )
-        return int(max_memory_gib * 2**30) - held
-    return int(available_bytes(device) * BUDGET_SHARE)
+def job_budget(max_memory_gib: float, device: torch.device, cap: int | None = None) -> tuple[int, int]:
+    """(budget, held): the bytes a job may add to what the process holds now, and what
+    the process held when `max_memory_gib` was counted (0 where it was not).
+
+    max_memory_gib (params.max_memory) counts the whole process (on CUDA: the job's
+    tensors); without it the job may use BUDGET_SHARE of what the device has free.
+    `cap`: a caller's own limit (a server's per-job budget), which binds instead where
+    max_memory is not given, and with it where it is smaller. `held` lets a plan that
+    does not fit say what max_memory would do (not under a cap, which may bind instead)."""
+    if not max_memory_gib:
+        return (cap if cap is not None else int(available_bytes(device) * BUDGET_SHARE)), 0
+    held = torch.cuda.memory_allocated(device) if device.type == "cuda" else resident_bytes()
+    if held >= max_memory_gib * 2**30:
+        raise ParamError(
+            "max_memory",
+            f"{max_memory_gib:g} GiB counts the whole process, which holds {held / 2**30:.2f} GiB before "
+            "the job (PyTorch, the network): nothing is left for the job; give more",
+        )
+    own = int(max_memory_gib * 2**30) - held
+    return (own, held) if cap is None else (min(cap, own), 0)
+
+
+class Level(NamedTuple):
+    """One pyramid level of a job: its working size, its steps, and how it fits in memory."""
+
+    size: tuple[int, int]  # (h, w)
+    steps: int
+    plan: ScalePlan  # whole or tiled, and the L-BFGS history
+    style_plans: tuple[ScalePlan, ...]  # each style image's at this level: whole, or tiled too
+
+
+def plan_levels(content: tuple[int, int], styles: Sequence[tuple[int, int]], params: StyleParams,
+                dtype: torch.dtype, budget: int, held: int = 0) -> tuple[Level, ...]:
+    """Every pyramid level of a job (coarsest first) for a content of `content` (h, w)
+    px and style images of `styles` (h, w) px, in `dtype`, within `budget` bytes.
+    Raises ParamError naming max_memory when a level cannot fit even in the smallest
+    tiles; `held` as job_budget says. The one planner: the engine and admission both
+    call it."""
+    levels = []
+    for size, steps in sizes.pyramid(content[0], content[1], params):
+        plan = plan_scale(size, dtype, budget, params.tile or None, held)
+        # A style worked larger than the budget allows (style_scale > 1 at full size) is
+        # tiled too, with the level's tiles where the level is tiled; one that does not
+        # fit even so is refused now, not levels later.
+        style_plans = tuple(plan_scale(sizes.style_size(h, w, size, params.style_scale), dtype, budget, plan.core,
+                                       held) for h, w in styles)
+        levels.append(Level(size, steps, plan, style_plans))
+    return tuple(levels)
 
 
 def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_core: int | None = None,

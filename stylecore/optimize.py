@@ -29,8 +29,9 @@ def autocast(device: torch.device, dtype: torch.dtype):
 
 
 # A run whose best improves by less than 5% in 4 evaluations, with a rise among them,
-# starts afresh (lbfgs.py's module doc; README, "L-BFGS guard"). The objective is a
-# weighted sum of squares, bounded below by 0, as that rule requires.
+# starts afresh (lbfgs.py's module doc; docs/optimizer.md, "A fresh start when a run
+# stalls"). The objective is a weighted sum of squares, bounded below by 0, as that
+# rule requires.
 STALL, PROGRESS = 4, 0.05
 
 
@@ -96,7 +97,7 @@ class ImageOptimizer:
         y is not rescaled for the pixel count: the style term, which dominates the
         curvature, is normalized so that its per-pixel gradient does not shrink with
         the image (losses.style_loss), and scaling y by the pixel ratio measured worse
-        (README, "L-BFGS across scales")."""
+        (docs/optimizer.md, "L-BFGS across scales")."""
         if self.lbfgs is None:
             return []
         shape, dtype = self.x.shape, dtype or torch.float32

@@ -226,12 +226,12 @@ SEED = StyleParams(
     precision="fp32",
 )
 
-# Chosen from measurements (see README, "Choosing the default preset"): L-BFGS
+# Chosen from measurements (see docs/optimizer.md, "Choosing the default preset"): L-BFGS
 # reaches a given objective in far fewer VGG passes than Adam, and a coarse-to-fine
 # pyramid puts most of those passes at low resolution where they are cheap. Since
 # each level inherits the previous level's curvature pairs, four levels with 15
 # coarse steps and 8 final ones beat three with 10 and 12 at about 1.1x the time
-# (README, "L-BFGS across scales").
+# (docs/optimizer.md, "L-BFGS across scales").
 DEFAULT = StyleParams(
     size=512,
     scales=4,
@@ -253,7 +253,7 @@ HIGH = DEFAULT.replace(size=1024, scales=4, steps=30, coarse_steps=30)
 # Full resolution: the photo's own size, worked tile by tile where it does not fit in
 # memory (tiling.py). Five levels from 128 px (about 2.4x apart for a 12 MP photo):
 # the coarse levels do most of the work cheaply; a few steps at full size add the
-# detail (README, "Full resolution").
+# detail (docs/full-resolution.md, "Full resolution").
 FULL = DEFAULT.replace(size=0, scales=5, min_scale=128, coarse_steps=10, steps=6)
 
 PRESETS: dict[str, StyleParams] = {

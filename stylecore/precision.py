@@ -1,10 +1,11 @@
 """Which precision the network runs in: the policy behind `--precision auto`.
 
-Chosen from measurements (README, "Precision"): bf16 autocast for the network
-wherever the hardware is fast at it (CUDA GPUs with bf16; CPUs with AMX or
-AVX512-BF16), fp32 elsewhere. The losses stay fp32 either way, and Gram matrices are
-summed in fp32 (on a CPU, those of bf16 activations in bf16 blocks: losses._Gram),
-and L-BFGS rejects the runaway steps bf16's noisier gradients can cause (lbfgs.py).
+Chosen from measurements (docs/precision.md, "Where auto picks bf16"): bf16
+autocast for the network wherever the hardware is fast at it (CUDA GPUs with bf16;
+CPUs with AMX or AVX512-BF16), fp32 elsewhere. The losses stay fp32 either way, and
+Gram matrices are summed in fp32 (on a CPU, those of bf16 activations in bf16
+blocks: losses._Gram), and L-BFGS rejects the runaway steps bf16's noisier gradients
+can cause (lbfgs.py).
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """precision: auto, fp32 or bf16 (StyleParams.precision) -> the network's dtype."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    """precision: auto, fp32 or bf16 (StyleParams.precision) -> the network's dtype on `device`."""
+    return dtype_for(precision, torch.bfloat16 if precision == "auto" and bf16_is_fast(device) else torch.float32)
+
+
+def dtype_for(precision: str, auto: torch.dtype) -> torch.dtype:
+    """precision -> the network's dtype, where `auto` is what "auto" resolves to (a
+    server's admission knows it from its workers' device without touching the device)."""
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}.get(precision, auto)

@@ -30,6 +30,7 @@ import torch
 
 from . import images
 from .events import Cancelled, TilePass
+from .heap import release_freed_memory
 from .losses import Objective, Statistics, gram_matrix, total_variation
 from .optimize import autocast
 from .vgg import VGGFeatures
@@ -234,25 +235,3 @@ class TiledObjective:
         leaf.grad = x_grad
         release_freed_memory()
         return values
-
-
-def release_freed_memory() -> None:
-    """Hands memory that the CPU allocator keeps after frees back to the system (glibc
-    keeps large freed blocks in its heap, and tile after tile the resident size would
-    creep up by a tile's worth). Does nothing elsewhere."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_LIBC = _libc()

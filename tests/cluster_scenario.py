@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clients import fan_out
 from serve_process import ServeProcess
 from stylecore import Engine, Progress, Result, Started, preset
 from styleserver.client import Client, RemoteError
@@ -134,12 +135,8 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001
                 results[i].append(e)
 
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(args.jobs)]
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(180)
+        fan_out(run, args.jobs, 180)
         out["concurrent_s"] = round(time.perf_counter() - t0, 2)
         finals = [r[-1] if r else None for r in results]
         out["concurrent_complete"] = sum(isinstance(f, Result) for f in finals)
@@ -162,11 +159,9 @@ def main() -> int:
             def via(address):
                 both.append(one_job(address, content, style)[0][-1])
 
-            pair = [threading.Thread(target=via, args=(a,)) for a in (front.address, second.address) * 2]
-            for t in pair:
-                t.start()
-            for t in pair:
-                t.join(120)
+            for e in fan_out(via, (front.address, second.address) * 2, 120):
+                if isinstance(e, BaseException):
+                    print(f"second front: {type(e).__name__}: {e}", file=sys.stderr)
             out["second_front_results"] = sum(isinstance(r, Result) and np.array_equal(r.image, reference)
                                               for r in both)
             out["second_front_attached"] = any("using the style-transfer application" in line for line in second.log)

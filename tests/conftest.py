@@ -72,8 +72,8 @@ def style() -> np.ndarray:
 def start_server(engine):
     """Starts in-process gRPC servers on ephemeral loopback ports, serving the random-
     weights engine; every one still running is stopped after the module."""
-    from styleserver.serve import start
-    from styleserver.service import Model
+    from styleserver.service.server import start
+    from styleserver.service.model import Model
 
     started = []
 

@@ -1,5 +1,5 @@
 """Tools of a hostile client, shared by tests/test_hostile.py and
-tests/hostile_bench.py: a real server process on 127.0.0.1, raw calls, crafted
+bench/hostile_bench.py: a real server process on 127.0.0.1, raw calls, crafted
 files and the probes that say the server is still well. Loopback only; every
 loop is bounded in count and time."""
 
@@ -14,6 +14,7 @@ import zlib
 import grpc
 import numpy as np
 
+from clients import FanOut
 from serve_process import HOST, health  # noqa: F401 - health: for the tests
 from stylecore import Result, preset
 from styleserver import convert
@@ -108,7 +109,7 @@ def junk_connections(port: int, n: int, payload: bytes = b"GET / HTTP/1.1\r\n\r\
 
 def hold_open(address: str, n_uploads: int, n_reflection: int, metadata=None, seconds: float = 30.0):
     """Start n header-only uploads and n idle reflection streams (no token); returns
-    (threads, outcomes, release). Each call waits at most `seconds`."""
+    (held, outcomes, release): `held` a clients.FanOut to join. Each call waits at most `seconds`."""
     release = threading.Event()
     outcomes: list[str] = []
     lock = threading.Lock()
@@ -140,8 +141,5 @@ def hold_open(address: str, n_uploads: int, n_reflection: int, metadata=None, se
         with lock:
             outcomes.append(f"reflection {code.name}")
 
-    threads = [threading.Thread(target=upload, daemon=True) for _ in range(n_uploads)]
-    threads += [threading.Thread(target=reflection, daemon=True) for _ in range(n_reflection)]
-    for t in threads:
-        t.start()
-    return threads, outcomes, release
+    held = FanOut(lambda call: call(), [upload] * n_uploads + [reflection] * n_reflection, daemon=True)
+    return held, outcomes, release

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from stylecore.params import FIELDS, PRESETS, StyleParams
-from styleserver.cli import _show, main
+from styleserver.cli import main
+from styleserver.cli.options import show
 from styleserver.imageio import read_image
 
 FAST = ["--size", "48", "--scales", "1", "--steps", "3", "-q"]
@@ -226,7 +227,7 @@ def presets_output() -> str:
 @pytest.mark.parametrize("name", FIELDS)
 def test_presets_shows_each_value_in_its_own_column(presets_output, name):
     line = next(l for l in presets_output.splitlines() if l.startswith(f"--{name.replace('_', '-')} "))
-    values = [_show(getattr(p, name)) for p in PRESETS.values()]
+    values = [show(getattr(p, name)) for p in PRESETS.values()]
     cells = line.split()[1:]
     assert cells == values or cells == [values[0], "(every", "preset)"]
     assert len(line) <= 80
@@ -259,7 +260,7 @@ def _feed(bar, scales=((2, 10), (1, 5))) -> None:
 
 @pytest.mark.parametrize("columns", [200, 80, 50, 30, 12])
 def test_progress_bar_redraws_in_place_within_the_terminal_width(monkeypatch, columns):
-    from styleserver.progress import ProgressBar
+    from styleserver.cli.progress import ProgressBar
 
     monkeypatch.setenv("COLUMNS", str(columns))
     stream = _Terminal()
@@ -271,7 +272,7 @@ def test_progress_bar_redraws_in_place_within_the_terminal_width(monkeypatch, co
 
 
 def test_progress_bar_on_a_wide_terminal_shows_every_figure(monkeypatch):
-    from styleserver.progress import ProgressBar
+    from styleserver.cli.progress import ProgressBar
 
     monkeypatch.setenv("COLUMNS", "120")
     stream = _Terminal()
@@ -281,7 +282,7 @@ def test_progress_bar_on_a_wide_terminal_shows_every_figure(monkeypatch):
 
 
 def test_progress_without_a_terminal_is_a_line_now_and_then():
-    from styleserver.progress import ProgressBar
+    from styleserver.cli.progress import ProgressBar
 
     stream = io.StringIO()
     _feed(ProgressBar(stream, log_every=3600))
@@ -382,7 +383,7 @@ def test_a_diverging_run_is_an_error_and_writes_nothing(files, weights_file, cap
 def test_ctrl_c_writes_the_best_image_so_far_beside_the_output(files, weights_file, content, capsys, monkeypatch,
                                                                where, channels):
     """Ctrl-C (KeyboardInterrupt in the main thread) during the second step."""
-    from styleserver.progress import ProgressBar
+    from styleserver.cli.progress import ProgressBar
     from stylecore.events import Progress
 
     alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (43, 1))

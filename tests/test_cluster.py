@@ -83,25 +83,3 @@ def test_cancel_frees_a_replica_for_the_queued_job(scenario):
 def test_cluster_overhead_and_clean_exit(scenario):
     assert scenario["overhead_s"] < 1.0  # one small job, cluster path over the single server
     assert scenario["front_exit"] == 0
-
-
-def test_the_fronts_queue_positions_without_ray():
-    """The front's own count (no Ray needed): a job waits only when its front's
-    earlier jobs fill the replicas; its position counts the unstarted ones ahead."""
-    from styleserver.cluster import ClusterQueue
-    from styleserver.scheduler import QueueFull
-
-    queue = ClusterQueue(max_queue=2, replicas=lambda: 2)
-    a, b, c, d = (queue.enter() for _ in range(4))
-    assert [queue.position(t) for t in (a, b, c, d)] == [0, 0, 1, 2]
-    with pytest.raises(QueueFull):
-        queue.enter()
-    queue.start(a, "r1"), queue.start(b, "r2")
-    assert queue.depth == (2, 2) and [queue.position(t) for t in (c, d)] == [1, 2]
-    queue.release(a)
-    assert queue.position(c) == 0 and queue.position(d) == 1  # a replica is free for c
-    queue.start(c, "r1")
-    queue.restart(b)  # b's replica died: it waits again, ahead of d
-    assert queue.position(b) == 0 and queue.position(d) == 1
-    names = {d_["name"]: d_["jobs"] for d_ in queue.snapshot()}
-    assert names == {"ray:r1": 2, "ray:r2": 1}

@@ -28,15 +28,16 @@ def test_the_manifest_parses_into_its_three_objects(docs):
 
 def test_the_serve_config_names_the_builder_and_the_deployment(docs):
     from styleserver import cluster
+    from styleserver.cluster import deploy
 
     spec = docs["RayService"]["spec"]
     config = yaml.safe_load(spec["serveConfigV2"])
     app = config["applications"][0]
-    assert app["name"] == cluster.APP
+    assert app["name"] == deploy.APP
     module, _, name = app["import_path"].partition(":")
     assert module == "styleserver.cluster" and callable(getattr(cluster, name))
     deployment = app["deployments"][0]
-    assert deployment["name"] == cluster.DEPLOYMENT
+    assert deployment["name"] == deploy.DEPLOYMENT
     assert deployment["max_ongoing_requests"] == 1  # one job per GPU
     assert deployment["ray_actor_options"]["num_gpus"] == 1
     scaling = deployment["autoscaling_config"]

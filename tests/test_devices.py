@@ -10,10 +10,10 @@ import time
 import pytest
 
 from stylecore import Progress, Result, Started, preset
-from styleserver import devices
+from styleserver.service import devices
 from styleserver.client import Client
-from styleserver.devices import DeviceError, WorkerSpec
-from styleserver.scheduler import Abandoned, QueueFull, Scheduler
+from styleserver.service.devices import DeviceError, WorkerSpec
+from styleserver.service.scheduler import Abandoned, QueueFull, Scheduler
 from styletransfer.v1.wire import Queued
 
 from clients import concurrent_stylize
@@ -128,7 +128,7 @@ def test_info_lists_every_device(two_workers):
 def test_eight_concurrent_jobs_share_two_workers(two_workers, content, style):
     busy: list[int] = []
     scheduler = two_workers.service.scheduler
-    scheduler.on_change = lambda: busy.append(sum(w.busy for w in scheduler.workers))
+    scheduler.on_change = lambda: busy.append(scheduler.depth[0])  # jobs on a worker, read under the lock
     results = concurrent_stylize(f"127.0.0.1:{two_workers.port}", content, style, FAST.replace(steps=20), 8)
     scheduler.on_change = None
     assert all(isinstance(r[-1], Result) for r in results)

@@ -115,14 +115,14 @@ def test_cancel_stops_within_one_step(engine, content, style):
 
 @pytest.mark.parametrize("ending", ["cancelled", "closed by its consumer"])
 def test_a_job_ended_inside_a_level_leaves_the_heap_as_glibc_keeps_it(engine, content, style, monkeypatch, ending):
-    """A level keeps freed memory in the heap (memory.py, "the C heap"); a job that ends
+    """A level keeps freed memory in the heap (docs/full-resolution.md, "The C heap"); a job that ends
     inside one must not leave the whole process keeping it (a server between jobs)."""
-    from stylecore import memory
+    from stylecore import heap
 
     calls: list[bool] = []
-    monkeypatch.setattr(memory, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
     progress = {"n": 0}
-    # 8 GiB: room for the level to keep memory (memory.room_to_keep) on any test machine.
+    # 8 GiB: room for the level to keep memory (heap.room_to_keep) on any test machine.
     events = engine.run(content, [style], FAST.replace(steps=50, max_memory=8.0),
                         cancel=lambda: progress["n"] >= 2)
     if ending == "cancelled":
@@ -194,7 +194,7 @@ def test_preserve_colors_luminance_keeps_the_contents_chroma(engine, content, st
     plain = result_of(run(engine, content, [style], FAST.replace(steps=8)))
 
     def chroma(a):
-        yiq = images._rgb_to_yiq(images.split(a).rgb)
+        yiq = images.rgb_to_yiq(images.split(a).rgb)
         return yiq[:, 1:]
 
     base = chroma(content)

@@ -228,7 +228,7 @@ def full_server(start_server, work):
     it), the events it sends, and the large RGBA photograph big.png."""
     from stylecore import params as core_params
     from styleserver import convert
-    from styleserver.limits import GiB, Limits
+    from styleserver.service.limits import GiB, Limits
 
     photo = Image.fromarray(np.asarray(Image.open(work / "photo.png").convert("RGB").resize((2048, 1536))))
     alpha = np.tile(np.linspace(0, 255, 2048).astype(np.uint8), (1536, 1))
@@ -302,7 +302,7 @@ def test_killing_the_plugin_mid_tile_stops_the_full_resolution_job(root, full_se
 @pytest.fixture(scope="module")
 def init_cases(root, server, work):
     """One GIMP run for the start-layer cases; the headers the server was sent."""
-    from styleserver import admission
+    from styleserver.service import admission
 
     checked = []
     with pytest.MonkeyPatch.context() as mp:

@@ -18,8 +18,8 @@ from stylecore import Preview, Progress, Result, Started, preset
 from styleserver import convert
 from styleserver.client import Client, RemoteError, ServerUnavailable
 from styletransfer.v1.wire import Queued
-from styleserver.serve import ConfigError, start
-from styleserver.service import Model
+from styleserver.service.server import ConfigError, start
+from styleserver.service.model import Model
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from styleserver import admission
+from styleserver.service import admission
 from styleserver.client import Client, RemoteError
 from styletransfer.v1 import style_transfer_pb2 as pb
 
+from clients import FanOut
 from hostile import (FAST, chunk, header, health, hold_open, jpeg_declaring, junk_connections, png_16bit_gray,
                      png_header_only, raw_call, raw_meta, small_job)
 from serve_process import ServeProcess
@@ -231,21 +232,17 @@ def test_flood_beyond_the_queue(well, content, style):
     next(e for e in long_job if type(e).__name__ == "Progress")
     codes: list = []
 
-    def job():
+    def job(_):
         try:
             small_job(well.address, content, style)
             codes.append("OK")
         except RemoteError as e:
             codes.append(e.code.name)
 
-    threads = [threading.Thread(target=job) for _ in range(12)]
-    for t in threads:
-        t.start()
-        time.sleep(0.02)
+    jobs = FanOut(job, 12, gap=0.02)
     time.sleep(1)
     long_job.close()
-    for t in threads:
-        t.join(60)
+    jobs.join(60, check=True)
     assert codes.count("RESOURCE_EXHAUSTED") >= 4 - 1 and set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
 
 
@@ -296,7 +293,7 @@ def test_info_reports_the_limits(server):
 
 def test_held_uploads_reflection_streams_and_junk_connections_do_not_hold_the_server(server, content, style):
     idle = min(small_job(server.address, content, style) for _ in range(3))
-    threads, outcomes, release = hold_open(server.address, 100, 100)
+    held, outcomes, release = hold_open(server.address, 100, 100)
     socks = junk_connections(server.port, 1000)
     try:
         time.sleep(0.5)
@@ -308,8 +305,7 @@ def test_held_uploads_reflection_streams_and_junk_connections_do_not_hold_the_se
         release.set()
         for s in socks:
             s.close()
-        for t in threads:
-            t.join(30)
+        held.join(30, check=True)
     print(f"\nunder 100 header-only uploads, 100 idle reflection streams, 1000 junk connections: "
           f"health {health_s * 1000:.0f} ms ({status}); small job {loaded:.2f} s (idle {idle:.2f} s)")
     assert status == "SERVING" and health_s < 1
@@ -339,13 +335,12 @@ def test_token_variants_and_reflection_needs_the_token(start_server, content, st
         metadata = [("authorization", value)] if value else None
         got, _ = raw_call(address, [header(raw_meta(1, 1), [raw_meta(1, 1)])], metadata)
         assert got == grpc.StatusCode.UNAUTHENTICATED, value
-    threads, outcomes, release = hold_open(address, 16, 16)
+    held, outcomes, release = hold_open(address, 16, 16)
     time.sleep(0.5)
     assert health(address) == "SERVING"
     small_job(address, content, style, token="s3cret")
     release.set()
-    for t in threads:
-        t.join(30)
+    held.join(30, check=True)
     assert outcomes.count("reflection UNAUTHENTICATED") == 16
     running.shutdown(0)
 
@@ -368,14 +363,14 @@ def test_reflection_v1_and_v1alpha(start_server, version):
 @pytest.mark.parametrize("preset_name, width, height", [("default", 600, 400), ("seed", 600, 400), ("seed", 90, 60)])
 def test_admission_plans_the_engines_working_sizes(engine, preset_name, width, height):
     """The server refuses by the sizes the engine will really use (stylecore.sizes)."""
-    from styleserver.limits import Limits
+    from styleserver.service.limits import Limits
 
     from stylecore import preset
 
     request = pb.Header(preset=preset_name, content=raw_meta(width, height), styles=[raw_meta(50, 70)])
     plan = admission.check(request, Limits())
     job = engine.prepare(np.zeros((height, width, 3), np.uint8), [np.zeros((70, 50, 3), np.uint8)], preset(preset_name))
-    assert plan.levels == tuple(level.size for level in job.levels)
+    assert [level.size for level in plan.levels] == [level.size for level in job.levels]
 
 
 # --- shutdown ----------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def _notebook_objective_trace(state_dict, content_rgb, style_rgb, steps):
     def get_features(image):
         layers = {"0": "conv1_1", "5": "conv2_1", "10": "conv3_1", "19": "conv4_1", "21": "conv4_2", "28": "conv5_1"}
         features, x = {}, image
-        for name, layer in vgg._modules.items():
+        for name, layer in vgg.named_children():
             x = layer(x)
             if name in layers:
                 features[layers[name]] = x

@@ -1,4 +1,4 @@
-"""The C heap (stylecore/memory.py): freed memory is reused without the kernel
+"""The C heap (stylecore/heap.py): freed memory is reused without the kernel
 refilling its pages, and handed back when asked."""
 
 from __future__ import annotations
@@ -10,26 +10,26 @@ import sys
 import pytest
 import torch
 
-from stylecore import memory
+from stylecore import heap, memory
 
 MB = 1 << 20
 
 
 @pytest.fixture(autouse=True)
 def glibc():
-    if not memory.keep_freed_memory():
+    if not heap.keep_freed_memory():
         pytest.skip("not glibc: nothing to tune")
     yield
-    memory.keep_freed_memory(False)  # glibc's way again, for the tests that follow
+    heap.keep_freed_memory(False)  # glibc's way again, for the tests that follow
 
 
 # 8 rounds of what an optimization's steps do: the same large block allocated, filled
 # and freed. Prints the pages the kernel had to fill (minor faults) meanwhile.
 ROUNDS = """
 import resource, sys, torch
-from stylecore import memory
+from stylecore import heap, memory
 if sys.argv[1] == "keep":
-    memory.keep_freed_memory()
+    heap.keep_freed_memory()
 block = torch.ones(64 << 20, dtype=torch.uint8); del block
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(8):
@@ -55,16 +55,16 @@ def test_released_memory_leaves_the_process():
     block = torch.ones(256 * MB, dtype=torch.uint8)
     del block
     kept = memory.resident_bytes()
-    memory.release_freed_memory()
+    heap.release_freed_memory()
     assert memory.resident_bytes() < kept - 200 * MB
 
 
 @pytest.mark.parametrize("fails", [False, True])
 def test_heap_kept_only_within_its_block(monkeypatch, fails):
     calls: list[bool] = []
-    monkeypatch.setattr(memory, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
     with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
-        with memory.heap_kept(True):
+        with heap.heap_kept(True):
             assert calls == [True]
             if fails:
                 raise RuntimeError("a cancelled level")
@@ -76,13 +76,13 @@ def test_heap_kept_only_while_every_running_level_keeps(monkeypatch):
     kept heap, turns keeping off until it ends; the whole level's end does not end the
     other's keeping."""
     calls: list[bool] = []
-    monkeypatch.setattr(memory, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
-    with memory.heap_kept(True):
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda keep=True: calls.append(keep) or True)
+    with heap.heap_kept(True):
         assert calls[-1] is True
-        with memory.heap_kept(False):
+        with heap.heap_kept(False):
             assert calls[-1] is False
         assert calls[-1] is True  # the tiled level ended; the whole one keeps again
-        with memory.heap_kept(True):
+        with heap.heap_kept(True):
             assert calls[-1] is True
         assert calls[-1] is True  # one of two keeping levels ended: the other still keeps
     assert calls[-1] is False

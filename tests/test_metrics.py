@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from stylecore import Progress, Result, preset
-from styleserver import devices
+from styleserver.service import devices
 from styleserver.client import Client, RemoteError
 
 pytest.importorskip("prometheus_client")
-from styleserver.metrics import Metrics  # noqa: E402
+from styleserver.service.metrics import Metrics  # noqa: E402
 
 FAST = preset("default").replace(size=48, scales=1, steps=3)
 EXE = str(Path(sys.executable).with_name("style-transfer"))

@@ -11,7 +11,7 @@ from styletransfer.v1 import style_transfer_pb2 as pb
 
 
 def test_generated_code_is_up_to_date(tmp_path):
-    committed = protogen.generate.__defaults__[0]  # proto/, where the committed files live
+    committed = protogen.PROTO_ROOT  # proto/, where the committed files live
     for fresh in protogen.generate(tmp_path):
         old = committed / fresh.relative_to(tmp_path)
         assert old.read_bytes() == fresh.read_bytes(), f"{old} is stale: run python -m styleserver.protogen"

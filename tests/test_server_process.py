@@ -60,7 +60,7 @@ def test_remote_cli_stylize_and_info(weights_file, tmp_path, content, style, cap
         assert main(["info", "--server", server.address]) == 0
         out = capsys.readouterr().out
         assert "NOT the ImageNet VGG19 weights" in out and "presets  default, draft, high, full, seed" in out
-        # Every limit the README's table names, at its default, and the device with its jobs.
+        # Every limit the limits table names (docs/protocol.md, "Limits"), at its default, and the device with its jobs.
         for words in ("64,000,000 pixels per image", "25,000,000 worked", "6 GiB per job", "8 styles",
                       "308 MiB per request", "queue of 8", "128 calls at once", "within 120 s at 256 KiB/s",
                       "1024 KiB chunks", "cpu: idle"):

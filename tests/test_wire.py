@@ -60,6 +60,25 @@ def test_sniff_format(head, fmt):
         assert meta.format == fmt and meta.size_bytes == len(head) and meta.width == 0
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("result_format", [pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW, pb.IMAGE_FORMAT_PNG,
+                                           pb.IMAGE_FORMAT_JPEG, pb.IMAGE_FORMAT_WEBP, pb.IMAGE_FORMAT_TIFF])
+def test_alpha_fits_every_format_but_jpeg(result_format, channels):
+    alpha = channels in (2, 4)
+    assert wire.alpha_fits(result_format, channels) == (not (alpha and result_format == pb.IMAGE_FORMAT_JPEG))
+    refusal = wire.alpha_refusal(result_format, channels)
+    if wire.alpha_fits(result_format, channels):
+        assert refusal is None
+    else:
+        assert refusal == "JPEG cannot store the content's alpha channel; ask for PNG, WebP, TIFF or RAW"
+
+
+def test_formats_text():
+    assert wire.formats_text() == "PNG, JPEG, WebP or TIFF"
+    assert wire.formats_text([pb.IMAGE_FORMAT_PNG, pb.IMAGE_FORMAT_TIFF], "and") == "PNG and TIFF"
+    assert wire.formats_text([pb.IMAGE_FORMAT_WEBP]) == "WebP"
+
+
 def test_request_stream_is_the_header_then_each_image_in_order():
     head = wire.header(wire.raw_meta(3, 2, 1), [wire.raw_meta(2, 2, 3)], preset="draft",
                        params={"steps": 3, "style_blend": [1.0, 2.0]}, preview_every=2)

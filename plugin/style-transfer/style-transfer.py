@@ -25,6 +25,7 @@ from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 import style_transfer_job as jobs  # noqa: E402
 import style_transfer_rpc as rpc  # noqa: E402
+from styletransfer.v1 import wire  # noqa: E402
 
 PROC_NAME = "plug-in-style-transfer"
 
@@ -210,9 +211,9 @@ def run(procedure, run_mode, image, drawables, config, data):
     if params["size"] == 0:
         started += f", full resolution ({w}x{h})"
     if not info.model_verified:
-        started += ". WARNING: " + rpc.wire.unverified_text(info.model)
+        started += ". WARNING: " + wire.unverified_text(info.model)
         if run_mode == Gimp.RunMode.INTERACTIVE:
-            Gimp.message(rpc.sentence(rpc.wire.unverified_text(info.model)) + ".")
+            Gimp.message(rpc.sentence(wire.unverified_text(info.model)) + ".")
     Gimp.progress_set_text(started)
 
     def on_event(event):
@@ -299,8 +300,8 @@ class StyleTransfer(Gimp.PlugIn):
                                       "Share of the second style in the blend (0: none, 1: only it)",
                                       0.0, 1.0, 0.5, flags)
         procedure.add_string_argument("preset", "_Preset",
-                                      "One of the server's presets (style-transfer info lists them): "
-                                      "default, draft, high, seed on a standard server", "default", flags)
+                                      "One of the server's presets, which the server defines (the dialog's "
+                                      "server line and style-transfer info list them)", "default", flags)
         procedure.add_double_argument("strength", "Style _strength", "Multiplies the preset's style weight",
                                       0.01, 100.0, 1.0, flags)
         procedure.add_int_argument("max-size", "_Maximum size",
@@ -336,10 +337,10 @@ class StyleTransfer(Gimp.PlugIn):
         procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",
                                    0, 2**31 - 1, 0, flags)
         procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT",
-                                      "127.0.0.1:50051", flags)
+                                      wire.DEFAULT_ADDRESS, flags)
         procedure.add_string_argument("token", "_Token",
                                       "The server's token, typed once: kept in your GIMP profile "
-                                      "(style-transfer-token, readable by you only), never in GIMP's saved "
+                                      f"({rpc.TOKEN_FILE_NAME}, readable by you only), never in GIMP's saved "
                                       "settings", "", flags)
         procedure.add_file_argument("token-file", "Token _file", "A file holding the server's token",
                                     Gimp.FileChooserAction.OPEN, True, None, flags)

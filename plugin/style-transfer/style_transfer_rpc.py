@@ -53,7 +53,7 @@ class Job:
     preset: str = "default"
     params: dict = field(default_factory=dict)  # Params field -> value
     preview_every: int = 0
-    preview_max_side: int = 256
+    preview_max_side: int = wire.PREVIEW_MAX_SIDE
     init_image: object = None  # the image to start from (params init "image"): like a style, or None
 
     def request_bytes(self) -> int:
@@ -125,7 +125,7 @@ def _meta(image, what="style image"):
     if isinstance(image, (bytes, bytearray)):
         meta = wire.encoded_meta(bytes(image))
         if meta is None:
-            raise ServerError(f"The {what} is not a PNG, JPEG, WebP or TIFF file: open it in GIMP and "
+            raise ServerError(f"The {what} is not a {wire.formats_text()} file: open it in GIMP and "
                               "choose its layer instead.")
         return meta, bytes(image)
     data, w, h, c = image
@@ -286,7 +286,7 @@ def _channel(server: Server):
     host, sep, port = server.address.rpartition(":")
     if not sep or not port.isdigit():
         raise ServerError(f"The server address {server.address!r} is not HOST:PORT (e.g. {wire.DEFAULT_ADDRESS}).")
-    return Channel(host.strip("[]") or "127.0.0.1", int(port), ssl=_ssl_context(server))
+    return Channel(host.strip("[]") or wire.DEFAULT_HOST, int(port), ssl=_ssl_context(server))
 
 
 def _call(server: Server, coroutine_function):

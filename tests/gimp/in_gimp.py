@@ -41,6 +41,18 @@ def load(path):
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 
 
+def on_photo(**props):
+    """The photo's layer through the plug-in with the style file and `props`: the status,
+    the message and how many layers the image has afterwards."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(image, source, **{"style-file": Gio.File.new_for_path(P["style"]), **props})
+        return {"status": status, "message": message, "layers": len(image.get_layers())}
+    finally:
+        image.delete()
+
+
 def case_selection():
     """A photograph with alpha on a larger canvas (layer offsets), a rectangular selection."""
     image = load(P["photo"])
@@ -112,15 +124,7 @@ def case_feathered():
 
 
 def case_server_down():
-    image = load(P["photo"])
-    try:
-        source = image.get_layers()[0]
-        status, message = style_transfer(
-            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": "127.0.0.1:9",
-                              "preset": "draft", "max-size": 48})
-        return {"status": status, "message": message, "layers": len(image.get_layers())}
-    finally:
-        image.delete()
+    return on_photo(**{"server": "127.0.0.1:9", "preset": "draft", "max-size": 48})
 
 
 def case_gray_style_layer():
@@ -164,44 +168,20 @@ def case_guarded():
 
 
 def case_guarded_wrong_token():
-    image = load(P["photo"])
-    try:
-        source = image.get_layers()[0]
-        status, message = style_transfer(
-            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["guarded"],
-                              "token": "wrong", "tls": True, "tls-ca-file": Gio.File.new_for_path(P["ca"]),
-                              "preset": "draft", "max-size": 40})
-        return {"status": status, "message": message, "layers": len(image.get_layers())}
-    finally:
-        image.delete()
+    return on_photo(**{"server": P["guarded"], "token": "wrong", "tls": True,
+                       "tls-ca-file": Gio.File.new_for_path(P["ca"]), "preset": "draft", "max-size": 40})
 
 
 def case_guarded_without_tls():
-    image = load(P["photo"])
-    try:
-        source = image.get_layers()[0]
-        status, message = style_transfer(
-            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["guarded"],
-                              "token-file": Gio.File.new_for_path(P["token_file"]), "preset": "draft",
-                              "max-size": 40})
-        return {"status": status, "message": message, "layers": len(image.get_layers())}
-    finally:
-        image.delete()
+    return on_photo(**{"server": P["guarded"], "token-file": Gio.File.new_for_path(P["token_file"]),
+                       "preset": "draft", "max-size": 40})
 
 
 def case_long_job():
     """For the kill test: a job the host kills the plug-in in the middle of."""
-    image = load(P["photo"])
-    try:
-        source = image.get_layers()[0]
-        status, message = style_transfer(
-            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
-                              # 4 scales of 30 steps up to 256 px: several seconds even
-                              # where bf16 is fast, so the kill lands mid-job.
-                              "preset": "high", "max-size": 256, "live-preview": False})
-        return {"status": status, "message": message, "layers": len(image.get_layers())}
-    finally:
-        image.delete()
+    # 4 scales of 30 steps up to 256 px: several seconds even where bf16 is fast, so
+    # the kill lands mid-job.
+    return on_photo(**{"server": P["server"], "preset": "high", "max-size": 256, "live-preview": False})
 
 
 def case_full_resolution():
@@ -254,15 +234,7 @@ def case_init_layer():
 
 
 def case_init_without_layer():
-    image = load(P["photo"])
-    try:
-        source = image.get_layers()[0]
-        status, message = style_transfer(
-            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
-                              "preset": "draft", "max-size": 40, "init": "layer"})
-        return {"status": status, "message": message, "layers": len(image.get_layers())}
-    finally:
-        image.delete()
+    return on_photo(**{"server": P["server"], "preset": "draft", "max-size": 40, "init": "layer"})
 
 
 for name in P["cases"]:

@@ -4,7 +4,8 @@ The server (styleserver), the Python client (styleserver.client) and the GIMP pl
 pure-Python client (which `style-transfer gimp install` vendors into GIMP's Python)
 all take from here: the chunk size, how an image is cut into ImageChunks and how
 the result's chunks are put together again, how a request's header is built, how an
-encoded file's format is told from its first bytes, the Queued event, and the texts
+encoded file's format is told from its first bytes, which result formats can hold the
+content's alpha (JPEG cannot: alpha_fits, alpha_refusal), the Queued event, and the texts
 of the failures every client shows (no server, wrong token, TLS).
 
 Imports nothing but the standard library and the protobuf runtime (through the
@@ -30,8 +31,9 @@ SERVICE = "styletransfer.v1.StyleTransfer"
 STYLIZE = f"/{SERVICE}/Stylize"
 GET_INFO = f"/{SERVICE}/GetInfo"
 
+DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
-DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 CHUNK_BYTES = 1 << 20  # 1 MiB per ImageChunk / ResultChunk: well under gRPC's 4 MiB message limit
 MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES
 PREVIEW_MAX_SIDE = 256  # Header.preview_max_side 0 means this
@@ -47,6 +49,9 @@ _MAGIC = (
     (pb.IMAGE_FORMAT_WEBP, lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
     (pb.IMAGE_FORMAT_TIFF, lambda h: h[:4] in (b"II*\x00", b"MM\x00*")),
 )
+_SHOWN = {"WEBP": "WebP"}  # how a format's name is written for people, where not as Pillow's
+# Formats that cannot hold an alpha channel (a content with channels 2 or 4).
+NO_ALPHA = (pb.IMAGE_FORMAT_JPEG,)
 
 
 class WireError(ValueError):
@@ -71,6 +76,33 @@ def sniff_format(data: bytes) -> int | None:
         if test(head):
             return fmt
     return None
+
+
+def _shown(fmt: int) -> str:
+    return _SHOWN.get(FORMAT_NAMES[fmt], FORMAT_NAMES[fmt])
+
+
+def formats_text(formats: Iterable[int] | None = None, last: str = "or") -> str:
+    """The formats (ImageFormat values; default: every encoded one the contract names)
+    as people read them: "PNG, JPEG, WebP or TIFF"."""
+    names = [_shown(f) for f in (FORMAT_NAMES if formats is None else formats)]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+def alpha_fits(result_format: int, channels: int) -> bool:
+    """Whether an image of `channels` (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) can be sent
+    back in `result_format`: JPEG cannot hold alpha, so a content with alpha (channels 2
+    or 4) cannot have a JPEG result (the server refuses such a header, INVALID_ARGUMENT)."""
+    return not (channels in (2, 4) and result_format in NO_ALPHA)
+
+
+def alpha_refusal(result_format: int, channels: int) -> str | None:
+    """Why a content of `channels` cannot have a `result_format` result (what the server
+    answers, INVALID_ARGUMENT on header.result_format), or None when alpha_fits."""
+    if alpha_fits(result_format, channels):
+        return None
+    fitting = ", ".join(_shown(f) for f in FORMAT_NAMES if alpha_fits(f, channels))
+    return f"{FORMAT_NAMES[result_format]} cannot store the content's alpha channel; ask for {fitting} or RAW"
 
 
 def raw_meta(width: int, height: int, channels: int) -> pb.ImageMeta:

@@ -1,4 +1,4 @@
-"""`style-transfer serve`: the gRPC server around the servicer.
+"""The gRPC server around the servicer (`style-transfer serve`, cli/serve.py).
 
 Health (grpc.health.v1) says SERVING only once VGG19 is loaded; reflection (v1 and
 v1alpha) lets grpcurl list the API. On a non-loopback address a bearer token (or
@@ -15,15 +15,11 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-import os
-import signal
-import ssl
-import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,22 +27,22 @@ from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
 from styletransfer.v1 import style_transfer_pb2 as pb
+from styletransfer.v1.wire import DEFAULT_PORT
 
+from ..errors import ConfigError
 from . import devices
 from .devices import WorkerSpec
-from .errors import UsageError
 from .limits import Limits
-from .service import Model, StyleTransferService, add_to_server
+from .model import Model
+from .scheduler import Scheduler, Worker
+from .servicer import StyleTransferService, add_to_server
+from .workers import local_workers
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name  # "styletransfer.v1.StyleTransfer"
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 REFLECTION_SECONDS = 60.0  # a reflection stream is ended after this long
 log = logging.getLogger("styleserver")
-
-
-class ConfigError(UsageError):
-    """A server option that cannot work; the message says which and why."""
 
 
 def _replace_behavior(handler, behavior):
@@ -175,22 +171,20 @@ def is_loopback(host: str) -> bool:
 def start(
     model: Model,
     host: str = "127.0.0.1",
-    port: int = 50051,
-    device: str = "auto",
-    max_pixels: int | None = None,
-    max_queue: int | None = None,
+    port: int = DEFAULT_PORT,
     token: str | None = None,
     insecure: bool = False,
     tls: tuple[bytes, bytes] | None = None,
     limits: Limits | None = None,
-    workers: list[WorkerSpec] | None = None,
+    workers: Sequence[WorkerSpec | Worker] | None = None,
     metrics=None,
-    service: StyleTransferService | None = None,
+    max_pixels: int | None = None,
+    max_queue: int | None = None,
 ) -> Running:
     """Start serving (health NOT_SERVING until the model is set). port 0 = any free port.
     `limits` (default: Limits()) with max_pixels/max_queue, when given, on top.
-    `workers`: one per device (devices.parse), default one on `device`. `service`:
-    another servicer with the same contract (the cluster front), used as given."""
+    `workers`: local devices (devices.parse; default: `auto`), each run by the model's
+    engine, or workers of another kind (the cluster's), as given."""
     if not is_loopback(host) and not token and not insecure:
         raise ConfigError(
             f"--host {host} is reachable from the network: give --token-file FILE "
@@ -201,10 +195,15 @@ def start(
         limits = replace(limits, max_pixels=max_pixels)
     if max_queue is not None:
         limits = replace(limits, max_queue=max_queue)
-    if service is None:
-        service = StyleTransferService(model, limits, device, workers, metrics)
-        if metrics is not None:
-            metrics.watch(service.scheduler)
+    workers = list(workers or devices.parse("auto"))
+    specs = [w for w in workers if isinstance(w, WorkerSpec)]
+    if specs:
+        if not limits.auto_dtype:  # admission plans in the precision the engine will pick
+            limits = replace(limits, auto_dtype=_auto_dtype(specs[0].device))
+        workers = [*local_workers(specs, model), *(w for w in workers if not isinstance(w, WorkerSpec))]
+    service = StyleTransferService(model, limits, Scheduler(limits.max_queue, workers), metrics)
+    if metrics is not None:
+        metrics.watch(service.scheduler)
     interceptors = ([TokenAuth(token)] if token else []) + [ReflectionGate(limits.reflection_calls)]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="grpc-worker"),
@@ -263,199 +262,12 @@ def _add_reflection(server: grpc.Server) -> None:
             (grpc.method_handlers_generic_handler(f"{package}.ServerReflection", {"ServerReflectionInfo": handler}),))
 
 
-def load_model(model: Model, weights_path: str | None, device_name: str, download: bool,
-               workers: list[WorkerSpec] | None = None) -> None:
-    """Load the weights into `model`, on the chosen device (or every worker's);
-    raises WeightsError."""
-    from stylecore import Engine, resolve_device, resolve_dtype
-
-    from .weights import load
-
-    weights = load(weights_path, download=download)
-    devices = [resolve_device(w.device) for w in workers] if workers else [resolve_device(device_name)]
-    engine = Engine(weights.model)
-    for device in dict.fromkeys(devices):
-        engine.network(device)  # move it now, not during the first job (one copy per device)
-    dtype = str(resolve_dtype("auto", devices[0])).removeprefix("torch.")
-    names = ",".join(w.name for w in workers) if workers else str(devices[0])
-    model.set(engine, f"{weights.path.name} sha256:{weights.sha256}", weights.sha256, weights.verified,
-              names, dtype)
-    log.info("model: %s on %s (%s)", weights.describe(), names, dtype)
-
-
-def run(args) -> int:
-    """The `serve` command. Returns the exit status."""
-    from .weights import WeightsError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    token = _read_secret(args.token_file, "--token-file") if args.token_file else None
-    tls = None
-    if args.tls_cert or args.tls_key:
-        if not (args.tls_cert and args.tls_key):
-            raise ConfigError("TLS needs both --tls-cert and --tls-key")
-        tls = _read_tls(args.tls_cert, args.tls_key)
-    if token and not tls and not is_loopback(args.host):
-        log.warning("the token travels in clear text to --host %s: serve TLS on a network "
-                    "(--tls-cert and --tls-key)", args.host)
-    model = Model()
-    limits = Limits(
-        max_pixels=args.max_pixels, max_queue=args.max_queue, max_styles=args.max_styles,
-        max_request_bytes=args.max_request_bytes, upload_seconds=args.upload_seconds,
-        min_upload_rate=args.min_upload_rate, max_work_pixels=args.max_work_pixels, max_job_bytes=args.max_job_bytes,
-        max_calls=args.max_calls, idle_seconds=args.idle_seconds, bf16=_runs_in_bf16(args.device),
-    )
-    if args.cluster:
-        return _run_cluster(args, model, limits, token, tls)
-    if args.device and args.devices:
-        raise ConfigError("give --device or --devices, not both (--devices cpu is --device cpu)")
-    workers = devices.parse(args.devices or args.device or "auto")
-    metrics = None
-    if args.metrics_port is not None:
-        try:
-            from .metrics import Metrics
-        except ImportError:
-            raise ConfigError("--metrics-port needs prometheus_client: pip install 'gimp-style-transfer[server]'") \
-                from None
-        metrics = Metrics()
-    running = start(model, args.host, args.port, workers[0].device, token=token, insecure=args.insecure, tls=tls,
-                    limits=limits, workers=workers, metrics=metrics)
-    if metrics is not None:
-        try:
-            metrics.serve(args.host, args.metrics_port)
-        except OSError as e:
-            running.server.stop(0)
-            raise ConfigError(f"--metrics-port {args.metrics_port}: cannot listen on {args.host} ({e.strerror or e})") \
-                from None
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        if stop.is_set():  # the second one: no more waiting
-            log.info("second %s: exiting now", signal.Signals(signum).name)
-            logging.shutdown()
-            os._exit(128 + signum)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    print(f"listening on {args.host}:{running.port}", flush=True)
-    if metrics is not None:
-        print(f"metrics on http://{args.host}:{metrics.port}/metrics", flush=True)
-    try:
-        load_model(model, args.weights, workers[0].device, not args.no_download, workers)
-    except WeightsError:
-        running.server.stop(0)
-        raise
-    running.set_serving(True)
-    log.info("serving StyleTransfer on %s:%d", args.host, running.port)
-    while not stop.wait(0.5):  # a timed wait, so the signal handlers get to run
-        pass
-    log.info("shutting down: %.0f s grace for running jobs", args.grace)
-    running.shutdown(args.grace)
-    if metrics is not None:
-        metrics.stop()
-    log.info("stopped")
-    return 0
-
-
-def _run_cluster(args, model: Model, limits: Limits, token, tls) -> int:
-    """serve --cluster: the gRPC front of a Ray Serve deployment (cluster.py)."""
-    from . import cluster as cl
-
-    if args.cluster.startswith("ray://"):
-        raise ConfigError(
-            f"--cluster {args.cluster}: Ray Client cannot stream a deployment's responses (Ray Serve refuses "
-            "streaming handles over ray://); run the front on a node of the cluster instead: "
-            "`ray start --address=HEAD:6379` there, then `style-transfer serve --cluster auto`")
-    if args.device or args.devices:
-        raise ConfigError("--cluster: the replicas choose their devices (--replica-gpus, --replica-cpus); "
-                          "leave --device/--devices out")
-    options = cl.ClusterOptions(
-        address=args.cluster, replicas=cl.parse_replicas(args.replicas), gpus=args.replica_gpus,
-        cpus=args.replica_cpus, weights=str(Path(args.weights).resolve()) if args.weights else
-        os.environ.get("STYLE_TRANSFER_WEIGHTS"), local_cpus=args.ray_cpus, attach=args.attach,
-    )
-    cl._ray()  # the extra is installed, or a clear error now
-    metrics = None
-    if args.metrics_port is not None:
-        from .metrics import Metrics
-
-        metrics = Metrics()
-    service = cl.ClusterService(model, limits, metrics)
-    if metrics is not None:
-        metrics.watch(service.scheduler)
-        metrics.serve(args.host, args.metrics_port)
-    running = start(model, args.host, args.port, token=token, insecure=args.insecure, tls=tls, limits=limits,
-                    service=service)
-    print(f"listening on {args.host}:{running.port}", flush=True)
-    if metrics is not None:
-        print(f"metrics on http://{args.host}:{metrics.port}/metrics", flush=True)
-    try:
-        cluster = cl.Cluster(options)
-    except Exception:
-        running.server.stop(0)
-        raise
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which installs its own
-        signal.signal(sig, lambda signum, frame: os._exit(128 + signum) if stop.is_set() else stop.set())
-    try:
-        service.attach(cluster)
-        running.set_serving(True)
-        log.info("serving StyleTransfer on %s:%d, jobs on the Ray cluster (%s)", args.host, running.port, args.cluster)
-        while not stop.wait(0.5):
-            pass
-        log.info("shutting down: %.0f s grace for running jobs", args.grace)
-        running.shutdown(args.grace)
-    finally:
-        cluster.close()
-        if metrics is not None:
-            metrics.stop()
-    log.info("stopped")
-    return 0
-
-
-def _runs_in_bf16(device: str) -> bool:
-    """Whether jobs on `device` run in bf16 (the engine's `auto`): the memory plan's precision."""
-    from stylecore import resolve_device
-    from stylecore.precision import bf16_is_fast
+def _auto_dtype(device: str) -> str:
+    """What precision "auto" runs in on `device`: "bfloat16" or "float32" (fp32 for a
+    device that cannot be used: the engine says so per job)."""
+    from stylecore import resolve_device, resolve_dtype
 
     try:
-        return bf16_is_fast(resolve_device(device))
-    except Exception:  # an unusable device is reported when the model loads
-        return False
-
-
-def _read_tls(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
-    """The certificate chain and key, PEM, checked to be one (gRPC would only say it
-    cannot bind). Raises ConfigError naming the file."""
-    files = []
-    for path, option, marker, tool in ((cert_path, "--tls-cert", b"-----BEGIN CERTIFICATE", "x509"),
-                                       (key_path, "--tls-key", b"PRIVATE KEY-----", "pkey")):
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise ConfigError(f"{option}: cannot read {path} ({e.strerror or e})") from None
-        if marker not in data:
-            raise ConfigError(f"{option}: {path} is not PEM (a DER file converts with "
-                              f"openssl {tool} -inform der -in FILE -out FILE.pem)")
-        files.append(data)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # judge the pair, not its key size: gRPC serves small keys too
-    try:
-        # A passphrase-protected key fails here instead of prompting on the terminal.
-        context.load_cert_chain(cert_path, key_path, password=lambda: b"")
-    except (ssl.SSLError, OSError) as e:
-        raise ConfigError(f"--tls-cert/--tls-key: {cert_path} and {key_path} are not a certificate and its "
-                          f"unencrypted private key ({getattr(e, 'reason', None) or e})") from None
-    return files[0], files[1]
-
-
-def _read_secret(path: str, option: str) -> str:
-    try:
-        text = Path(path).read_text().strip()
-    except OSError as e:
-        raise ConfigError(f"{option}: cannot read {path} ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{option}: {path} is not a text file") from None
-    if not text:
-        raise ConfigError(f"{option}: {path} is empty")
-    return text
+        return str(resolve_dtype("auto", resolve_device(device))).removeprefix("torch.")
+    except Exception:  # noqa: BLE001 - e.g. cuda without CUDA
+        return "float32"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from styletransfer.v1.wire import CHUNK_BYTES, MAX_MESSAGE_BYTES  # the contract's, shared with clients
 
-from .imageio import DEFAULT_MAX_PIXELS
+from ..imageio import DEFAULT_MAX_PIXELS
 
 MiB, GiB = 1 << 20, 1 << 30
 
@@ -46,23 +46,15 @@ class Limits:
     idle_seconds: float = 300.0  # a connection without calls is closed after this long
     chunk_bytes: int = CHUNK_BYTES
     max_message_bytes: int = MAX_MESSAGE_BYTES
-    bf16: bool = False  # jobs run in bf16 (the server's `auto` precision on its device)
-
-    @property
-    def dtype(self):
-        """The precision jobs run in on this server's device, for the memory plan
-        (stylecore.memory); fp32 where unknown: the larger need."""
-        import torch
-
-        return torch.bfloat16 if self.bf16 else torch.float32
+    # What precision "auto" runs in on the workers' device ("bfloat16" or "float32"), for
+    # the memory plan (admission plans as the engine will). "": not known yet (server.start
+    # sets it from the first local worker's device, the cluster from a replica's); fp32
+    # until then, the larger need.
+    auto_dtype: str = ""
 
     @property
     def request_bytes(self) -> int:
         return self.max_request_bytes if self.max_request_bytes is not None else self.max_pixels * 4 + 64 * MiB
-
-    @property
-    def calls(self) -> int:
-        return self.max_calls
 
     @property
     def bytes_in_flight(self) -> int:
@@ -75,4 +67,4 @@ class Limits:
 
     @property
     def workers(self) -> int:
-        return self.calls + self.reflection_calls + self.reserved_workers
+        return self.max_calls + self.reflection_calls + self.reserved_workers

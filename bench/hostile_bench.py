@@ -1,4 +1,4 @@
-"""The load targets of the hostile suite as figures: `python tests/hostile_bench.py`.
+"""The load targets of the hostile suite as figures: `python bench/hostile_bench.py`.
 
 Starts `style-transfer serve` on 127.0.0.1 (seeded random weights, default limits),
 times a small job on the idle server, then holds 100 header-only uploads, 100 idle
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the hostile client's tools and the server process the tests start
 from hostile import health, hold_open, junk_connections, small_job  # noqa: E402
 from serve_process import ServeProcess  # noqa: E402
 
@@ -33,7 +34,7 @@ def main() -> None:
             style = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
             small_job(server.address, content, style)
             idle = min(small_job(server.address, content, style) for _ in range(3))
-            threads, outcomes, release = hold_open(server.address, 100, 100)
+            held, outcomes, release = hold_open(server.address, 100, 100)
             socks = junk_connections(server.port, 1000)
             time.sleep(0.5)
             t0 = time.monotonic()
@@ -43,8 +44,7 @@ def main() -> None:
             release.set()
             for s in socks:
                 s.close()
-            for t in threads:
-                t.join(30)
+            held.join(30)
             print(f"idle server: small job {idle:.2f} s")
             print(f"under 100 header-only uploads, 100 idle reflection streams, 1000 junk connections: "
                   f"health {health_ms:.0f} ms ({status}), small job {loaded:.2f} s ({loaded / idle:.2f}x idle)")

@@ -1,6 +1,8 @@
-"""One queue in front of one or more workers (one per device, serve --devices). A
-job goes to the first free worker; the others wait in arrival order and are told
-their place in the queue as it changes.
+"""One queue in front of the workers, whatever they are (a local device each, serve
+--devices; or the slots of a Ray Serve cluster, cluster/runner.py). A job goes to the
+first free worker; the others wait in arrival order and are told their place in the
+queue as it changes. Shutdown, cancel, depth and the per-worker figures of GetInfo
+and the metrics are kept here for every kind of worker.
 
 Dispatch happens under the one lock whenever a job arrives or a worker frees, so
 the order is exact: the head of the queue always gets the next free worker, and a
@@ -14,10 +16,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1.wire import Queued  # the event is the contract's (wire.py), shared with clients
 
-from .devices import WorkerSpec
+from .jobs import Job
 
 
 class QueueFull(Exception):
@@ -32,6 +36,19 @@ class Abandoned(Exception):
     """The client went away while its job waited."""
 
 
+class Worker(Protocol):
+    """What runs a prepared job: a local device (workers.LocalWorker) or a slot of a
+    Ray Serve cluster (cluster.runner.ClusterWorker)."""
+
+    name: str  # what GetInfo, the metrics and the log lines call it
+    threads: int  # CPU threads it runs on; 0: PyTorch's own count, or not a local CPU
+
+    def run(self, job: Job, cancel: Callable[[], bool]) -> Iterator[pb.StylizeEvent]:
+        """The job's events as messages. Raises Cancelled within one step of cancel()
+        returning True, JobFailed (or an engine exception, jobs.failure) when it fails."""
+        ...
+
+
 @dataclass(eq=False)
 class Ticket:
     """A job's place. `cancel` is set to stop it (server shutdown); `worker` is the
@@ -43,16 +60,14 @@ class Ticket:
 
 
 @dataclass(eq=False)
-class Worker:
-    spec: WorkerSpec
+class _Slot:
+    """A worker and its figures."""
+
+    worker: Worker
     ticket: Ticket | None = None  # the job it runs now
     jobs: int = 0  # jobs it has taken since the server started
     busy_seconds: float = 0.0  # finished jobs' time on it
     busy_since: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
 
     @property
     def busy(self) -> bool:
@@ -63,9 +78,9 @@ class Worker:
 
 
 class Scheduler:
-    def __init__(self, max_queue: int, workers: Sequence[WorkerSpec] | None = None):
+    def __init__(self, max_queue: int, workers: Sequence[Worker]):
         self.max_queue = max_queue
-        self.workers = [Worker(w) for w in (workers or [WorkerSpec("cpu", "cpu")])]
+        self._slots = [_Slot(w) for w in workers]
         self.started = time.monotonic()
         self._cond = threading.Condition()
         self._waiting: deque[Ticket] = deque()
@@ -117,44 +132,44 @@ class Scheduler:
 
     def cancel_running(self) -> None:
         with self._cond:
-            for worker in self.workers:
-                if worker.ticket is not None:
-                    worker.ticket.cancel.set()
+            for slot in self._slots:
+                if slot.ticket is not None:
+                    slot.ticket.cancel.set()
 
     @property
     def depth(self) -> tuple[int, int]:
         """(jobs running, jobs waiting); with one worker the first is 0 or 1."""
         with self._cond:
-            return sum(w.busy for w in self.workers), len(self._waiting)
+            return sum(s.busy for s in self._slots), len(self._waiting)
 
     def snapshot(self) -> list[dict]:
         """Every worker's name, state, threads, jobs taken and seconds busy."""
         now = time.monotonic()
         with self._cond:
-            return [dict(name=w.name, busy=w.busy, threads=w.spec.threads, jobs=w.jobs,
-                         busy_seconds=w.busy_total(now)) for w in self.workers]
+            return [dict(name=s.worker.name, busy=s.busy, threads=s.worker.threads, jobs=s.jobs,
+                         busy_seconds=s.busy_total(now)) for s in self._slots]
 
     # --- under the lock --------------------------------------------------------------
 
-    def _free(self) -> Worker | None:
-        return next((w for w in self.workers if w.ticket is None), None)
+    def _free(self) -> _Slot | None:
+        return next((s for s in self._slots if s.ticket is None), None)
 
     def _dispatch(self) -> None:
         """The queue's head takes the first free worker, while both exist."""
-        while self._waiting and (worker := self._free()) is not None:
+        while self._waiting and (slot := self._free()) is not None:
             ticket = self._waiting.popleft()
-            ticket.worker, worker.ticket = worker, ticket
-            worker.jobs += 1
-            worker.busy_since = time.monotonic()
+            ticket.worker, slot.ticket = slot.worker, ticket
+            slot.jobs += 1
+            slot.busy_since = time.monotonic()
         self._cond.notify_all()
         if self.on_change is not None:
             self.on_change()
 
     def _leave(self, ticket: Ticket) -> None:
-        worker = ticket.worker
-        if worker is not None and worker.ticket is ticket:
-            worker.ticket = None
-            worker.busy_seconds += time.monotonic() - worker.busy_since
+        slot = next((s for s in self._slots if s.ticket is ticket), None)
+        if slot is not None:
+            slot.ticket = None
+            slot.busy_seconds += time.monotonic() - slot.busy_since
         elif ticket in self._waiting:
             self._waiting.remove(ticket)
         self._dispatch()

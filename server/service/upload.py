@@ -17,9 +17,10 @@ import grpc
 
 from styletransfer.v1 import style_transfer_pb2 as pb
 
-from . import admission, convert
+from .. import convert
+from . import admission
 from .admission import Dims, Invalid, Refused, TooLarge
-from .imageio import ImageError, ImageTooLarge
+from ..imageio import ImageError, ImageTooLarge
 from .limits import Limits
 
 PROBE_BYTES = 1 << 16  # an encoded image's size is read once this much of it (or all of it) is here

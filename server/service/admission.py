@@ -15,11 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stylecore import memory, sizes
+import torch
+
+from stylecore import memory, precision, sizes
 from stylecore.params import ParamError, StyleParams
 from styletransfer.v1 import style_transfer_pb2 as pb
+from styletransfer.v1 import wire
 
-from . import convert
+from .. import convert
 from .limits import GRAM_BYTES, INPUT_BYTES_PER_PIXEL, STYLE_WORK_FLOOR, Limits
 
 
@@ -56,7 +59,8 @@ class Plan:
     params: StyleParams
     names: tuple[str, ...]  # "header.content", "header.styles[0]", ...
     metas: tuple[pb.ImageMeta, ...]
-    levels: tuple[tuple[int, int], ...]  # content (h, w) per pyramid level; empty while its size is unknown
+    levels: tuple[memory.Level, ...]  # the engine's plan of every level; empty while the content's size is unknown
+    budget: int  # bytes the engine plans the job within (max_job_bytes less the inputs and targets)
     estimate_bytes: int  # the job's memory estimate over what is known so far
 
 
@@ -115,50 +119,49 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
                                  f"request ({limits.request_bytes:,}, max_request_bytes)")
 
     content = known[0]
-    if content is not None and content.channels in (2, 4) and header.result_format == pb.IMAGE_FORMAT_JPEG:
-        raise Invalid("header.result_format", "JPEG cannot store the content's alpha channel; "
-                                              "ask for PNG, WebP, TIFF or RAW")
-    levels: list[tuple[int, int]] = []
+    if content is not None and content.channels and (text := wire.alpha_refusal(header.result_format,
+                                                                                 content.channels)):
+        raise Invalid("header.result_format", text)
+    levels: tuple[memory.Level, ...] = ()
     estimate = sum(d.width * d.height * INPUT_BYTES_PER_PIXEL for d in known if d is not None)
     estimate += len(header.styles) * GRAM_BYTES * len(params.scale_sizes())
+    # The engine plans within what max_job_bytes leaves after the inputs and the style
+    # targets, which are held before it plans; the job carries this budget to the engine.
+    budget = limits.max_job_bytes - estimate
     if content is not None:
-        for level, _ in sizes.pyramid(content.height, content.width, params):
-            if level[0] * level[1] > limits.max_work_pixels:
-                raise TooLarge("header.params.size", f"the content would be worked at {level[1]}x{level[0]} = "
-                                                     f"{level[0] * level[1]:,} pixels, more than max_work_pixels "
-                                                     f"{limits.max_work_pixels:,}")
-            levels.append(level)
-        # The engine works a scale whole or tile by tile within what the job's budget
-        # leaves after its inputs and targets (stylecore.memory); the largest scale's
-        # plan is the job's peak. In the precision the server runs in.
-        try:
-            top = memory.plan_scale(levels[-1], limits.dtype, limits.max_job_bytes - estimate)
-        except ParamError as e:
-            raise TooLarge("header.params.size", f"{str(e).split(': ', 1)[1]} (max_job_bytes)") from None
-        estimate += top.estimate
+        sizes_ = [size for size, _ in sizes.pyramid(content.height, content.width, params)]
+        for h, w in sizes_:
+            if h * w > limits.max_work_pixels:
+                raise TooLarge("header.params.size", f"the content would be worked at {w}x{h} = {h * w:,} pixels, "
+                                                     f"more than max_work_pixels {limits.max_work_pixels:,}")
         # A style is worked at most as large as a square of the content's longest side
         # (style_scale 1 on a square style), or 1024x1024 for a small content: a tiny
         # request must not buy a large style (style_scale up to 8).
-        style_limit = max(STYLE_WORK_FLOOR, max(max(h, w) ** 2 for h, w in levels))
-        largest_style = 0
-        for j, style in enumerate(known[1:1 + len(header.styles)]):
-            if style is None:
-                continue
-            for level in levels:
-                h, w = sizes.style_size(style.height, style.width, level, params.style_scale)
-                if h * w > min(style_limit, limits.max_work_pixels):
+        style_limit = min(max(STYLE_WORK_FLOOR, max(max(h, w) ** 2 for h, w in sizes_)), limits.max_work_pixels)
+        styles = [(d.height, d.width) for d in known[1:1 + len(header.styles)] if d is not None]
+        for j, (sh, sw) in enumerate(styles):
+            for level in sizes_:
+                h, w = sizes.style_size(sh, sw, level, params.style_scale)
+                if h * w > style_limit:
                     field = "header.params.style_scale" if params.style_scale else "header.params.size"
                     raise TooLarge(field, f"style image {j} would be worked at {w}x{h} = {h * w:,} pixels, "
-                                          f"more than {min(style_limit, limits.max_work_pixels):,} (the content's "
-                                          f"working size, at least {STYLE_WORK_FLOOR:,}; max_work_pixels)")
-                largest_style = max(largest_style, h * w)
-        # A large style is worked tile by tile within the same budget, before the scale's
-        # optimization starts: it never adds to the peak beyond the plan above.
+                                          f"more than {style_limit:,} (the content's working size, at least "
+                                          f"{STYLE_WORK_FLOOR:,}; max_work_pixels)")
+        # The engine's own plan (stylecore.memory.plan_levels), in the precision the
+        # workers run in: whole or tiled per level, and each style's; the largest
+        # scale's plan is the job's peak (a large style is worked tile by tile before
+        # the scale's optimization starts, within the same budget).
+        dtype = precision.dtype_for(params.precision, getattr(torch, limits.auto_dtype or "float32"))
+        try:
+            levels = memory.plan_levels((content.height, content.width), styles, params, dtype, budget)
+        except ParamError as e:
+            raise TooLarge("header.params.size", f"{str(e).split(': ', 1)[1]} (max_job_bytes)") from None
+        estimate += levels[-1].plan.estimate
     if estimate > limits.max_job_bytes:
         raise TooLarge("header.params.size", f"the job needs about {estimate / 2**30:.1f} GiB, more than this "
                                              f"server's budget of {limits.max_job_bytes / 2**30:.1f} GiB "
                                              "(max_job_bytes); use a smaller size or fewer styles")
-    return Plan(params, names, metas, tuple(levels), estimate)
+    return Plan(params, names, metas, levels, budget, estimate)
 
 
 def _check_meta(meta: pb.ImageMeta, name: str, limits: Limits) -> Dims | None:

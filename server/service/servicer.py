@@ -1,11 +1,13 @@
-"""The StyleTransfer servicer: reads a job, waits for the device, streams the
-engine's events. Thin on purpose: what is accepted is decided in admission.py,
-the upload is read by upload.py, conversions live in convert.py, queueing in
-scheduler.py, the method in stylecore."""
+"""The StyleTransfer servicer: protobuf in, a prepared Job to the queue, messages out.
+
+Thin on purpose: what is accepted is decided in admission.py, the upload is read by
+upload.py, conversions live in convert.py, the queue in scheduler.py, the job and
+its failures in jobs.py, and a worker (workers.py, or the cluster's runner) runs it.
+The same servicer serves local devices and a Ray Serve cluster.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -14,44 +16,23 @@ from collections.abc import Iterator
 
 import grpc
 
-from stylecore import Cancelled, Engine, ParamError, Result, Started
-from stylecore.engine import Diverged
+from stylecore import Cancelled, ParamError
+from stylecore.params import PRESETS
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletransfer.v1 import wire
 
-from . import __version__, admission, convert
+from .. import __version__, convert
+from ..imageio import ImageError
+from . import admission
 from .admission import Dims, Refused
-from .devices import WorkerSpec
-from .imageio import ImageError, ImageTooLarge
+from .jobs import Job, JobFailed, failure
 from .limits import Limits
+from .model import Model
 from .scheduler import Abandoned, QueueFull, Scheduler, ShuttingDown
 from .upload import ClientGone, Upload
 
 log = logging.getLogger("styleserver")
-
-__all__ = ["Limits", "Model", "StyleTransferService", "Unavailable", "add_to_server"]
-
-
-class Model:
-    """The loaded network and what clients are told about it. Set once loading ends."""
-
-    def __init__(self):
-        self.ready = threading.Event()
-        self.engine: Engine | None = None
-        self.name = self.sha256 = ""
-        self.verified = False
-        self.device = self.dtype = ""
-
-    def set(self, engine: Engine, name: str, sha256: str, verified: bool, device: str, dtype: str) -> None:
-        self.engine, self.name, self.sha256, self.verified = engine, name, sha256, verified
-        self.device, self.dtype = device, dtype
-        self.ready.set()
-
-
-class Unavailable(Exception):
-    """The job cannot go on now (e.g. its cluster replica died); the call ends with
-    UNAVAILABLE and this message."""
 
 
 class _Record:
@@ -67,19 +48,15 @@ class _Record:
 
 
 class StyleTransferService(pb_grpc.StyleTransferServicer):
-    """`workers`: one per device (serve --devices), all fed by one queue; default one
-    worker on `device`."""
+    """`scheduler` feeds the workers, local devices or cluster slots alike."""
 
-    def __init__(self, model: Model, limits: Limits, device: str, workers: list[WorkerSpec] | None = None,
-                 metrics=None):
+    def __init__(self, model: Model, limits: Limits, scheduler: Scheduler, metrics=None):
         self.model = model
         self.limits = limits
-        self.device = device
-        self.workers = workers or _default_workers(device)
-        self.scheduler = Scheduler(limits.max_queue, self.workers)
+        self.scheduler = scheduler
         self.metrics = metrics
         self.shutting_down = threading.Event()
-        self._calls = threading.BoundedSemaphore(limits.calls)
+        self._calls = threading.BoundedSemaphore(limits.max_calls)
         self._decoding = threading.Semaphore(1)  # one decode at a time bounds its memory
         self._in_flight = 0  # announced bytes of the uploads being received
         self._in_flight_lock = threading.Lock()
@@ -87,12 +64,11 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
     # --- GetInfo ---------------------------------------------------------------------
 
     def GetInfo(self, request, context):
-        from stylecore.params import PRESETS
-
         if isinstance(request, convert.Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a GetInfoRequest ({request.error})")
         return pb.Info(
-            server_version=__version__, contract_version=wire.CONTRACT_VERSION, device=self.model.device, dtype=self.model.dtype,
+            server_version=__version__, contract_version=wire.CONTRACT_VERSION, device=self.model.describe_device(),
+            dtype=self.model.dtype,
             model=self.model.name, model_sha256=self.model.sha256, model_verified=self.model.verified,
             limits=convert.limits_to_proto(self.limits),
             presets=[pb.Preset(name=n, params=convert.params_to_proto(p)) for n, p in PRESETS.items()],
@@ -102,14 +78,14 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
     # --- Stylize ---------------------------------------------------------------------
 
     def Stylize(self, request_iterator, context) -> Iterator[pb.StylizeEvent]:
-        job = uuid.uuid4().hex[:8]
+        job_id = uuid.uuid4().hex[:8]
         t0 = time.monotonic()
         record = _Record()
         if not self._calls.acquire(blocking=False):
             record.set("refused", "too many calls")
-            log.info("job %s refused: %d Stylize calls at once (max_calls)", job, self.limits.calls)
+            log.info("job %s refused: %d Stylize calls at once (max_calls)", job_id, self.limits.max_calls)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"the server is busy: {self.limits.calls} Stylize calls at once (max_calls)")
+                          f"the server is busy: {self.limits.max_calls} Stylize calls at once (max_calls)")
         upload = None
         try:
             if self.shutting_down.is_set():
@@ -131,8 +107,13 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                           for m, d, n in zip(plan.metas, data, plan.names)]
             del data
             record.sizes = " ".join(f"{a.shape[1]}x{a.shape[0]}x{a.shape[2]}" for a in images)
-            admission.check(header, self.limits, [Dims(a.shape[1], a.shape[0], a.shape[2]) for a in images])
-            yield from self._run(job, header, plan.params, images, context, record)
+            plan = admission.check(header, self.limits, [Dims(a.shape[1], a.shape[0], a.shape[2]) for a in images])
+            styles = tuple(images[1:1 + len(header.styles)])
+            job = Job(job_id, images[0], styles, images[-1] if header.HasField("init_image") else None, plan.params,
+                      header.preview_every, header.preview_max_side, header.result_format, self.limits.chunk_bytes,
+                      plan.budget)
+            del images
+            yield from self._run(job, context, record)
         except GeneratorExit:  # gRPC stopped reading the events: the client went away
             record.set("cancelled by client", f"while {record.outcome}" if record.outcome in ("queued", "running")
                        else "while streaming events")
@@ -142,11 +123,10 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         except Refused as e:
             record.set("refused", str(e))
             self._abort(context, getattr(grpc.StatusCode, e.status), str(e))
-        except (ImageError, ParamError, ValueError) as e:
-            record.set("refused", str(e))
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(e, ImageTooLarge) else \
-                grpc.StatusCode.INVALID_ARGUMENT
-            self._abort(context, code, str(e))
+        except (JobFailed, ImageError, ParamError, ValueError) as e:  # the input's fault, or the job failed
+            failed = failure(e)
+            record.set("refused" if failed.refused else "failed", str(failed))
+            self._abort(context, getattr(grpc.StatusCode, failed.status), str(failed))
         except QueueFull as e:
             record.set("refused", f"queue full: {e}")
             self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"the server is busy: {e}")
@@ -158,15 +138,6 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         except ShuttingDown:
             record.set("refused", "shutting down")
             self._abort(context, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-        except Unavailable as e:
-            record.set("failed", str(e))
-            self._abort(context, grpc.StatusCode.UNAVAILABLE, str(e))
-        except Diverged as e:
-            record.set("failed", str(e))
-            self._abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(e))
-        except MemoryError:
-            record.set("failed", "out of memory")
-            self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "the server ran out of memory for this job")
         except Exception as e:
             if not context.is_active():  # a call cancelled under us shows up as whatever it broke
                 record.set("cancelled by client", type(e).__name__)
@@ -179,54 +150,38 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                 upload.close()
             self._calls.release()
             reason = f" reason={record.reason!r}" if record.reason else ""
-            log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s%s", job, record.sizes,
+            log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s%s", job_id, record.sizes,
                      record.preset, record.device or self.model.device, time.monotonic() - t0, record.outcome, reason)
             if self.metrics is not None:
                 self.metrics.job_ended(record.outcome, record.ran_seconds)
 
-    def _run(self, job, header, params, images, context, record) -> Iterator[pb.StylizeEvent]:
+    def _run(self, job: Job, context, record: _Record) -> Iterator[pb.StylizeEvent]:
+        """Waits for a worker (telling the client its place), then streams the worker's
+        messages. An engine failure ends as jobs.failure says."""
         ticket = self.scheduler.enter()
         try:
             record.outcome = "queued"
             for queued in self.scheduler.wait_turn(ticket, context.is_active):
                 yield convert.event_to_proto(queued)
             record.outcome = "running"
-            worker = ticket.worker.spec
-            record.device = worker.name
+            record.device = ticket.worker.name
             started = time.monotonic()
 
             def cancel() -> bool:  # checked by the engine between steps
                 return ticket.cancel.is_set() or not context.is_active()
 
-            if worker.threads:  # a CPU worker's share of the cores: OpenMP's count is this thread's own
-                _set_threads(worker.threads)
-            styles = images[1:1 + len(header.styles)]
-            init = images[-1] if header.HasField("init_image") else None
-            events = self.model.engine.run(images[0], styles, params, cancel, header.preview_every,
-                                           device=worker.device,  # the worker's (the server's), never the client's
-                                           budget=self.limits.max_job_bytes,  # and its memory budget
-                                           init_image=init)
             try:
-                with _on_device(worker.device):
-                    yield from self._events(job, header, events, worker)
+                yield from ticket.worker.run(job, cancel)
                 record.set("done")
+            except Exception as e:  # noqa: BLE001 - the engine's and the runner's failures, one mapping
+                failed = failure(e)
+                if failed is None:
+                    raise
+                raise failed from None
             finally:
-                events.close()  # a job ended early (client gone, an error) leaves its level now, not at GC
                 record.ran_seconds = time.monotonic() - started
         finally:
             self.scheduler.release(ticket)
-
-    def _events(self, job, header, events, worker) -> Iterator[pb.StylizeEvent]:
-        """The engine's events as messages; Started names the worker when there are several."""
-        for event in events:
-            if isinstance(event, Result):
-                yield from convert.result_to_proto(event, header.result_format, self.limits.chunk_bytes)
-            else:
-                if isinstance(event, Started) and len(self.workers) > 1:
-                    event = dataclasses.replace(event, device=worker.name)  # which worker runs it
-                yield convert.event_to_proto(
-                    event, job, self.model.name, self.model.verified, header.preview_max_side
-                )
 
     def _reserve(self, n: int) -> int:
         with self._in_flight_lock:
@@ -244,37 +199,6 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
     def _abort(context, code: grpc.StatusCode, details: str) -> None:
         if context.is_active():
             context.abort(code, details)
-
-
-def _default_workers(device: str) -> list[WorkerSpec]:
-    """One worker on `device` ("auto": cuda:0 or cpu), as --device has always meant."""
-    from . import devices
-
-    try:
-        return devices.parse(device)
-    except devices.DeviceError:  # e.g. cuda without CUDA: the engine says so per job, as before
-        return [WorkerSpec(device, device)]
-
-
-def _on_device(device: str):
-    """A GPU worker's thread works with its GPU as the current CUDA device (for
-    anything allocated without an explicit device); elsewhere nothing."""
-    import contextlib
-
-    if device.startswith("cuda"):
-        import torch
-
-        return torch.cuda.device(device)
-    return contextlib.nullcontext()
-
-
-def _set_threads(n: int) -> None:
-    """This thread's intra-op threads. PyTorch's OpenMP thread count is a per-thread
-    setting (what set_num_threads also writes globally only seeds new threads), so
-    each worker's job runs on its own share of the cores."""
-    import torch
-
-    torch.set_num_threads(n)
 
 
 def add_to_server(service: StyleTransferService, server: grpc.Server) -> None:

@@ -1,7 +1,7 @@
 """The Python client other tools import: the same typed events as the engine.
 
     from styleserver.client import Client
-    client = Client("127.0.0.1:50051")
+    client = Client()  # wire.DEFAULT_ADDRESS, or "host:port"
     for event in client.stylize(content, [style], preset="draft", preview_every=10):
         ...  # Queued, Started, Progress, Preview, then Result
     client.info()  # a dict
@@ -26,8 +26,8 @@ from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletransfer.v1 import wire
 from styletransfer.v1.wire import DEFAULT_ADDRESS, Queued  # noqa: F401 - Queued is one of the events yielded
 
-from . import convert
-from .imageio import decode_image
+from .. import convert
+from ..imageio import decode_image
 
 
 class ServerUnavailable(Exception):

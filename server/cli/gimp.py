@@ -1,0 +1,79 @@
+"""`style-transfer gimp install|uninstall|doctor`: the GIMP 3 plug-in (stylegimp)
+installed, removed, or checked on this machine and against a server."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from styletransfer.v1 import wire
+
+from ..errors import UsageError
+from . import options as o
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("gimp", help="install, remove or check the GIMP 3 plug-in",
+                       description="Manage the GIMP 3 plug-in (Filters > Artistic > Style Transfer...).")
+    p.add_argument("action", choices=("install", "uninstall", "doctor"))
+    p.add_argument("--dir", help="GIMP's plug-ins folder (default: the one of your GIMP 3 profile)")
+    p.add_argument("--server", help=f"doctor: the server address to check (default {wire.DEFAULT_ADDRESS})")
+    p.add_argument("--token-file", help="doctor: file with the server's bearer token")
+    p.add_argument("--tls-ca", nargs="?", const="", default=None, metavar="PEM",
+                   help="doctor: connect with TLS (optionally trusting this CA file)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import stylegimp
+
+    plugins = Path(args.dir) if args.dir and args.dir.strip() else None
+    if args.action == "install":
+        try:
+            where = stylegimp.describe_profile(plugins)
+            target = stylegimp.install(plugins)
+        except stylegimp.NoProfile as e:
+            raise UsageError(str(e)) from None
+        print(f"using the {where}")
+        print(f"installed the GIMP plug-in in {target}")
+        print("restart GIMP; it is under Filters > Artistic > Style Transfer... (start a server first: "
+              "style-transfer serve)")
+        return 0
+    if args.action == "uninstall":
+        try:
+            removed = stylegimp.uninstall(plugins)
+        except stylegimp.NoProfile as e:
+            raise UsageError(str(e)) from None
+        print(f"removed {removed}" if removed else "the plug-in was not installed there; nothing to do")
+        return 0
+    token = o.read_token_file(args.token_file) if args.token_file else None
+    checks, contract = stylegimp.doctor(plugins)
+    checks += server_checks(contract, args.server or wire.DEFAULT_ADDRESS, token, args.tls_ca)
+    for ok, text in checks:
+        print(f"[{'ok' if ok else '!!'}] {text}")
+    return 0 if all(ok for ok, _ in checks) else 1
+
+
+def server_checks(contract: str | None, server: str, token: str | None, tls_ca: str | None) -> list[tuple[bool, str]]:
+    """(ok, finding) for the server the plug-in will use: it answers (with the token and
+    TLS given), speaks the installed plug-in's contract version, runs verified weights."""
+    from ..client import Client, RemoteError, ServerUnavailable
+
+    try:
+        with Client(server, token=token, tls_ca=tls_ca, connect_timeout=3) as client:
+            info = client.info()
+    except ServerUnavailable as e:
+        return [(False, str(e))]
+    except RemoteError as e:
+        return [(False, f"the server at {server} answers but refused GetInfo: {e.details}")]
+    checks = [(True, f"server at {server}: version {info['server_version']}, {info['device']} ({info['dtype']})")]
+    theirs = info.get("contract_version") or "unknown (older than v1.1)"
+    if contract is not None:
+        checks.append((theirs == contract, f"contract: plug-in {contract}, server {theirs}" + (
+            "" if theirs == contract else ": install the plug-in from the server's version (style-transfer gimp "
+                                          "install) or update the server")))
+    checks.append((bool(info["model_verified"]), f"server weights {info['model']}" + (
+        " verified (torchvision's ImageNet VGG19)" if info["model_verified"] else
+        " are UNVERIFIED: not the ImageNet VGG19 weights, results are meaningless; start the server with "
+        "vgg19-dcbb9e9d.pth")))
+    return checks
