@@ -14,12 +14,12 @@ import numpy as np
 from PIL import Image
 
 from stylecore.events import Preview, Progress, Result, Started, TilePass
-from stylecore.params import ParamError, StyleParams, preset
+from stylecore.params import StyleParams, preset
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import wire
-from styletransfer.v1.wire import CHUNK_BYTES, PREVIEW_MAX_SIDE, Queued, chunks, request_stream  # noqa: F401
+from styletransfer.v1.wire import CHUNK_BYTES, PREVIEW_MAX_SIDE, Queued
 
-from .imageio import ImageError, ImageTooLarge, decode_image, encode_image, probe
+from .imageio import ImageError, decode_image, encode_image, probe
 from .service.limits import Limits
 
 # The wire rules themselves (chunking, reassembly, format sniffing, Queued, the texts

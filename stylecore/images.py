@@ -17,8 +17,6 @@ from PIL import Image
 from .buffers import check_buffer
 from .vgg import IMAGENET_MEAN, IMAGENET_STD
 
-from .sizes import MIN_SIDE, notebook_size, work_size  # noqa: F401  (re-exported)
-
 # Rec. 601 luma, also GIMP's "luminance" for 8-bit gray conversion.
 _LUMA = (0.299, 0.587, 0.114)
 

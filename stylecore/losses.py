@@ -87,27 +87,6 @@ def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     return g / (h * w) if normalize else g
 
 
-def content_loss(target: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of the content layer's activations (paper eq. 1 up to a
-    constant factor, as in the reference notebook). Scalar fp32."""
-    return (target.float() - content.float()).pow(2).mean()
-
-
-def style_layer_loss(target_features: torch.Tensor, style_gram: torch.Tensor) -> torch.Tensor:
-    """One layer's style term, in the reference notebook's scaling:
-
-        mean((G_target - G_style)²) / (C·H·W)       with unnormalized G = F Fᵀ.
-
-    Computed with H*W-normalized Grams g = G / (H·W), which is the same number:
-        (H·W)² · mean((g_t - g_s)²) / (C·H·W) = (H·W / C) · mean((g_t - g_s)²)
-    but keeps the fp32 values small. It also lets the style image have its own size:
-    its Gram is normalized by its own H·W. Scalar fp32.
-    """
-    _, c, h, w = target_features.shape
-    g = gram_matrix(target_features)
-    return (g - style_gram).pow(2).mean() * (h * w / c)
-
-
 def total_variation(image: torch.Tensor) -> torch.Tensor:
     """Mean squared difference of neighbouring pixels; 0 on a constant image.
     image: (B, 3, H, W). A smoothness prior (Mahendran & Vedaldi 2015), not in Gatys."""
@@ -195,9 +174,15 @@ class Objective(torch.nn.Module):
     def terms(self, stats: Statistics, tv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The scalar fp32 terms content, style, tv and total from whole-image statistics.
 
-        Style, per layer, in the reference notebook's scaling: mean((G - G_s)²)/(C·H·W)
-        with unnormalized Grams, computed as (H·W/C)·mean((G/(H·W) - g_s)²), the same
-        number (see style_layer_loss)."""
+        Content: the mean squared difference of the content layer's activations (paper
+        eq. 1 up to a constant factor, as in the reference notebook).
+
+        Style, per layer, in the reference notebook's scaling:
+            mean((G - G_s)²) / (C·H·W)       with unnormalized G = F Fᵀ,
+        computed with H·W-normalized Grams g = G / (H·W), the same number:
+            (H·W)² · mean((g - g_s)²) / (C·H·W) = (H·W / C) · mean((g - g_s)²)
+        but with small fp32 values; it also lets the style image have its own size (its
+        Gram is normalized by its own H·W)."""
         c = stats.content_sq / stats.content_count
         s = sum(
             self.style_layer_weights[name]

@@ -32,7 +32,7 @@ def test_events_come_in_order_with_monotone_steps_and_previews(engine, content, 
     assert progress[-1].eta == 0.0
     previews = [(e.scale, e.step) for e in events if isinstance(e, Preview)]
     assert previews == [(1, 2), (2, 2), (2, 4)]
-    assert events[0].sizes == ((32, 32), (43, 64))  # no side below images.MIN_SIDE
+    assert events[0].sizes == ((32, 32), (43, 64))  # no side below sizes.MIN_SIDE
 
 
 def test_style_loss_falls_by_a_large_factor_and_content_stays_bounded(engine, content, style, precision):

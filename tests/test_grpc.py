@@ -22,6 +22,7 @@ from styleserver.service.server import ConfigError, start
 from styleserver.service.model import Model
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
+from styletransfer.v1 import wire
 
 from clients import concurrent_stylize
 
@@ -166,7 +167,7 @@ def _bad_cases(content, style):
     meta_c = convert.image_meta(content)
 
     def stream(header, images=(c_bytes, s_bytes)):
-        return list(convert.request_stream(header, images))
+        return list(wire.request_stream(header, images))
 
     zero = pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=0, height=5, channels=3, size_bytes=0)
     mismatch = pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=64, height=43, channels=3, size_bytes=100)
@@ -201,7 +202,7 @@ def _bad_cases(content, style):
          grpc.StatusCode.INVALID_ARGUMENT, "steps: must be between"),
         ("too many pixels", stream(raw_header(content, [style], content=huge), (b"", s_bytes))[:1],
          grpc.StatusCode.RESOURCE_EXHAUSTED, "more than the limit"),
-        ("a chunk over chunk_bytes", list(convert.request_stream(raw_header(big, [style]), (big.tobytes(), s_bytes),
+        ("a chunk over chunk_bytes", list(wire.request_stream(raw_header(big, [style]), (big.tobytes(), s_bytes),
                                                                  2 << 20)),
          grpc.StatusCode.INVALID_ARGUMENT, "more than chunk_bytes = 1,048,576"),
     ]

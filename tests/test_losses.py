@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stylecore import Progress, preset
-from stylecore.losses import content_loss, gram_matrix, style_layer_loss, total_variation
+from stylecore.losses import Objective, gram_matrix, total_variation
 
 
 def test_gram_matrix_of_a_known_tensor():
@@ -71,10 +71,17 @@ def test_bf16_gram_gradient_matches_the_fp32_formula_in_bf16():
     assert torch.allclose(f.grad.double(), expected, rtol=2**-7, atol=1e-4)
 
 
-def test_content_loss_is_zero_at_the_target():
+def _objective(content_target, style_grams=None) -> Objective:
+    grams = style_grams or {}
+    return Objective("content", content_target, grams, {name: 1.0 for name in grams}, content_weight=1.0,
+                     style_weight=1.0, tv_weight=0.0)
+
+
+@pytest.mark.parametrize("shift, expected", [(0.0, 0.0), (1.0, 1.0), (2.0, 4.0)])
+def test_the_content_term_is_the_mean_squared_difference(shift, expected):
     x = torch.randn(1, 8, 5, 7)
-    assert content_loss(x, x.clone()).item() == 0.0
-    assert content_loss(x + 1, x).item() == pytest.approx(1.0)
+    terms = _objective(x)({"content": x + shift}, torch.zeros(1, 3, 4, 4))
+    assert terms["content"].item() == pytest.approx(expected)
 
 
 def test_total_variation_is_zero_on_a_constant_image():
@@ -83,11 +90,13 @@ def test_total_variation_is_zero_on_a_constant_image():
     assert total_variation(ramp).item() == pytest.approx(1.0)  # every horizontal step is 1
 
 
-def test_style_layer_loss_equals_the_notebook_scaling():
+def test_the_style_term_equals_the_notebook_scaling():
     f, s = torch.randn(1, 6, 5, 4), torch.randn(1, 6, 5, 4)
     g_t, g_s = gram_matrix(f, normalize=False)[0], gram_matrix(s, normalize=False)[0]
     expected = torch.mean((g_t - g_s) ** 2) / (6 * 5 * 4)
-    assert style_layer_loss(f, gram_matrix(s)).item() == pytest.approx(expected.item(), rel=1e-5)
+    content = torch.zeros(1, 2, 3, 3)
+    terms = _objective(content, {"style": gram_matrix(s)})({"style": f, "content": content}, torch.zeros(1, 3, 4, 4))
+    assert terms["style"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 # --- the reference notebook, written out independently ------------------------------------

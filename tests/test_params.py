@@ -73,7 +73,7 @@ def test_blend_weights_are_normalized_and_counted():
     (4000, 3000, 400, (533, 400)),
     (267, 400, 400, (400, 599)),  # longest side at most size: the shorter becomes it (enlarged)
     (500, 500, 400, (400, 400)),
-    (10, 12, 400, (32, 32)),  # never below images.MIN_SIDE (not the notebook's rule: ours)
+    (10, 12, 400, (32, 32)),  # never below sizes.MIN_SIDE (not the notebook's rule: ours)
 ])
 def test_notebook_size_is_torchvisions_resize_of_the_notebook(height, width, size, expected):
     from stylecore.sizes import notebook_size

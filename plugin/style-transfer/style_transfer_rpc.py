@@ -110,14 +110,6 @@ def store_token(path: str, token: str) -> None:
     os.replace(path + ".new", path)
 
 
-def forget_token(profile: str) -> bool:
-    path = os.path.join(profile, TOKEN_FILE_NAME)
-    if os.path.exists(path):
-        os.remove(path)
-        return True
-    return False
-
-
 # --- the request ----------------------------------------------------------------------------
 
 

@@ -25,7 +25,8 @@ log = logging.getLogger("styleserver")
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="run the gRPC server", description="Serve style transfer over gRPC.")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default=wire.DEFAULT_HOST,
+                   help=f"address to listen on (default {wire.DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=o.port, default=wire.DEFAULT_PORT,
                    help=f"port (0: any free port; default {wire.DEFAULT_PORT})")
     p.add_argument("--device", default=None, choices=DEVICES, help="where the network runs (default: auto)")

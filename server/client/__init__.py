@@ -3,7 +3,7 @@
     from styleserver.client import Client
     client = Client()  # wire.DEFAULT_ADDRESS, or "host:port"
     for event in client.stylize(content, [style], preset="draft", preview_every=10):
-        ...  # Queued, Started, Progress, Preview, then Result
+        ...  # Queued (styletransfer.v1.wire), then stylecore.events: Started, Progress, Preview, Result
     client.info()  # a dict
 
 Needs no torch. Closing the event generator (or breaking out of the loop)
@@ -24,7 +24,7 @@ from stylecore.params import StyleParams, preset as get_preset
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletransfer.v1 import wire
-from styletransfer.v1.wire import DEFAULT_ADDRESS, Queued  # noqa: F401 - Queued is one of the events yielded
+from styletransfer.v1.wire import DEFAULT_ADDRESS
 
 from .. import convert
 from ..imageio import decode_image

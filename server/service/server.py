@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_pb
 
 from styletransfer.v1 import style_transfer_pb2 as pb
-from styletransfer.v1.wire import DEFAULT_PORT
+from styletransfer.v1.wire import DEFAULT_HOST, DEFAULT_PORT
 
 from ..errors import ConfigError
 from . import devices
@@ -170,7 +170,7 @@ def is_loopback(host: str) -> bool:
 
 def start(
     model: Model,
-    host: str = "127.0.0.1",
+    host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     token: str | None = None,
     insecure: bool = False,

@@ -37,6 +37,14 @@ def style_transfer(image, layer, **props):
     return status.value_nick, message
 
 
+def copy_below(image, source, name):
+    """A copy of `source`, named `name`, inserted below the top layer."""
+    layer = Gimp.Layer.new_from_drawable(source, image)
+    image.insert_layer(layer, None, 1)
+    layer.set_name(name)
+    return layer
+
+
 def load(path):
     return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
 
@@ -133,9 +141,7 @@ def case_gray_style_layer():
     try:
         image.convert_grayscale()
         source = image.get_layers()[0]
-        style = Gimp.Layer.new_from_drawable(source, image)
-        image.insert_layer(style, None, 1)
-        style.set_name("style layer")
+        style = copy_below(image, source, "style layer")
         before, n = pixels(source)
         status, message = style_transfer(
             image, source, **{"style-layer": style, "server": P["server"], "preset": "draft", "max-size": 40,
@@ -153,9 +159,7 @@ def case_guarded():
     image = load(P["photo"])
     try:
         source = image.get_layers()[0]
-        style = Gimp.Layer.new_from_drawable(source, image)
-        image.insert_layer(style, None, 1)
-        style.set_name("style2")
+        style = copy_below(image, source, "style2")
         status, message = style_transfer(
             image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "style2-layer": style,
                               "style2-weight": 0.3, "style-scale": 0.5, "smoothness": 1.0, "init": "noise",
@@ -218,9 +222,7 @@ def case_init_layer():
     image = load(P["photo"])
     try:
         source = image.get_layers()[0]
-        start = Gimp.Layer.new_from_drawable(source, image)
-        image.insert_layer(start, None, 1)
-        start.set_name("earlier result")
+        start = copy_below(image, source, "earlier result")
         start.invert(False)
         start.set_offsets(-4, -2)
         image.select_rectangle(Gimp.ChannelOps.REPLACE, 10, 10, 40, 30)
