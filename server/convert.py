@@ -19,7 +19,9 @@ from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import wire
 from styletransfer.v1.wire import CHUNK_BYTES, PREVIEW_MAX_SIDE, Queued
 
-from .imageio import ImageError, decode_image, encode_image, probe
+from stylecore.buffers import DEPTHS, depth_of, to_depth
+
+from .imageio import ImageError, decode_image, encode_image, probe, probe_depth
 from .service.limits import Limits
 
 # The wire rules themselves (chunking, reassembly, format sniffing, Queued, the texts
@@ -67,7 +69,7 @@ def params_to_proto(params: StyleParams, base: StyleParams | None = None) -> pb.
 
 def image_meta(array: np.ndarray) -> pb.ImageMeta:
     h, w, c = array.shape
-    return wire.raw_meta(w, h, c)
+    return wire.raw_meta(w, h, c, depth_of(array))
 
 
 def encoded_meta(data: bytes) -> pb.ImageMeta | None:
@@ -89,19 +91,25 @@ def format_name(meta: pb.ImageMeta) -> str | None:
     return FORMATS.get(meta.format)
 
 
-def probe_meta(meta: pb.ImageMeta, head: bytes) -> tuple[int, int, int] | None:
-    """(width, height, channels) of an encoded image from its first bytes, or None
-    while they do not tell. Raises ImageError (not that format) or ImageTooLarge."""
-    return probe(head, FORMATS[meta.format])
+def probe_meta(meta: pb.ImageMeta, head: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, channels, depth) of an encoded image from its first bytes (depth
+    0 where they do not say it yet), or None while they do not tell the size. Raises
+    ImageError (not that format) or ImageTooLarge."""
+    found = probe(head, FORMATS[meta.format])
+    if found is None:
+        return None
+    return (*found, probe_depth(head, FORMATS[meta.format]) or 0)
 
 
 def image_from_bytes(meta: pb.ImageMeta, data: bytes, max_pixels: int, what: str) -> np.ndarray:
-    """(H, W, C) uint8 from a complete image's bytes; encoded files only in the format
-    the meta names."""
+    """(H, W, C) at its own depth from a complete image's bytes; encoded files only in
+    the format the meta names."""
     if len(data) != meta.size_bytes:
         raise ImageError(f"{what}: got {len(data)} bytes, the header announced {meta.size_bytes}")
     if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
-        return np.frombuffer(data, np.uint8).reshape(meta.height, meta.width, meta.channels)
+        sample = np.dtype(DEPTHS[wire.meta_depth(meta)]).newbyteorder("<")  # the wire's byte order
+        array = np.frombuffer(data, sample).reshape(meta.height, meta.width, meta.channels)
+        return array.astype(array.dtype.newbyteorder("="), copy=False)
     return decode_image(data, max_pixels, what, formats=(FORMATS[meta.format],))
 
 
@@ -149,12 +157,12 @@ def info_request_from_bytes(data: bytes) -> pb.GetInfoRequest | Malformed:
 
 
 def encode_result(array: np.ndarray, fmt: int) -> tuple[pb.ImageMeta, bytes]:
-    if fmt in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
-        return image_meta(array), array.tobytes()
+    if fmt in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):  # little-endian samples (wire.raw_meta)
+        return image_meta(array), array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     if fmt not in FORMATS:
         raise ImageError(f"header.result_format: unknown image format {fmt}")
     data = encode_image(array, FORMATS[fmt])
-    return pb.ImageMeta(format=fmt, size_bytes=len(data)), data
+    return pb.ImageMeta(format=fmt, size_bytes=len(data), depth=depth_of(array)), data
 
 
 # --- events -----------------------------------------------------------------------------
@@ -196,8 +204,11 @@ def event_to_proto(event, job_id: str = "", model: str = "", verified: bool = Fa
     raise TypeError(f"no message for {type(event).__name__}")
 
 
-def result_to_proto(result: Result, fmt: int, chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeEvent]:
-    meta, data = encode_result(result.image, fmt)
+def result_to_proto(result: Result, fmt: int, chunk: int = CHUNK_BYTES, depth: int = 0
+                    ) -> Iterator[pb.StylizeEvent]:
+    """The result in `fmt` at `depth` bits per channel (0: the content's, as the engine
+    made it), in chunks, then Done."""
+    meta, data = encode_result(to_depth(result.image, depth) if depth else result.image, fmt)
     yield from wire.result_events(meta, data, chunk)
     yield pb.StylizeEvent(done=pb.Done(elapsed=result.elapsed, losses=result.losses))
 

@@ -7,6 +7,7 @@ scale starts from the previous scale's result, upsampled.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import heap, images, memory, sizes, tiling
+from . import heap, images, memory, regions, sizes, tiling
 from .events import Cancelled, Event, Preview, Progress, Result, Started
-from .losses import Objective, blend_grams, gram_matrix
+from .losses import Objective, StyleTarget, blend_grams, gram_matrix
 from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
 from .precision import resolve_dtype
 from .memory import Level
@@ -46,12 +47,22 @@ class Job:
     params: StyleParams
     device: torch.device
     dtype: torch.dtype  # the network's precision (see precision.py)
-    content: images.SplitImage
+    content: images.SplitImage  # tileable: made seamless (images.seamless), alpha as given
     styles: tuple[images.SplitImage, ...]
     init: images.SplitImage | None  # the image to start from (init "image"), any size
     blend: tuple[float, ...]  # normalized weights of the styles
     levels: tuple[Level, ...]  # coarsest first; the last is the working size
     budget: int  # bytes the job may add to what the process held when it was prepared
+    regions: tuple[regions.Region, ...] = ()  # where each style applies (one, everywhere, without masks)
+    # Each style's own guide (which part of the style image to take the style from), or None.
+    style_guides: tuple[torch.Tensor | None, ...] = ()
+    # (1, 1, H, W): how much of each pixel some region claims, where that is not all of
+    # it (masks without a background style): the result keeps the content elsewhere.
+    coverage: torch.Tensor | None = None
+
+    @property
+    def wrap(self) -> bool:
+        return bool(self.params.tileable)
 
 
 class Engine:
@@ -73,15 +84,44 @@ class Engine:
 
     def prepare(self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams,
                 device: str | torch.device = "auto", budget: int | None = None,
-                init_image: np.ndarray | None = None) -> Job:
+                init_image: np.ndarray | None = None,
+                style_masks: Sequence[np.ndarray | None] = (),
+                style_guides: Sequence[np.ndarray | None] = ()) -> Job:
         """Checks the images, resolves the device (the caller's: a server's or the CLI's
         choice, never a job parameter) and precision, plans the pyramid.
-        Raises ParamError / ValueError naming what is wrong."""
+        style_masks: per style, a gray mask of the content's size saying where that
+        style applies (None or missing: no mask; regions.py); style_guides: per style,
+        a gray mask of that style image's size saying which part of it to take the
+        style from. Raises ParamError / ValueError naming what is wrong."""
         device = resolve_device(device)
         content_img = images.split(content, "content")
         if not styles:
             raise ParamError("styles", "at least one style image is needed")
         style_imgs = tuple(images.split(s, f"style {i + 1}") for i, s in enumerate(styles))
+        for what, given in (("style_masks", style_masks), ("style_guides", style_guides)):
+            if len(given) > len(style_imgs):
+                raise ParamError(what, f"{len(given)} masks for {len(style_imgs)} style images: at most one "
+                                       "per style")
+        masks = [regions.mask_tensor(m, f"mask of style {i + 1}", (content_img.height, content_img.width))
+                 if m is not None else None for i, m in enumerate(style_masks)]
+        masks += [None] * (len(style_imgs) - len(masks))
+        guides = [regions.mask_tensor(g, f"source mask of style {i + 1}", (s.height, s.width))
+                  if g is not None else None for i, (g, s) in enumerate(zip(style_guides, style_imgs))]
+        guides += [None] * (len(style_imgs) - len(guides))
+        for i, g in enumerate(guides):
+            if g is not None and not bool((g > 0).any()):
+                raise ParamError("style_guides", f"source mask of style {i + 1} is black everywhere: it takes "
+                                                 "nothing from the style image")
+        blend = tuple(params.blend_weights(len(style_imgs)))
+        job_regions = regions.plan_regions(masks, blend)
+        cover = regions.coverage(masks) if any(m is not None for m in masks) else None
+        if cover is not None and all(m is not None for m in masks):
+            if not bool((cover > 0).any()):
+                raise ParamError("style_masks", "every mask is black everywhere: no style applies anywhere")
+        else:
+            cover = None  # a background style (or no mask): every pixel is styled
+        if params.tileable:
+            content_img = dataclasses.replace(content_img, rgb=images.seamless(content_img.rgb))
         if (init_image is not None) != (params.init == "image"):
             raise ParamError("init", "init 'image' needs an initial image, and an initial image needs init 'image'; "
                                      f"got init {params.init!r} and {'an' if init_image is not None else 'no'} image")
@@ -90,11 +130,13 @@ class Engine:
         # The job's memory: params.max_memory, and at most the caller's `budget` (a
         # server's per-job limit, in bytes beyond what the process holds).
         budget, held = memory.job_budget(params.max_memory, device, budget)
+        guided = sum(r.mask is not None for r in job_regions)
         levels = memory.plan_levels((content_img.height, content_img.width),
-                                    [(s.height, s.width) for s in style_imgs], params, dtype, budget, held)
+                                    [(s.height, s.width) for s in style_imgs], params, dtype, budget, held, guided)
         return Job(
             params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
-            blend=tuple(params.blend_weights(len(style_imgs))), levels=levels, budget=budget,
+            blend=blend, levels=levels, budget=budget, regions=job_regions, style_guides=tuple(guides),
+            coverage=cover,
         )
 
     def objective(self, job: Job, level: Level, cancel: Callable[[], bool] | None = None) -> Objective:
@@ -105,34 +147,48 @@ class Engine:
         size, core = level.size, level.plan.core
         c = images.normalize(_resize_input(job.content, size, params)).to(device)
         if core:
-            content_target = tiling.features_whole(net, c, CONTENT_LAYER, params.pooling, job.dtype, core, cancel)
+            content_target = tiling.features_whole(net, c, CONTENT_LAYER, params.pooling, job.dtype, core, cancel,
+                                                   job.wrap)
         else:
             with torch.no_grad(), autocast(device, job.dtype):
                 content_target = net(c.contiguous(memory_format=torch.channels_last), [CONTENT_LAYER],
-                                     params.pooling)[CONTENT_LAYER].float()
+                                     params.pooling, job.wrap)[CONTENT_LAYER].float()
         del c
-        grams = []
-        for style, style_plan in zip(job.styles, level.style_plans):
-            s = _resize_input(style, sizes.style_size(style.height, style.width, size, params.style_scale), params)
+        strides = {name: tiling.STRIDE[name] for name in STYLE_LAYERS}
+        grams = []  # per style image: {layer: (1, C, C) fp32, normalized}; style images never wrap
+        for style, guide, style_plan in zip(job.styles, job.style_guides, level.style_plans):
+            style_hw = sizes.style_size(style.height, style.width, size, params.style_scale)
+            s = _resize_input(style, style_hw, params)
             if params.preserve_colors == "match":
                 s = images.match_colors(s, _resize_input(job.content, size, params))
             s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
+            layer_guides = regions.guides(guide, style_hw, strides, device) if guide is not None else None
             if style_plan.core:
                 grams.append(tiling.grams_whole(net, s, list(STYLE_LAYERS), params.pooling, job.dtype,
-                                                style_plan.core, cancel))
+                                                style_plan.core, cancel, layer_guides))
             else:
                 with torch.no_grad(), autocast(device, job.dtype):
                     feats = net(s, STYLE_LAYERS, params.pooling)
-                grams.append({name: gram_matrix(f.float()) for name, f in feats.items()})  # (1, C, C) fp32, exact
-        style_grams = {name: blend_grams([g[name] for g in grams], job.blend) for name in STYLE_LAYERS}
+                grams.append({name: _style_gram(f.float(), layer_guides and layer_guides[name])  # exact
+                              for name, f in feats.items()})
+        targets = [
+            StyleTarget(
+                grams={name: blend_grams([grams[i][name] for i in region.styles], region.blend)
+                       for name in STYLE_LAYERS},
+                guides=regions.guides(region.mask, size, strides, device) if region.mask is not None else None,
+                weight=region.weight,
+            )
+            for region in job.regions
+        ]
         return Objective(
             content_layer=CONTENT_LAYER,
             content_target=content_target,
-            style_grams=style_grams,
+            style_targets=targets,
             style_layer_weights=dict(zip(STYLE_LAYERS, params.style_layer_weights)),
             content_weight=params.content_weight,
             style_weight=params.style_weight,
             tv_weight=params.tv_weight,
+            wrap=job.wrap,
         )
 
     def evaluator(self, job: Job, objective: Objective, dtype: torch.dtype | None = None, core: int | None = None,
@@ -151,7 +207,7 @@ class Engine:
             with torch.set_grad_enabled(grad):
                 with cast:
                     feats = net(x.contiguous(memory_format=torch.channels_last), objective.layers,
-                                job.params.pooling)
+                                job.params.pooling, job.wrap)
                 terms = objective(feats, images.denormalize(x))
                 if grad:
                     terms["total"].backward()
@@ -173,20 +229,24 @@ class Engine:
         device: str | torch.device = "auto",
         budget: int | None = None,
         init_image: np.ndarray | None = None,
+        style_masks: Sequence[np.ndarray | None] = (),
+        style_guides: Sequence[np.ndarray | None] = (),
     ) -> Iterator[Event]:
-        """Stylize `content` (H, W, C uint8) after `styles`; yields Started, then Progress
-        after every step (and Preview every `preview_every` steps), then Result.
+        """Stylize `content` (H, W, C; 8 bits, 16 bits or float: the result has its
+        depth) after `styles`; yields Started, then Progress after every step (and
+        Preview every `preview_every` steps), then Result.
         Runs on `device` ("auto": CUDA when present), within `budget` bytes when given
-        (and params.max_memory), from `init_image` (H, W, C uint8, any size) when
-        params.init is "image". Raises Cancelled within one step (one tile, on a tiled
-        scale) of `cancel()` returning True."""
+        (and params.max_memory), from `init_image` (H, W, C, any size) when
+        params.init is "image"; style_masks and style_guides as `prepare` says.
+        Raises Cancelled within one step (one tile, on a tiled scale) of `cancel()`
+        returning True."""
         cancel = cancel or (lambda: False)
         if preview_every < 0:
             raise ParamError("preview_every", f"must not be negative, got {preview_every}")
         # What is free goes back to the kernel before this job's budget is counted from
         # what the process holds (docs/full-resolution.md, "The C heap").
         heap.release_freed_memory()
-        job = self.prepare(content, styles, params, device, budget, init_image)
+        job = self.prepare(content, styles, params, device, budget, init_image, style_masks, style_guides)
         t0 = time.perf_counter()
         yield Started(
             device=str(job.device),
@@ -211,7 +271,7 @@ class Engine:
             # encoding) does not (docs/full-resolution.md, "The C heap").
             with heap.heap_kept(heap.room_to_keep(level.plan, job.budget)):
                 objective = self.objective(job, level, cancel)
-                x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w))
+                x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w), job.wrap)
                 evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
                 # Each level after the first starts with the previous level's curvature pairs.
                 optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
@@ -242,14 +302,17 @@ class Engine:
                 x = optimize.current()
                 if index < len(job.levels):
                     following = job.levels[index]
-                    carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype)
+                    carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype,
+                                                    job.wrap)
                 del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
 
         assert x is not None
-        out = images.resize(images.denormalize(x).float().cpu(), (job.content.height, job.content.width))
+        out = images.resize(images.denormalize(x).float().cpu(), (job.content.height, job.content.width), job.wrap)
         out = out.clamp(0, 1)
         if params.preserve_colors == "luminance":
             out = images.keep_luminance_only(out, job.content.rgb)
+        if job.coverage is not None:  # where no mask claims a pixel, it keeps the content (regions.py)
+            out = job.coverage * out + (1 - job.coverage) * job.content.rgb
         yield Result(image=images.merge(out, job.content), losses=delivered, elapsed=time.perf_counter() - t0)
 
     def evaluate(
@@ -290,6 +353,14 @@ def _resize_input(image: images.SplitImage, size: tuple[int, int], params: Style
     if params.resize == "notebook":
         return images.resize_bilinear_8bit(image.rgb, size)
     return images.resize(image.rgb, size)
+
+
+def _style_gram(features: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:
+    """A style image's normalized Gram (1, C, C) fp32: plain (by H·W), or guided by its
+    source mask at this layer (by the mask's mass; regions.py)."""
+    if guide is None:
+        return gram_matrix(features)
+    return regions.guided_gram(features, guide) / max(float(guide.sum()), 1e-12)
 
 
 def _drain(evaluation: Evaluation) -> dict[str, float]:

@@ -1,8 +1,10 @@
 """Pixel buffers <-> tensors, resizing and colour handling.
 
-Images enter and leave the engine as numpy uint8 arrays of shape (H, W, C),
-C in 1..4: exactly a GIMP buffer (gray, gray+alpha, RGB, RGBA). Alpha never goes
-through the network; it is split off here and put back bit-exactly.
+Images enter and leave the engine as numpy arrays of shape (H, W, C), C in 1..4:
+exactly a GIMP buffer (gray, gray+alpha, RGB, RGBA), at 8 bits, 16 bits or 32-bit
+float (buffers.py). The engine computes in floating point whatever the depth; the
+result comes back at the content's depth. Alpha never goes through the network; it
+is split off here and put back bit-exactly.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .buffers import check_buffer
+from .buffers import check_buffer, depth_of, from_unit, to_unit
 from .vgg import IMAGENET_MEAN, IMAGENET_STD
 
 # Rec. 601 luma, also GIMP's "luminance" for 8-bit gray conversion.
@@ -24,8 +26,9 @@ _LUMA = (0.299, 0.587, 0.114)
 @dataclass(frozen=True)
 class SplitImage:
     rgb: torch.Tensor  # (1, 3, H, W) fp32 in [0, 1]
-    alpha: np.ndarray | None  # (H, W) uint8, untouched
+    alpha: np.ndarray | None  # (H, W) at the buffer's depth, untouched
     channels: int  # 1..4, what the caller gave
+    depth: int = 8  # bits per channel the caller gave: 8, 16 or 32 (float)
 
     @property
     def height(self) -> int:
@@ -37,21 +40,28 @@ class SplitImage:
 
 
 def split(array: np.ndarray, name: str = "image") -> SplitImage:
-    """(H, W, C) uint8 -> RGB tensor in [0, 1] plus the untouched alpha channel."""
+    """(H, W, C) buffer at any depth -> RGB tensor in [0, 1] (float buffers clipped to
+    it: the network's input range) plus the untouched alpha channel."""
     array = check_buffer(array, name)
-    channels = array.shape[2]
+    channels, depth = array.shape[2], depth_of(array)
     color = array[:, :, :3] if channels >= 3 else np.repeat(array[:, :, :1], 3, axis=2)
     alpha = array[:, :, channels - 1].copy() if channels in (2, 4) else None
-    rgb = torch.from_numpy(np.array(color, copy=True)).permute(2, 0, 1)[None].float() / 255.0
-    return SplitImage(rgb=rgb, alpha=alpha, channels=channels)
+    if depth == 8:  # the common case without a float copy of the whole buffer first
+        rgb = torch.from_numpy(np.array(color, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    else:
+        rgb = torch.from_numpy(np.clip(to_unit(color), 0, 1)).permute(2, 0, 1)[None].contiguous()
+    return SplitImage(rgb=rgb, alpha=alpha, channels=channels, depth=depth)
 
 
 def merge(rgb: torch.Tensor, like: SplitImage) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> (H, W, C) uint8 with `like`'s channel layout and alpha."""
+    """(1, 3, H, W) in [0, 1] -> (H, W, C) with `like`'s channel layout, depth and alpha."""
     x = rgb.detach().float().clamp(0, 1)[0].cpu()  # device sync
     if like.channels <= 2:
         x = luminance(x[None])[0]  # (1, H, W)
-    pixels = (x * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    if like.depth == 8:
+        pixels = (x * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    else:
+        pixels = from_unit(x.permute(1, 2, 0).numpy(), like.depth)
     if like.alpha is not None:
         pixels = np.concatenate([pixels, like.alpha[:, :, None]], axis=2)
     return np.ascontiguousarray(pixels)
@@ -66,11 +76,71 @@ def resize_bilinear_8bit(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float().div(255.0).to(x.device)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, h, w), bicubic, antialiased when shrinking."""
+def resize(x: torch.Tensor, size: tuple[int, int], wrap: bool = False) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, h, w), bicubic, antialiased when shrinking.
+    wrap: x is one period of a tileable image, and so is the result: the kernel reads
+    across the edges into the opposite side (for enlarging: the steps between a
+    tileable job's levels and to the content's size; no antialiasing)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
+    if wrap:
+        return _resize_wrapped(x, size)
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+
+
+def _resize_wrapped(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resampling of a periodic image: x padded circularly by the kernel's 2 px,
+    sampled where F.interpolate (align_corners=False) would sample the unpadded one."""
+    b, c, h, w = x.shape
+    pad = 2
+    padded = F.pad(x, (pad, pad, pad, pad), mode="circular")  # (B, C, H + 4, W + 4)
+
+    def axis(n_in: int, n_out: int) -> torch.Tensor:
+        u = (torch.arange(n_out, dtype=torch.float64) + 0.5) * n_in / n_out - 0.5 + pad  # padded pixel coords
+        return (u / (n_in + 2 * pad - 1) * 2 - 1).to(x.dtype)  # grid_sample's [-1, 1], align_corners=True
+
+    gy, gx = torch.meshgrid(axis(h, size[0]), axis(w, size[1]), indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].expand(b, -1, -1, -1).to(x.device)  # (B, h, w, 2)
+    return F.grid_sample(padded, grid, mode="bicubic", padding_mode="border", align_corners=True)
+
+
+def seamless(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> a version that tiles without a seam, for a tileable job's content
+    (not in Gatys et al.: without it the content loss would pull the result back to the
+    content's own jump across its edges). Along each axis in turn, the image is
+    cross-faded with itself rolled by half a period in a band along the edges: at the
+    edge the rolled copy alone (continuous across it: its own seam is in the middle,
+    where its weight is 0), the image itself alone beyond a quarter of the side. GIMP's
+    Filters > Map > Tile Seamless blends the whole image with its rolled copies instead,
+    which ghosts everywhere; here the middle half keeps its detail untouched."""
+    def weight(n: int) -> torch.Tensor:  # 1 at the wrap border, 0 from n/4 inward (raised cosine)
+        distance = torch.minimum(torch.arange(n) + 0.5, n - 0.5 - torch.arange(n))
+        band = max(n / 4, 1.0)
+        return torch.where(distance < band, 0.5 * (1 + torch.cos(torch.pi * distance / band)), 0.0).to(x)
+
+    h, w = x.shape[-2], x.shape[-1]
+    wx = weight(w).view(1, 1, 1, w)
+    x = (1 - wx) * x + wx * x.roll(w // 2, -1)
+    wy = weight(h).view(1, 1, h, 1)
+    return (1 - wy) * x + wy * x.roll(h // 2, -2)
+
+
+def seam_ratio(image: np.ndarray, band: int = 4) -> float:
+    """How visible the seam of a tile is: in the 2x2 mosaic of `image` (H, W, C), the
+    mean gradient magnitude across the wrap borders (between the last column and the
+    first, the last row and the first) over the mean across the `band` lines on either
+    side of them. About 1 for a seamless tile (a jump no larger than its surroundings);
+    well above 1 where the edges do not meet. (The criterion of a tileable result:
+    tests/test_regions.py and bench/regions_bench.py.)"""
+    x = image[:, :, :3].astype(np.float64)
+    h, w = x.shape[:2]
+    mosaic = np.concatenate([np.concatenate([x, x], 1)] * 2, 0)  # (2H, 2W, 3)
+    dx = np.abs(np.diff(mosaic, axis=1)).sum(2)  # dx[:, j]: between columns j and j + 1
+    dy = np.abs(np.diff(mosaic, axis=0)).sum(2)
+    near = [k for k in range(-band, band + 1) if k]
+    across = np.concatenate([dx[:, w - 1], dy[h - 1, :]]).mean()
+    inside = np.concatenate([dx[:, [w - 1 + k for k in near]].ravel(), dy[[h - 1 + k for k in near], :].ravel()])
+    return float(across / inside.mean())
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .regions import guided_gram
+
 
 # Positions per partial Gram when the activations are bf16 (see _Gram).
 ROWS = 512
@@ -87,10 +89,14 @@ def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     return g / (h * w) if normalize else g
 
 
-def total_variation(image: torch.Tensor) -> torch.Tensor:
+def total_variation(image: torch.Tensor, wrap: bool = False) -> torch.Tensor:
     """Mean squared difference of neighbouring pixels; 0 on a constant image.
-    image: (B, 3, H, W). A smoothness prior (Mahendran & Vedaldi 2015), not in Gatys."""
+    image: (B, 3, H, W). A smoothness prior (Mahendran & Vedaldi 2015), not in Gatys.
+    wrap: the image is a torus (a tileable texture): the last row's neighbour is the
+    first row, and likewise for columns."""
     x = image.float()
+    if wrap:
+        return (x - x.roll(1, -2)).pow(2).mean() + (x - x.roll(1, -1)).pow(2).mean()
     dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() if x.shape[-2] > 1 else x.new_zeros(())
     dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean() if x.shape[-1] > 1 else x.new_zeros(())
     return dh + dw
@@ -102,18 +108,39 @@ def blend_grams(grams: Sequence[torch.Tensor], weights: Sequence[float]) -> torc
     return sum(w * g for w, g in zip(weights, grams))  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class StyleTarget:
+    """What one region's style statistics are pulled toward (regions.py).
+
+    grams: {style layer: (1, C, C) fp32, normalized: the region's styles' blended Grams}
+    guides: {style layer: (1, 1, h, w) fp32, the region's mask at that layer's
+        resolution over the whole image}, or None: the region is the whole image
+    weight: the region's share of the style term (λ_r)
+    """
+
+    grams: dict[str, torch.Tensor]
+    guides: dict[str, torch.Tensor] | None = None
+    weight: float = 1.0
+
+    def masses(self) -> dict[str, float] | None:
+        """{layer: Σ guide}: the positions the region holds at each layer (soft ones in
+        part); None for an unguided target. A device sync: call once per scale."""
+        return None if self.guides is None else {k: float(g.sum()) for k, g in self.guides.items()}
+
+
 @dataclass
 class Statistics:
     """What the objective needs from an image's activations: sums over positions, so
     that tiles of one image add up to the whole image's (tiling.py).
 
-    grams: {style layer: (1, C, C) fp32 unnormalized Gram Σ_positions f fᵀ}
+    grams: {(region, style layer): (1, C, C) fp32 unnormalized Gram Σ_positions w f fᵀ},
+        w the region's guide (1 for an unguided region)
     positions: {style layer: the number of positions summed (H·W of the whole image)}
     content_sq: fp32 scalar Σ (F - T)² over the content layer's elements
     content_count: the number of those elements (C·H·W of the whole image)
     """
 
-    grams: dict[str, torch.Tensor]
+    grams: dict[tuple[int, str], torch.Tensor]
     positions: dict[str, int]
     content_sq: torch.Tensor
     content_count: int
@@ -128,45 +155,64 @@ class Statistics:
 
 
 class Objective(torch.nn.Module):
-    """total = content_weight·content + style_weight·Σ_l w_l·style_l + tv_weight·tv.
+    """total = content_weight·content + style_weight·Σ_r λ_r Σ_l w_l·style_{r,l} + tv_weight·tv.
 
     Built once per scale from the targets (Engine.objective). Both ways of evaluating
     it go through `terms`: the whole image at once (`forward`), or tile by tile
-    (tiling.py), which sums `statistics` over tiles first.
+    (tiling.py), which sums `statistics` over tiles first. A plain job has one style
+    target, unguided; a job with masks one per region (regions.py).
     """
 
     def __init__(
         self,
         content_layer: str,
         content_target: torch.Tensor,
-        style_grams: Mapping[str, torch.Tensor],
+        style_targets: Sequence[StyleTarget],
         style_layer_weights: Mapping[str, float],
         content_weight: float,
         style_weight: float,
         tv_weight: float,
+        wrap: bool = False,
     ):
         super().__init__()
         self.content_layer = content_layer
         self.content_target = content_target  # (1, C, H, W), detached
-        self.style_grams = dict(style_grams)  # {layer: (1, C, C) fp32, H·W-normalized}, detached
+        self.style_targets = list(style_targets)
         self.style_layer_weights = dict(style_layer_weights)
         self.content_weight = content_weight
         self.style_weight = style_weight
         self.tv_weight = tv_weight
+        self.wrap = wrap  # the image is a torus: TV wraps (the network's padding is the caller's)
+        self.style_layers = list(self.style_targets[0].grams)
+        # {(region, layer): Σ guide} of the guided regions' whole-image guides; a region
+        # with no mass at a layer (an empty mask) has no term there, and no Gram is taken.
+        self.masses = {(r, k): n for r, t in enumerate(self.style_targets) for k, n in (t.masses() or {}).items()}
 
     @property
     def layers(self) -> list[str]:
         """The network layers this objective reads."""
-        return [*self.style_grams, self.content_layer]
+        return [*self.style_layers, self.content_layer]
 
-    def statistics(self, features: Mapping[str, torch.Tensor], content_target: torch.Tensor) -> Statistics:
+    def statistics(self, features: Mapping[str, torch.Tensor], content_target: torch.Tensor,
+                   where: Mapping[str, tuple[slice, slice]] | None = None) -> Statistics:
         """The sums over the positions of `features` (a whole image, or a tile's core
-        with the matching slice of the content target)."""
+        with the matching slice of the content target and `where`: {layer: (rows,
+        cols)}, the core's place in the whole image's activations, where the guides
+        are read)."""
         grams, positions = {}, {}
-        for name in self.style_grams:
+        for name in self.style_layers:
             f = features[name]
-            grams[name] = gram_matrix(f, normalize=False)
             positions[name] = f.shape[-2] * f.shape[-1]
+            plain = None
+            for r, target in enumerate(self.style_targets):
+                if target.guides is None:
+                    plain = gram_matrix(f, normalize=False) if plain is None else plain
+                    grams[(r, name)] = plain
+                elif self.masses[(r, name)] > 0:
+                    guide = target.guides[name]
+                    if where is not None:
+                        guide = guide[..., where[name][0], where[name][1]]
+                    grams[(r, name)] = guided_gram(f, guide)
         f = features[self.content_layer]
         content_sq = (f.float() - content_target.float()).pow(2).sum()
         return Statistics(grams, positions, content_sq, f.numel())
@@ -182,13 +228,16 @@ class Objective(torch.nn.Module):
         computed with H·W-normalized Grams g = G / (H·W), the same number:
             (H·W)² · mean((g - g_s)²) / (C·H·W) = (H·W / C) · mean((g - g_s)²)
         but with small fp32 values; it also lets the style image have its own size (its
-        Gram is normalized by its own H·W)."""
+        Gram is normalized by its own H·W). A guided region is the same with its mass
+        Σ guide in place of H·W: its term grows with its area, as a plain run's on that
+        area would, and a region that covers everything is the plain term exactly."""
         c = stats.content_sq / stats.content_count
-        s = sum(
-            self.style_layer_weights[name]
-            * (stats.grams[name] / n - self.style_grams[name]).pow(2).mean() * (n / stats.grams[name].shape[-1])
-            for name, n in stats.positions.items()
-        )
+        s = c.new_zeros(())
+        for (r, name), gram in stats.grams.items():
+            target = self.style_targets[r]
+            n = self.masses[(r, name)] if target.guides is not None else stats.positions[name]
+            s = s + target.weight * self.style_layer_weights[name] * (
+                (gram / n - target.grams[name]).pow(2).mean() * (n / gram.shape[-1]))
         tv = tv if tv is not None else c.new_zeros(())
         total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
         return {"content": c, "style": s, "tv": tv, "total": total}
@@ -196,5 +245,5 @@ class Objective(torch.nn.Module):
     def forward(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         """features: {layer: activations} of the whole image; image: (1, 3, H, W) in
         [0, 1] (for TV). Returns the scalar fp32 terms: content, style, tv and total."""
-        tv = total_variation(image) if self.tv_weight else None
+        tv = total_variation(image, self.wrap) if self.tv_weight else None
         return self.terms(self.statistics(features, self.content_target), tv)

@@ -47,6 +47,13 @@ MAX_HISTORY, MIN_HISTORY = 20, 2
 # 14 pairs peaked at 6.15 GiB (the model misses about 1 GiB at that
 # size; docs/performance.md, "Full resolution").
 SHORT_HISTORY = 8
+# A job with region masks (regions.py), per pixel of a scale: each guided region's
+# guides (the mask at every style layer's resolution, 4/3 of a fp32 value a pixel;
+# GUIDE_BYTES), and, while a pass runs, the regions' copies of the style layers'
+# activations they weight (together about one copy: the regions share the positions;
+# 122 values a pixel over conv1_1..conv5_1, in the network's dtype; GUIDED_VALUES).
+GUIDE_BYTES = 6
+GUIDED_VALUES = 122
 MIN_CORE = 128  # smaller tiles would spend most of their work on the halo
 GOOD_CORE = 1024  # larger tiles gain little: the tiled plan gives memory to tiles up to this, then to history
 BUDGET_SHARE = 0.8  # of what the device has, when the job does not say
@@ -139,15 +146,15 @@ class Level(NamedTuple):
 
 
 def plan_levels(content: tuple[int, int], styles: Sequence[tuple[int, int]], params: StyleParams,
-                dtype: torch.dtype, budget: int, held: int = 0) -> tuple[Level, ...]:
+                dtype: torch.dtype, budget: int, held: int = 0, guided: int = 0) -> tuple[Level, ...]:
     """Every pyramid level of a job (coarsest first) for a content of `content` (h, w)
-    px and style images of `styles` (h, w) px, in `dtype`, within `budget` bytes.
-    Raises ParamError naming max_memory when a level cannot fit even in the smallest
-    tiles; `held` as job_budget says. The one planner: the engine and admission both
-    call it."""
+    px and style images of `styles` (h, w) px, in `dtype`, within `budget` bytes, with
+    `guided` regions that have a mask (0: no masks). Raises ParamError naming
+    max_memory when a level cannot fit even in the smallest tiles; `held` as
+    job_budget says. The one planner: the engine and admission both call it."""
     levels = []
     for size, steps in sizes.pyramid(content[0], content[1], params):
-        plan = plan_scale(size, dtype, budget, params.tile or None, held)
+        plan = plan_scale(size, dtype, budget, params.tile or None, held, guided)
         # A style worked larger than the budget allows (style_scale > 1 at full size) is
         # tiled too, with the level's tiles where the level is tiled; one that does not
         # fit even so is refused now, not levels later.
@@ -158,19 +165,23 @@ def plan_levels(content: tuple[int, int], styles: Sequence[tuple[int, int]], par
 
 
 def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_core: int | None = None,
-               held: int = 0) -> ScalePlan:
+               held: int = 0, guided: int = 0) -> ScalePlan:
     """Whole where the scale fits in `budget` bytes with the full L-BFGS history; else
     tiles as large as fit after the image-sized vectors and a history cut to fit.
     force_core: tile with this core whatever fits (tests and benchmarks). Raises
     ParamError when even the smallest tiles do not fit; `held`, the bytes the process
-    held when `budget` was counted from max_memory, lets it say what max_memory would do."""
+    held when `budget` was counted from max_memory, lets it say what max_memory would do.
+    guided: the job's regions with masks (the guides and the weighted copies they add)."""
     pixels = size[0] * size[1]
     network = NETWORK_BYTES.get(dtype, NETWORK_BYTES[torch.float32])
-    whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network)
+    if guided:
+        network += GUIDED_VALUES * (torch.finfo(dtype).bits // 8)
+    guides = guided * GUIDE_BYTES
+    whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network + guides)
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)
     room = int(min(budget * TILED_SHARE, budget - TILED_RESERVE))  # what a tiled plan may use
-    image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8))
+    image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8) + guides)
 
     def tile_bytes(core: int) -> int:
         return min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1]) * network

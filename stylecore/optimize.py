@@ -89,11 +89,12 @@ class ImageOptimizer:
             self.avg.mul_(self.params.average).add_(self.x.detach(), alpha=1 - self.params.average)
         return self.terms
 
-    def curvature_at(self, size: tuple[int, int], count: int, dtype: torch.dtype | None = None
-                     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def curvature_at(self, size: tuple[int, int], count: int, dtype: torch.dtype | None = None,
+                     wrap: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The newest `count` L-BFGS curvature pairs (s, y), each resized to `size`
         (h, w) as the image is between levels (bicubic), flattened and made in `dtype`
-        (the next level's pair dtype; default fp32) one at a time; [] for Adam.
+        (the next level's pair dtype; default fp32) one at a time, wrapping around the
+        edges for a tileable job; [] for Adam.
         y is not rescaled for the pixel count: the style term, which dominates the
         curvature, is normalized so that its per-pixel gradient does not shrink with
         the image (losses.style_loss), and scaling y by the pixel ratio measured worse
@@ -103,7 +104,7 @@ class ImageOptimizer:
         shape, dtype = self.x.shape, dtype or torch.float32
 
         def resized(v: torch.Tensor) -> torch.Tensor:
-            return images.resize(v.float().view(shape), size).reshape(-1).to(dtype)
+            return images.resize(v.float().view(shape), size, wrap).reshape(-1).to(dtype)
 
         return [(resized(s), resized(y)) for s, y in self.lbfgs.curvature()[-count:]]
 

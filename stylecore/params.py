@@ -73,6 +73,10 @@ class StyleParams:
     init: str = _f("content", "starting image: content, noise, gray, or image (a given initial image, e.g. an "
                               "earlier result: --init-image)", INITS)
     clamp: int = _f(1, "1: keep every pixel in the valid range while optimizing (0: the notebook's unbounded image)")
+    tileable: int = dataclasses.field(default=0, metadata={
+        "help": "1: the result tiles seamlessly in both directions (optimized on a torus: circular padding, "
+                "wrap-around tiles and smoothness; working sides multiples of 16); 0: an ordinary image",
+        "flag": True})  # the CLI's --tileable alone means 1
 
     # --- objective ---
     content_weight: float = _f(1.0, "weight of the content loss (conv4_2)")
@@ -116,6 +120,7 @@ class StyleParams:
         _check_int(self, "coarse_steps", 0, 100_000)
         _check_int(self, "seed", 0, 2**63 - 1)
         _check_int(self, "clamp", 0, 1)
+        _check_int(self, "tileable", 0, 1)
         for f in dataclasses.fields(self):
             if "choices" in f.metadata:
                 _check_choice(self, f.name, f.metadata["choices"])

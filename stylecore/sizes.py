@@ -12,6 +12,9 @@ MIN_SIDE = 32
 
 Size = tuple[int, int]  # (h, w)
 
+# A tileable job's sides are multiples of this: the four 2x2 poolings before conv5_1.
+WRAP_ALIGN = 16
+
 
 def work_size(height: int, width: int, longest: int) -> Size:
     """(h, w) with the longest side `longest` (never more than the original's),
@@ -40,12 +43,20 @@ def pyramid(height: int, width: int, params: StyleParams) -> list[tuple[Size, in
     sides = params.scale_sizes(full=max(height, width))
     for i, side in enumerate(sides):
         size = rule(height, width, side)
+        if params.tileable:  # whole 2x2 pooling windows at every stride: a torus (vgg.py, wrap)
+            size = (wrap_side(size[0]), wrap_side(size[1]))
         steps = params.steps if i == len(sides) - 1 else params.coarse_steps
         if levels and levels[-1][0] == size:
             levels.pop()
         if steps:
             levels.append((size, steps))
     return levels
+
+
+def wrap_side(side: int) -> int:
+    """A tileable job's working side: a multiple of WRAP_ALIGN, rounded down (an image
+    is never enlarged by more than MIN_SIDE asks), at least MIN_SIDE."""
+    return max(MIN_SIDE, side // WRAP_ALIGN * WRAP_ALIGN)
 
 
 def style_size(height: int, width: int, level: Size, style_scale: float) -> Size:

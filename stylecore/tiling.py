@@ -14,7 +14,8 @@ one evaluation of the whole image's objective and gradient is two passes over ti
    the whole image's gradient; the shares add up in x.grad (halos overlap).
 
 Each tile is its core plus a halo of HALO px on every side (clipped at the image's
-borders). HALO covers conv5_1's receptive radius (85 px), and tile corners sit on a
+borders; on a tileable job's torus the halo wraps around them instead, so the
+tiled objective of a wrapped image is its untiled one too). HALO covers conv5_1's receptive radius (85 px), and tile corners sit on a
 16 px grid (the four 2x2 poolings before conv5_1), so a core's activations equal the
 untiled ones up to rounding: the tiled objective and gradient are the untiled ones,
 not an approximation. (Per-tile style targets, which make tiled results drift and
@@ -32,6 +33,7 @@ from . import images
 from .events import Cancelled, TilePass
 from .heap import release_freed_memory
 from .losses import Objective, Statistics, gram_matrix, total_variation
+from .regions import guided_gram
 from .optimize import autocast
 from .vgg import VGGFeatures
 
@@ -44,21 +46,56 @@ STRIDE = {"conv1_1": 1, "conv2_1": 2, "conv3_1": 4, "conv4_1": 8, "conv4_2": 8, 
 @dataclass(frozen=True)
 class Tile:
     core: tuple[int, int, int, int]  # y0, y1, x0, x1: the pixels whose activations this tile owns
-    padded: tuple[int, int, int, int]  # the core and its halo, clipped to the image
+    # The core and its halo: clipped to the image, or on a torus (wrap) reaching past
+    # its edges (rows -HALO.. or ..H+HALO), which stand for the rows across the edge.
+    padded: tuple[int, int, int, int]
+
+    def inside(self, image: tuple[int, int]) -> bool:
+        py0, py1, px0, px1 = self.padded
+        return py0 >= 0 and px0 >= 0 and py1 <= image[0] and px1 <= image[1]
 
 
-def plan(height: int, width: int, core: int) -> list[Tile]:
+def plan(height: int, width: int, core: int, wrap: bool = False) -> list[Tile]:
     """Tiles covering a height x width image with cores of at most core x core px
-    (core: a multiple of ALIGN), row by row."""
+    (core: a multiple of ALIGN), row by row; wrap: halos wrap around the edges."""
     if core % ALIGN:
         raise ValueError(f"tile core {core} is not a multiple of {ALIGN}")
     tiles = []
     for y0 in range(0, height, core):
         for x0 in range(0, width, core):
             y1, x1 = min(y0 + core, height), min(x0 + core, width)
-            padded = (max(0, y0 - HALO), min(height, y1 + HALO), max(0, x0 - HALO), min(width, x1 + HALO))
+            if wrap:
+                padded = (y0 - HALO, y1 + HALO, x0 - HALO, x1 + HALO)
+            else:
+                padded = (max(0, y0 - HALO), min(height, y1 + HALO), max(0, x0 - HALO), min(width, x1 + HALO))
             tiles.append(Tile((y0, y1, x0, x1), padded))
     return tiles
+
+
+def crop(x: torch.Tensor, tile: Tile) -> torch.Tensor:
+    """The tile's padded part of x (..., H, W): a view where it lies inside the image,
+    else a copy whose rows and columns wrap around the edges."""
+    py0, py1, px0, px1 = tile.padded
+    h, w = x.shape[-2], x.shape[-1]
+    if tile.inside((h, w)):
+        return x[..., py0:py1, px0:px1]
+    rows = torch.arange(py0, py1, device=x.device) % h
+    cols = torch.arange(px0, px1, device=x.device) % w
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def add_crop(total: torch.Tensor, tile: Tile, part: torch.Tensor) -> None:
+    """total[tile's padded part] += part, wrapping like `crop` (rows and columns that
+    wrap onto the same pixel add up there)."""
+    py0, py1, px0, px1 = tile.padded
+    h, w = total.shape[-2], total.shape[-1]
+    if tile.inside((h, w)):
+        total[..., py0:py1, px0:px1] += part
+        return
+    rows = torch.arange(py0, py1, device=total.device) % h
+    cols = torch.arange(px0, px1, device=total.device) % w
+    band = part.new_zeros((*part.shape[:-1], w)).index_add_(-1, cols, part)  # (..., tile rows, W)
+    total.index_add_(-2, rows, band.to(total.dtype))
 
 
 def _core_slices(tile: Tile, stride: int, image: tuple[int, int], features: tuple[int, int]):
@@ -66,26 +103,25 @@ def _core_slices(tile: Tile, stride: int, image: tuple[int, int], features: tupl
     size is `features`), and in the whole image's. A core that ends at the image's
     border takes every remaining row or column (max pooling floors odd sizes the same
     way in both, since tile corners sit on the ALIGN grid)."""
-    (y0, y1, x0, x1), (py0, _, px0, _) = tile.core, tile.padded  # pixels
+    (y0, y1, x0, x1), (py0, py1, px0, px1) = tile.core, tile.padded  # pixels
     ty0, tx0 = (y0 - py0) // stride, (x0 - px0) // stride
-    ty1 = features[0] if y1 == image[0] else (y1 - py0) // stride
-    tx1 = features[1] if x1 == image[1] else (x1 - px0) // stride
+    ty1 = features[0] if y1 == py1 == image[0] else (y1 - py0) // stride
+    tx1 = features[1] if x1 == px1 == image[1] else (x1 - px0) // stride
     gy0, gx0 = y0 // stride, x0 // stride
     return slice(ty0, ty1), slice(tx0, tx1), slice(gy0, gy0 + ty1 - ty0), slice(gx0, gx0 + tx1 - tx0)
 
 
 def core_features(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: str, dtype: torch.dtype,
-                  core: int, cancel: Callable[[], bool] | None = None
+                  core: int, cancel: Callable[[], bool] | None = None, wrap: bool = False
                   ) -> Iterator[dict[str, tuple[torch.Tensor, slice, slice]]]:
     """Without gradients, tile by tile: {layer: (the core's activations, rows, cols)},
     rows and cols being where the core sits in the whole image's activations."""
     image = (x.shape[-2], x.shape[-1])
-    for tile in plan(*image, core):
+    for tile in plan(*image, core, wrap):
         if cancel and cancel():
             raise Cancelled()
-        py0, py1, px0, px1 = tile.padded
         with torch.no_grad(), autocast(x.device, dtype):
-            feats = net(x[..., py0:py1, px0:px1].contiguous(memory_format=torch.channels_last), layers, pooling)
+            feats = net(crop(x, tile).contiguous(memory_format=torch.channels_last), layers, pooling, wrap)
         yield _cores(feats, tile, image)
 
 
@@ -123,12 +159,12 @@ def _cores(feats: dict[str, torch.Tensor], tile: Tile, image: tuple[int, int]
 
 
 def features_whole(net: VGGFeatures, x: torch.Tensor, layer: str, pooling: str, dtype: torch.dtype, core: int,
-                   cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+                   cancel: Callable[[], bool] | None = None, wrap: bool = False) -> torch.Tensor:
     """One layer's activations of the whole image (1, C, H/s, W/s), computed tile by
     tile: the content target of a scale too large for one pass. Kept in the network's
     dtype (bf16: half the memory of a full-size target; the loss is taken in fp32)."""
     h, w, out = x.shape[-2], x.shape[-1], None
-    for feats in core_features(net, x, [layer], pooling, dtype, core, cancel):
+    for feats in core_features(net, x, [layer], pooling, dtype, core, cancel, wrap):
         f, gy, gx = feats[layer]
         if out is None:  # max pooling floors: the whole image's size at this stride
             s = STRIDE[layer]
@@ -139,17 +175,27 @@ def features_whole(net: VGGFeatures, x: torch.Tensor, layer: str, pooling: str, 
 
 
 def grams_whole(net: VGGFeatures, x: torch.Tensor, layers: list[str], pooling: str, dtype: torch.dtype, core: int,
-                cancel: Callable[[], bool] | None = None) -> dict[str, torch.Tensor]:
-    """H·W-normalized Gram matrices {layer: (1, C, C) fp32} of the whole image, summed
-    tile by tile: a style image too large for one pass."""
+                cancel: Callable[[], bool] | None = None, guides: dict[str, torch.Tensor] | None = None
+                ) -> dict[str, torch.Tensor]:
+    """Normalized Gram matrices {layer: (1, C, C) fp32} of the whole image, summed
+    tile by tile: a style image too large for one pass. guides: {layer: (1, 1, h, w)}
+    over the whole image (regions.guides): the guided Grams, normalized by the guide's
+    mass, instead of the H·W-normalized plain ones."""
     sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
     for feats in core_features(net, x, layers, pooling, dtype, core, cancel):
-        for name, (f, _, _) in feats.items():
-            g = gram_matrix(f.float(), normalize=False)  # a target: exact
+        for name, (f, gy, gx) in feats.items():
+            f = f.float()  # a target: exact
+            g = gram_matrix(f, normalize=False) if guides is None else guided_gram(f, guides[name][..., gy, gx])
             sums[name] = sums[name] + g if name in sums else g
-            counts[name] = counts.get(name, 0) + f.shape[-2] * f.shape[-1]
-    return {name: g / counts[name] for name, g in sums.items()}
+    return {name: g / _mass(x, name, guides) for name, g in sums.items()}
+
+
+def _mass(x: torch.Tensor, layer: str, guides: dict[str, torch.Tensor] | None) -> float:
+    """The positions a Gram of x's activations at `layer` sums: H·W at that stride, or
+    the guide's mass (at least a tiny positive number: an empty guide gives a zero Gram)."""
+    if guides is None:
+        return (x.shape[-2] // STRIDE[layer]) * (x.shape[-1] // STRIDE[layer])
+    return max(float(guides[layer].sum()), 1e-12)
 
 
 class TiledObjective:
@@ -158,6 +204,7 @@ class TiledObjective:
     def __init__(self, net: VGGFeatures, objective: Objective, pooling: str, dtype: torch.dtype, core: int,
                  cancel: Callable[[], bool] | None = None):
         self.net, self.objective, self.pooling, self.dtype = net, objective, pooling, dtype
+        self.wrap = objective.wrap
         self.core = core
         self.cancel = cancel or (lambda: False)
 
@@ -165,11 +212,13 @@ class TiledObjective:
         """xt: the padded tile (1, 3, h, w) -> the statistics of its core (differentiable
         with respect to xt when grad is enabled)."""
         with autocast(xt.device, self.dtype):
-            feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling)
+            feats = self.net(xt.contiguous(memory_format=torch.channels_last), self.objective.layers, self.pooling,
+                             self.wrap)
         cores = _cores(feats, tile, image)
         _, gy, gx = cores[self.objective.content_layer]
         target = self.objective.content_target[..., gy, gx]
-        return self.objective.statistics({name: f for name, (f, _, _) in cores.items()}, target)
+        return self.objective.statistics({name: f for name, (f, _, _) in cores.items()}, target,
+                                         {name: (ry, rx) for name, (_, ry, rx) in cores.items()})
 
     def evaluate(self, x: torch.Tensor, where: tuple[int, int] = (0, 0), grad: bool = True
                  ) -> Generator[TilePass, None, dict[str, float]]:
@@ -177,7 +226,7 @@ class TiledObjective:
         (`where` = (scale, step) for them); returns the terms as floats. With `grad`,
         x.grad holds the whole image's gradient afterwards (fp32, contiguous)."""
         image = (x.shape[-2], x.shape[-1])
-        tiles = plan(*image, self.core)
+        tiles = plan(*image, self.core, self.wrap)
         phases = 2 if grad else 1
         leaf, x = x, x.detach()
 
@@ -186,8 +235,7 @@ class TiledObjective:
             for i, tile in enumerate(tiles, start=1):
                 if self.cancel():
                     raise Cancelled()
-                py0, py1, px0, px1 = tile.padded
-                stats = self._core_statistics(x[..., py0:py1, px0:px1], tile, image)
+                stats = self._core_statistics(crop(x, tile), tile, image)
                 total = stats if total is None else total.add(stats)
                 yield TilePass(*where, phase=1, phases=phases, tile=i, tiles=len(tiles))
         assert total is not None
@@ -203,7 +251,7 @@ class TiledObjective:
         # TV, a sum over neighbouring pixels, needs the whole image: a full-size copy, only when weighted.
         image_01 = images.denormalize(x).requires_grad_(grad) if objective.tv_weight else None
         with torch.set_grad_enabled(grad):
-            terms = objective.terms(leaves, total_variation(image_01) if image_01 is not None else None)
+            terms = objective.terms(leaves, total_variation(image_01, self.wrap) if image_01 is not None else None)
             if grad:
                 terms["total"].backward()
         values = {k: float(v.detach()) for k, v in terms.items()}  # device sync
@@ -217,20 +265,19 @@ class TiledObjective:
         release_freed_memory()  # between the passes: what pass 1 freed goes back before pass 2 allocates
         # (1, 3, H, W) fp32: the whole image's gradient, to which each tile adds its share.
         x_grad = tv_grad if tv_grad is not None else torch.zeros_like(x, memory_format=torch.contiguous_format)
-        weights = {k: g.grad for k, g in leaves.grams.items()}  # {layer: (1, C, C) dL/dG}
+        weights = {k: g.grad for k, g in leaves.grams.items()}  # {(region, layer): (1, C, C) dL/dG}
         content_coef = leaves.content_sq.grad  # scalar dL/dcontent_sq
         for i, tile in enumerate(tiles, start=1):
             if self.cancel():
                 raise Cancelled()
-            py0, py1, px0, px1 = tile.padded
-            xt = x[..., py0:py1, px0:px1].clone().requires_grad_(True)
+            xt = crop(x, tile).clone().requires_grad_(True)
             with torch.enable_grad():
                 stats = self._core_statistics(xt, tile, image)
                 surrogate = content_coef * stats.content_sq
                 for k, g in stats.grams.items():
                     surrogate = surrogate + (weights[k] * g).sum()
                 surrogate.backward()
-            x_grad[..., py0:py1, px0:px1] += xt.grad
+            add_crop(x_grad, tile, xt.grad)
             yield TilePass(*where, phase=2, phases=phases, tile=i, tiles=len(tiles))
         leaf.grad = x_grad
         release_freed_memory()

@@ -97,15 +97,25 @@ class VGGFeatures(nn.Module):
         model.layers.load_state_dict(own)
         return model
 
-    def forward(self, x: torch.Tensor, layers: Iterable[str], pooling: str = "max") -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Iterable[str], pooling: str = "max",
+                wrap: bool = False) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) ImageNet-normalized. Returns {name: (B, C, H', W')} for each
-        requested name (read after its ReLU), stopping at the deepest one."""
+        requested name (read after its ReLU), stopping at the deepest one.
+
+        wrap: the image is a torus (a tileable texture): every convolution pads
+        circularly, so the right edge's neighbours are the left edge's pixels, instead
+        of zeros. The 2x2 poolings need nothing: with sides that are multiples of 16
+        (sizes.pyramid makes them so) no window straddles an edge, so the features of
+        an image rolled by 16k px are its features rolled (tests/test_regions.py)."""
         wanted = set(layers)
         taps = {LAYER_NAMES.index(n) + 1: n for n in wanted}  # index of the ReLU that follows
         deepest = max(taps)
         out: dict[str, torch.Tensor] = {}
         for i, module in enumerate(self.layers[: deepest + 1]):
-            if isinstance(module, nn.MaxPool2d) and pooling == "avg":
+            if wrap and isinstance(module, nn.Conv2d):
+                # (B, C, H+2, W+2) circularly padded, then the 3x3 convolution without padding.
+                x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), module.weight, module.bias)
+            elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
                 # Gatys et al. found average pooling gives slightly more appealing results.
                 x = F.avg_pool2d(x, 2, 2)
             else:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stylecore import Progress, preset
-from stylecore.losses import Objective, gram_matrix, total_variation
+from stylecore.losses import Objective, StyleTarget, gram_matrix, total_variation
 
 
 def test_gram_matrix_of_a_known_tensor():
@@ -73,7 +73,7 @@ def test_bf16_gram_gradient_matches_the_fp32_formula_in_bf16():
 
 def _objective(content_target, style_grams=None) -> Objective:
     grams = style_grams or {}
-    return Objective("content", content_target, grams, {name: 1.0 for name in grams}, content_weight=1.0,
+    return Objective("content", content_target, [StyleTarget(grams)], {name: 1.0 for name in grams}, content_weight=1.0,
                      style_weight=1.0, tv_weight=0.0)
 
 

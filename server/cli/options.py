@@ -139,7 +139,7 @@ def add_param_options(parser: argparse.ArgumentParser) -> None:
         # No argparse `choices`: StyleParams checks them, with the same message as over gRPC.
         group.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=_FIELD_PARSERS.get(f.name, _PARSERS[str(f.type)]),
-            default=None,
+            default=None, **({"nargs": "?", "const": 1} if f.metadata.get("flag") else {}),
             metavar="{" + ",".join(choices) + "}" if choices else f.name.upper(),
             help=(f.metadata["help"] if "default:" in f.metadata["help"]
                   else f"{f.metadata['help']} ({_defaults_help(f.name)})").replace("%", "%%"),

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stylecore.buffers import to_depth
 from stylecore.params import DEVICES
 
 from ..errors import UsageError
 from ..imageio import (DEFAULT_MAX_PIXELS, WRITABLE, ImageError, alpha_fits, check_output_path, read_image, shrink,
-                       source_bits, write_image)
+                       write_image)
 from . import options as o
 from .info import client
 
@@ -24,6 +25,21 @@ def add_parser(sub) -> None:
     p.add_argument("content", metavar="CONTENT", help="the photograph (PNG, JPEG, WebP, TIFF, ...)")
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); blend them with --style-blend")
     p.add_argument("-o", "--output", required=True, help="result file (.png, .jpg, .webp, .tif)")
+    regions = p.add_argument_group("regions (a style per region, from masks) and depth")
+    regions.add_argument("--style-mask", action="append", default=[], metavar="MASK",
+                         help="a gray image of CONTENT's size: where a STYLE applies (white), in part (gray) or not "
+                              "(black). Give it once per STYLE, in the STYLEs' order; STYLEs after the last mask "
+                              "style the rest (the background). With every STYLE masked, what no mask covers keeps "
+                              "the content")
+    regions.add_argument("--background-style", action="append", default=[], metavar="IMAGE",
+                         help="a style for what no --style-mask covers (the same as a STYLE given after the masked "
+                              "ones)")
+    regions.add_argument("--style-source-mask", action="append", default=[], metavar="MASK",
+                         help="a gray image of a STYLE's size: which part of that style image to take the style "
+                              "from; once per STYLE, in order (optional)")
+    regions.add_argument("--output-depth", type=int, choices=(8, 16, 32), default=None,
+                         help="bits per channel of the result: 8, 16 or 32 (float, TIFF only) (default: the "
+                              "content's, as far as the output format holds it: a 16-bit PNG gives a 16-bit PNG)")
     p.add_argument("--weights", help=f"VGG19 weights file (default: ${'{'}STYLE_TRANSFER_WEIGHTS{'}'} or torch hub's cache)")
     p.add_argument("--no-download", action="store_true", help="never download the weights")
     p.add_argument("--init-image", metavar="FILE",
@@ -81,6 +97,9 @@ def _as_output(image, like):
     import numpy as np
     from PIL import Image
 
+    from stylecore.buffers import to_depth
+
+    like = to_depth(like, 8)  # the preview is 8-bit: so is what is saved from it
     h, w, c = like.shape
     img = Image.fromarray(np.ascontiguousarray(image[:, :, :3]))
     if img.size != (w, h):
@@ -106,12 +125,23 @@ def run(args: argparse.Namespace) -> int:
     if args.save_every < 0:
         raise UsageError(f"--save-every: must not be negative, got {args.save_every}")
     output = check_output_path(args.output)
-    inputs = [("content", args.content), *(("style", s) for s in args.styles)]
+    style_paths = [*args.styles, *args.background_style]
+    for option, given, styles in (("--style-mask", args.style_mask, args.styles),
+                                  ("--style-source-mask", args.style_source_mask, style_paths)):
+        if len(given) > len(styles):
+            raise UsageError(f"{option}: given {len(given)} times for {len(styles)} style image(s); "
+                             "at most one per style, in order")
+    if args.background_style and not args.style_mask:
+        raise UsageError("--background-style: styles what no --style-mask covers; give --style-mask too")
+    inputs = [("content", args.content), *(("style", s) for s in style_paths),
+              *(("mask", m) for m in args.style_mask + args.style_source_mask)]
     refuse_output_that_is_an_input(output, inputs + ([("initial image", args.init_image)] if args.init_image else []))
     content = read_image(args.content, args.max_pixels, "content")
-    if not args.quiet and (bits := source_bits(args.content)) > 8:
-        print(f"note: {args.content} has {bits} bits per channel; the result has 8", file=sys.stderr)
-    styles = [read_image(p, args.max_pixels, "style") for p in args.styles]
+    styles = [read_image(p, args.max_pixels, "style") for p in style_paths]
+    masks = [_read_mask(m, args.max_pixels, f"--style-mask {m}", content.shape[:2]) for m in args.style_mask]
+    sources = [_read_mask(m, args.max_pixels, f"--style-source-mask {m}", s.shape[:2])
+               for m, s in zip(args.style_source_mask, styles)]
+    depth = _output_depth(args, output, content)
     init = None
     if args.init_image:  # start from it (an earlier result, a run to continue): init "image"
         init = read_image(args.init_image, args.max_pixels, "initial image")
@@ -122,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         # --resize notebook the engine resizes as the notebook does, from the photo
         # itself, and the output keeps the photo's size, as with --keep-size.)
         content = shrink(content, params.size)
+        masks = [shrink(m, params.size) for m in masks]  # the content's new size: same sides, same rounding
     if not alpha_fits(WRITABLE[output.suffix.lower()], content.shape[2]):
         raise ImageError(f"output {output}: JPEG cannot store the content's transparency; write .png instead")
 
@@ -129,9 +160,9 @@ def run(args: argparse.Namespace) -> int:
     # A Preview every step: the image the run would deliver now, kept for Ctrl-C (cheap
     # beside a VGG19 pass); only every --save-every-th is written.
     if args.server:
-        events, engine_diverged = _remote_events(args, content, styles, params, init), ()
+        events, engine_diverged = _remote_events(args, content, styles, params, init, masks, sources, depth), ()
     else:
-        events, engine_diverged = _local_events(args, content, styles, params, init)
+        events, engine_diverged = _local_events(args, content, styles, params, init, masks, sources)
     from stylecore.events import Preview, Progress, Result
 
     latest: Preview | None = None
@@ -149,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
                     write_image(output.with_name(f"{output.stem}.scale{event.scale}.step{event.step:04d}.png"),
                                 event.image)
             elif isinstance(event, Result):
-                write_image(output, event.image)
+                write_image(output, to_depth(event.image, depth))
                 if not args.quiet:
                     print(f"wrote {output} ({event.image.shape[1]}x{event.image.shape[0]})", file=sys.stderr)
     except KeyboardInterrupt:
@@ -171,7 +202,41 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local_events(args, content, styles, params, init=None):
+def _read_mask(path: str, max_pixels: int, what: str, size) -> "np.ndarray":
+    """A mask file, checked before any work: gray (or equal colour channels), of its
+    image's size (h, w)."""
+    from stylecore.buffers import check_mask
+
+    mask = read_image(path, max_pixels, what)
+    try:
+        return check_mask(mask, what, tuple(size))
+    except ValueError as e:
+        raise UsageError(f"{what}: {e}") from None
+
+
+def _output_depth(args, output: Path, content) -> int:
+    """The result's bits per channel: --output-depth, which the output's format must
+    hold; else the content's, or the most the format holds below it (with a note)."""
+    from stylecore.buffers import depth_of
+    from styletransfer.v1 import wire
+
+    fmt = {name: code for code, name in wire.FORMAT_NAMES.items()}[WRITABLE[output.suffix.lower()]]
+    held = wire.FORMAT_DEPTHS[fmt]
+    if args.output_depth is not None:
+        if args.output_depth not in held:
+            raise UsageError(f"--output-depth {args.output_depth}: {output.suffix} files hold "
+                             f"{' or '.join(map(str, held))} bits per channel; write "
+                             f"{'.tif' if args.output_depth == 32 else '.png or .tif'} for {args.output_depth}")
+        return args.output_depth
+    bits = depth_of(content)
+    depth = max(d for d in held if d <= bits)
+    if depth < bits and not args.quiet:
+        print(f"note: {args.content} has {bits} bits per channel; {output.suffix} holds {depth}: the result has "
+              f"{depth} (write .tif{' or .png' if bits == 16 else ''} to keep {bits})", file=sys.stderr)
+    return depth
+
+
+def _local_events(args, content, styles, params, init=None, masks=(), sources=()):
     from stylecore import Engine
     from stylecore.engine import Diverged
 
@@ -181,15 +246,16 @@ def _local_events(args, content, styles, params, init=None):
     if not args.quiet:
         print(f"weights: {weights.describe()}", file=sys.stderr)
     return Engine(weights.model).run(content, styles, params, preview_every=1, device=args.device or "auto",
-                                     init_image=init), (Diverged,)
+                                     init_image=init, style_masks=masks, style_guides=sources), (Diverged,)
 
 
-def _remote_events(args, content, styles, params, init=None):
+def _remote_events(args, content, styles, params, init=None, masks=(), sources=(), depth=0):
     if args.device:
         raise UsageError("--device: a server runs on the device it was started with "
                          "(style-transfer serve --device); leave --device out with --server")
     remote = client(args)
     return remote.stylize(content, styles, params, preset=args.preset,
-                          preview_every=1, preview_max_side=max(content.shape[:2]), init_image=init)
+                          preview_every=1, preview_max_side=max(content.shape[:2]), init_image=init,
+                          style_masks=masks, style_source_masks=sources, result_depth=depth)
 
 

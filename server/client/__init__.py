@@ -120,33 +120,46 @@ class Client:
         preview_max_side: int = 0,
         result_format: int = pb.IMAGE_FORMAT_RAW,
         init_image: np.ndarray | bytes | None = None,
+        style_masks: Sequence[np.ndarray | bytes | None] = (),
+        style_source_masks: Sequence[np.ndarray | bytes | None] = (),
+        result_depth: int = 0,
     ) -> Iterator:
-        """Send images, each an (H, W, C) uint8 buffer or an encoded file's bytes; yield
-        Queued, Started, Progress, Preview, then Result. `params` defaults to the preset;
-        only the fields that differ from it travel. `init_image` (with params.init
-        "image"): the image to start from."""
-        metas, images = [], []
-        inputs = (content, *styles, *(() if init_image is None else (init_image,)))
-        n = 1 + len(styles)
-        for i, image in enumerate(inputs):
-            what = "content" if i == 0 else "initial image" if i == n else f"style {i}"
+        """Send images, each an (H, W, C) buffer (8 bits, 16 bits or float32) or an
+        encoded file's bytes; yield Queued, Started, Progress, Preview, then Result.
+        `params` defaults to the preset; only the fields that differ from it travel.
+        `init_image` (with params.init "image"): the image to start from. style_masks:
+        per style, a gray mask of the content's size (None: that style has none);
+        style_source_masks: per style, which part of it to take. result_depth: the
+        result's bits per channel (0: the content's)."""
+
+        def prepared(image, what: str) -> tuple[pb.ImageMeta, bytes]:
             meta = convert.encoded_meta(bytes(image)) if isinstance(image, (bytes, bytearray)) else None
             if meta is not None:
-                metas.append(meta)
-                images.append(bytes(image))
-            else:
-                if isinstance(image, (bytes, bytearray)):  # a format the contract does not name: send pixels
-                    image = decode_image(bytes(image), what=what)
-                array = np.ascontiguousarray(check_buffer(image, what))
-                metas.append(convert.image_meta(array))
-                images.append(array.tobytes())
+                return meta, bytes(image)
+            if isinstance(image, (bytes, bytearray)):  # a format the contract does not name: send pixels
+                image = decode_image(bytes(image), what=what)
+            array = np.ascontiguousarray(check_buffer(image, what))
+            return convert.image_meta(array), array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+        content_meta, content_bytes = prepared(content, "content")
+        style_parts = [prepared(s, f"style {i + 1}") for i, s in enumerate(styles)]
+        init_part = prepared(init_image, "initial image") if init_image is not None else None
+        mask_parts = [prepared(m, f"mask of style {i + 1}") if m is not None else None
+                      for i, m in enumerate(style_masks)]
+        source_parts = [prepared(m, f"source mask of style {i + 1}") if m is not None else None
+                        for i, m in enumerate(style_source_masks)]
         base = get_preset(preset)
         header = wire.header(
-            metas[0], metas[1:n], preset=preset,
+            content_meta, [m for m, _ in style_parts], preset=preset,
             params=convert.params_to_proto(params, base) if params is not None else None,
             preview_every=preview_every, preview_max_side=preview_max_side, result_format=result_format,
-            init_image=metas[n] if init_image is not None else None,
+            init_image=init_part[0] if init_part else None,
+            style_masks=[p[0] if p else None for p in mask_parts],
+            style_source_masks=[p[0] if p else None for p in source_parts], result_depth=result_depth,
         )
+        # Upload order: wire.header_images.
+        images = [content_bytes, *(d for _, d in style_parts), *([init_part[1]] if init_part else []),
+                  *(p[1] for p in mask_parts if p), *(p[1] for p in source_parts if p)]
         self._connect()
         call = self._stub.Stylize(wire.request_stream(header, images), metadata=self._metadata)
         decoder = convert.EventDecoder()

@@ -52,6 +52,7 @@ class Dims:
     width: int
     height: int
     channels: int = 0
+    depth: int = 0  # bits per channel; 0: not known yet
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,14 @@ class Plan:
 
 
 def image_names(header: pb.Header) -> tuple[str, ...]:
-    init = ("header.init_image",) if header.HasField("init_image") else ()
-    return ("header.content", *(f"header.styles[{i}]" for i in range(len(header.styles))), *init)
+    """In upload order (wire.header_images): "header.content", "header.styles[0]", ..."""
+    return tuple(name for name, _ in wire.header_images(header))
 
 
 def image_metas(header: pb.Header) -> tuple[pb.ImageMeta, ...]:
-    """In upload order: the content, the styles, then the initial image if any."""
-    init = (header.init_image,) if header.HasField("init_image") else ()
-    return (header.content, *header.styles, *init)
+    """In upload order (wire.header_images): the content, the styles, the initial image,
+    the masks that are sent."""
+    return tuple(meta for _, meta in wire.header_images(header))
 
 
 def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None = None) -> Plan:
@@ -97,6 +98,12 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
     except ParamError as e:
         raise Invalid(f"header.params.{e.field}", str(e).split(": ", 1)[1]) from None
 
+    for field in ("style_masks", "style_source_masks"):
+        if len(getattr(header, field)) > len(header.styles):
+            raise Invalid(f"header.{field}", f"{len(getattr(header, field))} masks for {len(header.styles)} style "
+                                             "images: at most one per style")
+    if header.result_depth and (text := wire.depth_refusal(header.result_format, header.result_depth)):
+        raise Invalid("header.result_depth", text)
     names = image_names(header)
     metas = image_metas(header)
     if header.HasField("init_image") != (params.init == "image"):
@@ -114,6 +121,7 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
         if known[i] is not None:
             _check_pixels(known[i], name, limits)
         total += meta.size_bytes
+    _check_masks(names, known)
     if total > limits.request_bytes:
         raise TooLarge("header", f"the images total {total:,} bytes, more than this server accepts in one "
                                  f"request ({limits.request_bytes:,}, max_request_bytes)")
@@ -122,8 +130,13 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
     if content is not None and content.channels and (text := wire.alpha_refusal(header.result_format,
                                                                                  content.channels)):
         raise Invalid("header.result_format", text)
+    if (content is not None and content.depth and not header.result_depth
+            and (text := wire.depth_refusal(header.result_format, content.depth))):
+        raise Invalid("header.result_format", f"the content has {content.depth} bits per channel: {text}")
     levels: tuple[memory.Level, ...] = ()
-    estimate = sum(d.width * d.height * INPUT_BYTES_PER_PIXEL for d in known if d is not None)
+    # Bytes, not pixels: a 16-bit or float image holds 2 or 4 bytes a sample.
+    estimate = sum(d.width * d.height * (INPUT_BYTES_PER_PIXEL + 4 * (d.depth or 8) // 8)
+                   for d in known if d is not None)
     estimate += len(header.styles) * GRAM_BYTES * len(params.scale_sizes())
     # The engine plans within what max_job_bytes leaves after the inputs and the style
     # targets, which are held before it plans; the job carries this budget to the engine.
@@ -153,7 +166,9 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
         # the scale's optimization starts, within the same budget).
         dtype = precision.dtype_for(params.precision, getattr(torch, limits.auto_dtype or "float32"))
         try:
-            levels = memory.plan_levels((content.height, content.width), styles, params, dtype, budget)
+            guided = sum(1 for m in header.style_masks if m.size_bytes) + (
+                0 < sum(1 for m in header.style_masks if m.size_bytes) < len(header.styles))  # + the background
+            levels = memory.plan_levels((content.height, content.width), styles, params, dtype, budget, 0, guided)
         except ParamError as e:
             raise TooLarge("header.params.size", f"{str(e).split(': ', 1)[1]} (max_job_bytes)") from None
         estimate += levels[-1].plan.estimate
@@ -164,18 +179,37 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
     return Plan(params, names, metas, levels, budget, estimate)
 
 
+def _check_masks(names: Sequence[str], known: Sequence[Dims | None]) -> None:
+    """Each mask has its image's size: a style mask the content's, a style's source mask
+    that style's (as far as the sizes are known yet)."""
+    index = {name: i for i, name in enumerate(names)}
+    for i, name in enumerate(names):
+        if not name.startswith("header.style_"):
+            continue
+        n = int(name[name.index("[") + 1:-1])
+        owner = "header.content" if name.startswith("header.style_masks") else f"header.styles[{n}]"
+        mask, image = known[i], known[index[owner]]
+        if mask is not None and image is not None and (mask.width, mask.height) != (image.width, image.height):
+            what = "the content's" if owner == "header.content" else f"style {n}'s"
+            raise Invalid(f"{name}.width", f"is {mask.width}x{mask.height}; a mask must be {what} size, "
+                                           f"{image.width}x{image.height}")
+
+
 def _check_meta(meta: pb.ImageMeta, name: str, limits: Limits) -> Dims | None:
     """One ImageMeta on its own; returns the size it declares (None: an encoded file
     that does not say)."""
     if meta.format in (pb.IMAGE_FORMAT_UNSPECIFIED, pb.IMAGE_FORMAT_RAW):
         if meta.channels not in (1, 2, 3, 4):
             raise Invalid(f"{name}.channels", f"must be 1 to 4, got {meta.channels}")
-        dims = Dims(meta.width, meta.height, meta.channels)
+        if wire.meta_depth(meta) not in wire.DEPTHS:
+            raise Invalid(f"{name}.depth", f"must be 8 (or 0), 16 or 32 bits per channel, got {meta.depth}")
+        dims = Dims(meta.width, meta.height, meta.channels, wire.meta_depth(meta))
         _check_pixels(dims, name, limits)
-        expected = meta.width * meta.height * meta.channels
+        expected = wire.raw_size(meta)
         if meta.size_bytes != expected:
-            raise Invalid(f"{name}.size_bytes", f"{meta.size_bytes} does not match width*height*channels = "
-                                                f"{meta.width}*{meta.height}*{meta.channels} = {expected}")
+            raise Invalid(f"{name}.size_bytes", f"{meta.size_bytes} does not match width*height*channels*depth/8 = "
+                                                f"{meta.width}*{meta.height}*{meta.channels}*{wire.meta_depth(meta)}/8 "
+                                                f"= {expected}")
         return dims
     if meta.format not in convert.FORMATS:
         raise Invalid(f"{name}.format", f"unknown image format {meta.format}")

@@ -29,7 +29,7 @@ class Job:
     """Everything a worker needs for one job; picklable (it travels to Ray replicas)."""
 
     job_id: str
-    content: np.ndarray  # (H, W, C) uint8
+    content: np.ndarray  # (H, W, C): uint8, uint16 or float32 (stylecore/buffers.py)
     styles: tuple[np.ndarray, ...]
     init_image: np.ndarray | None  # params.init "image"
     params: StyleParams
@@ -38,6 +38,9 @@ class Job:
     result_format: int
     chunk_bytes: int
     budget: int  # bytes the engine may plan within: admission planned the same (admission.Plan.budget)
+    style_masks: tuple[np.ndarray | None, ...] = ()  # per style: where it applies (regions), or None
+    style_source_masks: tuple[np.ndarray | None, ...] = ()  # per style: which part of it to take, or None
+    result_depth: int = 0  # bits per channel of the result; 0: the content's
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,12 @@ def job_messages(engine, job: Job, device: str, cancel: Callable[[], bool], mode
     Raises the engine's exceptions (Cancelled within one step of `cancel()`)."""
     events = engine.run(job.content, list(job.styles), job.params, cancel, job.preview_every,
                         device=device,  # the worker's, never the client's
-                        budget=job.budget, init_image=job.init_image)
+                        budget=job.budget, init_image=job.init_image, style_masks=job.style_masks,
+                        style_guides=job.style_source_masks)
     with contextlib.closing(events):  # a job ended early (client gone, an error) leaves its level now, not at GC
         for event in events:
             if isinstance(event, Result):
-                yield from convert.result_to_proto(event, job.result_format, job.chunk_bytes)
+                yield from convert.result_to_proto(event, job.result_format, job.chunk_bytes, job.result_depth)
                 continue
             if isinstance(event, Started) and device_name:
                 event = dataclasses.replace(event, device=device_name)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import grpc
 
 from stylecore import Cancelled, ParamError
+from stylecore.buffers import check_mask, depth_of
 from stylecore.params import PRESETS
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
@@ -25,7 +26,7 @@ from styletransfer.v1 import wire
 from .. import __version__, convert
 from ..imageio import ImageError
 from . import admission
-from .admission import Dims, Refused
+from .admission import Dims, Invalid, Refused
 from .jobs import Job, JobFailed, failure
 from .limits import Limits
 from .model import Model
@@ -107,11 +108,9 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
                           for m, d, n in zip(plan.metas, data, plan.names)]
             del data
             record.sizes = " ".join(f"{a.shape[1]}x{a.shape[0]}x{a.shape[2]}" for a in images)
-            plan = admission.check(header, self.limits, [Dims(a.shape[1], a.shape[0], a.shape[2]) for a in images])
-            styles = tuple(images[1:1 + len(header.styles)])
-            job = Job(job_id, images[0], styles, images[-1] if header.HasField("init_image") else None, plan.params,
-                      header.preview_every, header.preview_max_side, header.result_format, self.limits.chunk_bytes,
-                      plan.budget)
+            plan = admission.check(header, self.limits, [Dims(a.shape[1], a.shape[0], a.shape[2], depth_of(a))
+                                                         for a in images])
+            job = _job(job_id, header, plan, images, self.limits.chunk_bytes)
             del images
             yield from self._run(job, context, record)
         except GeneratorExit:  # gRPC stopped reading the events: the client went away
@@ -214,3 +213,29 @@ def add_to_server(service: StyleTransferService, server: grpc.Server) -> None:
     }
     name = pb.DESCRIPTOR.services_by_name["StyleTransfer"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
+
+def _job(job_id: str, header: pb.Header, plan: admission.Plan, images: list, chunk_bytes: int) -> Job:
+    """The Job from the decoded images, in upload order (plan.names); masks checked
+    (gray, their image's size: INVALID_ARGUMENT naming the mask) before it is queued."""
+    named = dict(zip(plan.names, images))
+    styles = tuple(named[f"header.styles[{i}]"] for i in range(len(header.styles)))
+
+    def masks(field: str, sizes: list) -> tuple:
+        found = []
+        for i in range(len(getattr(header, field))):
+            name = f"header.{field}[{i}]"
+            if name in named:
+                try:
+                    check_mask(named[name], name, sizes[i])
+                except ValueError as e:
+                    raise Invalid(name, str(e).removeprefix(f"{name}: ")) from None
+            found.append(named.get(name))
+        return tuple(found)
+
+    content = named["header.content"]
+    style_masks = masks("style_masks", [content.shape[:2]] * len(styles))
+    sources = masks("style_source_masks", [s.shape[:2] for s in styles])
+    return Job(job_id, content, styles, named.get("header.init_image"), plan.params, header.preview_every,
+               header.preview_max_side, header.result_format, chunk_bytes, plan.budget, style_masks, sources,
+               header.result_depth)

@@ -16,6 +16,7 @@ import time
 import grpc
 
 from styletransfer.v1 import style_transfer_pb2 as pb
+from styletransfer.v1 import wire
 
 from .. import convert
 from . import admission
@@ -124,7 +125,7 @@ class Upload:
         dims: list[Dims | None] = [None] * len(metas)
         for i, meta in enumerate(metas):
             if convert.format_name(meta) is None:
-                dims[i] = Dims(meta.width, meta.height, meta.channels)
+                dims[i] = Dims(meta.width, meta.height, meta.channels, wire.meta_depth(meta))
         probed = [convert.format_name(m) is None for m in metas]
         current = 0
         while True:

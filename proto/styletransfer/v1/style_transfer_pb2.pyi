@@ -31,7 +31,7 @@ class StylizeRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
 
 class Header(_message.Message):
-    __slots__ = ("preset", "params", "preview_every", "preview_max_side", "result_format", "content", "styles", "init_image")
+    __slots__ = ("preset", "params", "preview_every", "preview_max_side", "result_format", "content", "styles", "init_image", "style_masks", "style_source_masks", "result_depth")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,9 @@ class Header(_message.Message):
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     STYLES_FIELD_NUMBER: _ClassVar[int]
     INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STYLE_MASKS_FIELD_NUMBER: _ClassVar[int]
+    STYLE_SOURCE_MASKS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_DEPTH_FIELD_NUMBER: _ClassVar[int]
     preset: str
     params: Params
     preview_every: int
@@ -48,10 +51,13 @@ class Header(_message.Message):
     content: ImageMeta
     styles: _containers.RepeatedCompositeFieldContainer[ImageMeta]
     init_image: ImageMeta
-    def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., init_image: _Optional[_Union[ImageMeta, _Mapping]] = ...) -> None: ...
+    style_masks: _containers.RepeatedCompositeFieldContainer[ImageMeta]
+    style_source_masks: _containers.RepeatedCompositeFieldContainer[ImageMeta]
+    result_depth: int
+    def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., init_image: _Optional[_Union[ImageMeta, _Mapping]] = ..., style_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., style_source_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., result_depth: _Optional[int] = ...) -> None: ...
 
 class Params(_message.Message):
-    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "max_memory", "tile")
+    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "max_memory", "tile", "tileable")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     RESIZE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +81,7 @@ class Params(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     MAX_MEMORY_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
+    TILEABLE_FIELD_NUMBER: _ClassVar[int]
     size: int
     resize: str
     scales: int
@@ -98,21 +105,24 @@ class Params(_message.Message):
     precision: str
     max_memory: float
     tile: int
-    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., max_memory: _Optional[float] = ..., tile: _Optional[int] = ...) -> None: ...
+    tileable: int
+    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., max_memory: _Optional[float] = ..., tile: _Optional[int] = ..., tileable: _Optional[int] = ...) -> None: ...
 
 class ImageMeta(_message.Message):
-    __slots__ = ("format", "width", "height", "channels", "size_bytes")
+    __slots__ = ("format", "width", "height", "channels", "size_bytes", "depth")
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
     format: ImageFormat
     width: int
     height: int
     channels: int
     size_bytes: int
-    def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    depth: int
+    def __init__(self, format: _Optional[_Union[ImageFormat, str]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., size_bytes: _Optional[int] = ..., depth: _Optional[int] = ...) -> None: ...
 
 class ImageChunk(_message.Message):
     __slots__ = ("image", "offset", "data")

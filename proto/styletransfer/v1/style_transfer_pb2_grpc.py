@@ -53,7 +53,9 @@ class StyleTransferServicer:
         """One job per call.
 
         Upload: the client sends one Header, then the bytes of every image whole and
-        in order (the content, then styles[0], styles[1], ...) as ImageChunks, and then
+        in order (the content, then styles[0], styles[1], ..., then init_image, then
+        the non-empty style_masks, then the non-empty style_source_masks: the order of
+        the header's fields) as ImageChunks, and then
         half-closes its side of the stream (grpc-js: call.end(); Python: the request
         iterator ends; Go: CloseSend). The upload ends only with that half-close: the
         server reads until it, and the job is neither queued nor started before it.

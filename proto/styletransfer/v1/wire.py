@@ -25,7 +25,9 @@ from . import style_transfer_pb2 as pb
 # gimp doctor` compares it with the installed plug-in's copy of this file.
 # v1.2: full resolution (Params.size 0, max_memory, tile; TileProgress, Started.tiles),
 # Header.init_image, and Info.devices; the GIMP plug-in asks for v1.2 before using them.
-CONTRACT_VERSION = "v1.2"
+# v1.3: region styles (Header.style_masks, style_source_masks), Params.tileable, and
+# images beyond 8 bits (ImageMeta.depth, Header.result_depth).
+CONTRACT_VERSION = "v1.3"
 
 SERVICE = "styletransfer.v1.StyleTransfer"
 STYLIZE = f"/{SERVICE}/Stylize"
@@ -105,10 +107,53 @@ def alpha_refusal(result_format: int, channels: int) -> str | None:
     return f"{FORMAT_NAMES[result_format]} cannot store the content's alpha channel; ask for {fitting} or RAW"
 
 
-def raw_meta(width: int, height: int, channels: int) -> pb.ImageMeta:
-    """An 8-bit, row-major, channels-interleaved buffer (1 gray .. 4 RGBA)."""
+# Bits per channel an image may have: uint8, uint16 and float32 samples (RAW:
+# little-endian). What each encoded format holds; RAW and TIFF hold all three.
+DEPTHS = (8, 16, 32)
+FORMAT_DEPTHS = {pb.IMAGE_FORMAT_PNG: (8, 16), pb.IMAGE_FORMAT_JPEG: (8,), pb.IMAGE_FORMAT_WEBP: (8,),
+                 pb.IMAGE_FORMAT_TIFF: DEPTHS}
+
+
+def meta_depth(meta: pb.ImageMeta) -> int:
+    """Bits per channel of a RAW image's samples (depth 0 means 8)."""
+    return meta.depth or 8
+
+
+def raw_size(meta: pb.ImageMeta) -> int:
+    """The bytes a RAW image of this meta holds: width*height*channels*depth/8."""
+    return meta.width * meta.height * meta.channels * meta_depth(meta) // 8
+
+
+def raw_meta(width: int, height: int, channels: int, depth: int = 8) -> pb.ImageMeta:
+    """A row-major, channels-interleaved buffer (1 gray .. 4 RGBA) of `depth` bits."""
     return pb.ImageMeta(format=pb.IMAGE_FORMAT_RAW, width=width, height=height, channels=channels,
-                        size_bytes=width * height * channels)
+                        size_bytes=width * height * channels * depth // 8, depth=depth)
+
+
+def depth_refusal(result_format: int, depth: int) -> str | None:
+    """Why a result of `depth` bits cannot be sent as `result_format` (INVALID_ARGUMENT
+    on header.result_depth), or None when it can."""
+    if depth not in DEPTHS:
+        return f"must be 0 (the content's), 8, 16 or 32 bits, got {depth}"
+    held = FORMAT_DEPTHS.get(result_format, DEPTHS)
+    if depth in held:
+        return None
+    fitting = ", ".join(_shown(f) for f, d in FORMAT_DEPTHS.items() if depth in d)
+    return (f"{FORMAT_NAMES[result_format]} holds {' or '.join(map(str, held))} bits per channel, not {depth}; "
+            f"ask for {fitting} or RAW, or a result_depth it holds")
+
+
+def header_images(header: pb.Header) -> list[tuple[str, pb.ImageMeta]]:
+    """(proto path, meta) of every image a Stylize call uploads, in upload order: the
+    content, the styles, the initial image, the non-empty style masks, the non-empty
+    style source masks. A chunk's `image` is its index in this list."""
+    images = [("header.content", header.content)]
+    images += [(f"header.styles[{i}]", m) for i, m in enumerate(header.styles)]
+    if header.HasField("init_image"):
+        images.append(("header.init_image", header.init_image))
+    for field in ("style_masks", "style_source_masks"):
+        images += [(f"header.{field}[{i}]", m) for i, m in enumerate(getattr(header, field)) if m.size_bytes]
+    return images
 
 
 def encoded_meta(data: bytes, size: tuple[int, int] | None = None) -> pb.ImageMeta | None:
@@ -130,8 +175,8 @@ def chunks(data: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
 
 
 def image_chunks(index: int, data: bytes, size: int = CHUNK_BYTES) -> Iterator[pb.ImageChunk]:
-    """One image's ImageChunks: `index` 0 is the content, 1.. the styles, then the
-    initial image if the header has one."""
+    """One image's ImageChunks: `index` is the image's place in header_images (0 the
+    content, 1.. the styles, then the initial image, the masks)."""
     for offset, piece in chunks(data, size):
         yield pb.ImageChunk(image=index, offset=offset, data=piece)
 
@@ -149,14 +194,20 @@ def params_message(values: Mapping | None = None) -> pb.Params:
 
 def header(content: pb.ImageMeta, styles: Iterable[pb.ImageMeta], preset: str = "default",
            params: pb.Params | Mapping | None = None, preview_every: int = 0, preview_max_side: int = 0,
-           result_format: int = pb.IMAGE_FORMAT_RAW, init_image: pb.ImageMeta | None = None) -> pb.Header:
+           result_format: int = pb.IMAGE_FORMAT_RAW, init_image: pb.ImageMeta | None = None,
+           style_masks: Iterable[pb.ImageMeta | None] = (), style_source_masks: Iterable[pb.ImageMeta | None] = (),
+           result_depth: int = 0) -> pb.Header:
     """The first message of a Stylize call. `params`: a Params message, or a mapping of
-    the fields to set (the preset's value stands for every field not set)."""
+    the fields to set (the preset's value stands for every field not set). A None
+    style mask is sent as the empty ImageMeta: that style has none."""
     if not isinstance(params, pb.Params):
         params = params_message(params)
     return pb.Header(preset=preset, params=params, preview_every=preview_every,
                      preview_max_side=preview_max_side, result_format=result_format,
-                     content=content, styles=list(styles), init_image=init_image)
+                     content=content, styles=list(styles), init_image=init_image,
+                     style_masks=[m or pb.ImageMeta() for m in style_masks],
+                     style_source_masks=[m or pb.ImageMeta() for m in style_source_masks],
+                     result_depth=result_depth)
 
 
 def request_stream(head: pb.Header, images: Iterable[bytes], chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeRequest]:

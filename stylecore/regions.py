@@ -1,0 +1,127 @@
+"""A style per region: masks guide where each style's statistics are matched.
+
+Gatys, Ecker, Bethge, Hertzmann & Shechtman, "Controlling Perceptual Factors in
+Neural Style Transfer" (CVPR 2017), sec. 4.1, spatial control: R guidance channels
+T_r (masks) are propagated to every style layer, each region's Gram matrix is taken
+of the features weighted by its channel, G_r = (T_r ∘ F)(T_r ∘ F)ᵀ, and matched to
+that region's own style target. Where this departs from the paper, and why:
+
+- Weights. The paper multiplies the features by T_r, which weights a position's
+  outer product by T_r². We multiply by √T_r, so the Gram is the T_r-weighted sum
+  Σ_p T_r(p) f(p) f(p)ᵀ: linear in the mask, so a soft (feathered) border blends the
+  two regions' statistics in proportion. For binary masks the two are the same.
+- Normalisation. Each guided Gram is divided by the mask's mass Σ_p T_r(p) (the
+  paper leaves it unnormalised): a region's Gram is then a weighted *mean* of outer
+  products, comparable with the style image's however large either region is, and an
+  all-white mask gives exactly the plain Gram (tests/test_regions.py).
+- Propagation. The paper offers downsampling the channel to each layer's size, or
+  an eroded "inside" channel (only positions whose receptive field lies wholly
+  inside the region). We average the mask over each position's 2x2, 4x4, ...
+  pooling footprint (area averaging at the layer's stride). Erosion by conv5_1's
+  receptive radius (85 px) would leave a 170 px band along every border that no
+  region's conv5_1 statistics see: at 512 px a third of a half/half image.
+- Regions without a style. Pixels that no mask covers (and no background style)
+  get only the content loss, and the result is composited with the content there
+  through the masks' coverage (engine.py), so they keep the content exactly.
+
+Masks arrive as gray buffers of the content's size; the style images may carry a
+mask of their own (which part of the painting to take the style from), which
+guides their Gram the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import images
+from .buffers import check_mask, to_unit
+from .params import ParamError
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of a job: where (a mask at the content's own size, or everywhere)
+    and which style target it is pulled toward (its styles' blended Grams)."""
+
+    mask: torch.Tensor | None  # (1, 1, H, W) fp32 in [0, 1]; None: the whole image
+    styles: tuple[int, ...]  # indices into the job's styles
+    blend: tuple[float, ...]  # their weights within the region, summing to 1
+    weight: float  # the region's share of the style term (λ_r in the paper); 1 with equal blend weights
+
+
+def mask_tensor(array: np.ndarray, name: str, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A mask buffer (H, W) or (H, W, C) of any depth -> (1, 1, H, W) fp32 in [0, 1].
+    What a mask may be: buffers.check_mask; `size` (h, w): what it must match.
+    Raises ParamError naming the mask."""
+    try:
+        array = check_mask(array, name, size)
+    except ValueError as e:
+        raise ParamError(name, str(e).removeprefix(f"{name}: ")) from None
+    c = array.shape[2]
+    values = to_unit(array)  # (H, W, C) float32
+    gray = values[:, :, 0]
+    if c in (2, 4):
+        gray = gray * values[:, :, c - 1]
+    return torch.from_numpy(np.clip(gray, 0.0, 1.0).copy())[None, None]
+
+
+def plan_regions(masks: Sequence[torch.Tensor | None], blend: Sequence[float]) -> tuple[Region, ...]:
+    """The regions of a job whose i-th style has mask masks[i] (None: no mask), with
+    the styles' normalized blend weights.
+
+    No mask at all: one region, everywhere, the styles blended (the plain method).
+    Otherwise each masked style is a region of its own, weighted by its blend weight
+    (times the number of styles, so equal weights give 1); the unmasked styles, if
+    any, share the background (1 - the masks' union, clamped), blended among
+    themselves."""
+    if all(m is None for m in masks):
+        return (Region(None, tuple(range(len(blend))), tuple(blend), 1.0),)
+    n = len(blend)
+    regions = [Region(m, (i,), (1.0,), blend[i] * n) for i, m in enumerate(masks) if m is not None]
+    background = [i for i, m in enumerate(masks) if m is None]
+    if background:
+        share = sum(blend[i] for i in background)
+        rest = 1 - coverage(masks)
+        regions.append(Region(rest, tuple(background), tuple(blend[i] / share for i in background),
+                              share * n / len(background)))
+    return tuple(regions)
+
+
+def coverage(masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """(1, 1, H, W): how much of each pixel some mask claims (the union, clamped to 1)."""
+    total = sum(m for m in masks if m is not None)
+    return total.clamp(0, 1)  # type: ignore[union-attr]
+
+
+def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], device: torch.device
+           ) -> dict[str, torch.Tensor]:
+    """A mask resized to a working size (h, w), then averaged over each layer's pooling
+    footprint: {layer: (1, 1, h // s, w // s) fp32 on `device`}, the sizes max pooling
+    gives (it floors odd sides, as avg_pool2d does)."""
+    m = images.resize(mask, size).clamp(0, 1).to(device)
+    return {name: (m if s == 1 else F.avg_pool2d(m, s, s)) for name, s in strides.items()}
+
+
+def guided_gram(features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    """Σ_p guide(p) f(p) f(p)ᵀ, unnormalized: features (1, C, h, w), any float dtype;
+    guide (1, 1, h, w) fp32 -> (1, C, C) fp32.
+
+    Only the positions the guide touches are multiplied (a region's Gram costs its
+    share of the image, so R disjoint regions cost about one plain Gram), each
+    weighted by √guide so that the product carries guide once (see the module doc)."""
+    from .losses import gram_matrix  # losses imports this module's users, not this module
+
+    b, c, h, w = features.shape
+    g = guide.reshape(-1)
+    where = torch.nonzero(g > 0).squeeze(1)  # device sync on CUDA: the support's size
+    if where.numel() == g.numel() and bool((g == 1).all()):
+        return gram_matrix(features, normalize=False)
+    # (1, N, C): a view for channels_last activations; the support's rows copied, weighted.
+    rows = features.permute(0, 2, 3, 1).reshape(b, h * w, c).index_select(1, where)
+    rows = rows * g.index_select(0, where).sqrt().to(rows.dtype)[None, :, None]
+    return gram_matrix(rows.permute(0, 2, 1)[..., None], normalize=False)  # as (1, C, N, 1)
