@@ -474,12 +474,99 @@ def test_a_symlinked_output_that_cannot_be_written_is_refused_before_running(fil
     assert words in err and "weights" not in err, err
 
 
-@pytest.mark.parametrize("name, bits", [("deep.png", 16), ("deep.tif", 16), ("content.jpg", 8)])
-def test_a_deeper_source_is_told_the_result_has_8_bits(files, weights_file, capsys, content, name, bits):
-    if bits == 16:  # 16-bit gray: Pillow writes it as I;16 in PNG and TIFF
-        gray = (content.mean(axis=2) * 257).astype(np.uint16)
-        Image.fromarray(gray).save(files / name)
-    assert main(["stylize", str(files / name), str(files / "style.png"), "-o", str(files / "out.png"),
+def _sky16(content: np.ndarray, alpha: bool = True) -> np.ndarray:
+    """A 16-bit RGBA image of the content's size: a smooth sky gradient with thousands of
+    levels per channel, and a 16-bit alpha ramp."""
+    h, w = content.shape[:2]
+    t = np.linspace(0.15, 0.85, h * w).reshape(h, w)
+    channels = [t, t * 0.95, t * 0.8] + ([np.linspace(0.1, 1, h * w).reshape(h, w)] if alpha else [])
+    return np.rint(np.stack(channels, 2) * 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("out, depth", [("out.png", 16), ("out.tif", 16), ("out.jpg", 8)])
+def test_a_16_bit_content_gives_a_result_at_the_depth_the_output_holds(files, weights_file, capsys, content,
+                                                                        where, out, depth):
+    from styleserver.imageio import write_image
+
+    sky = _sky16(content, alpha=out != "out.jpg")
+    write_image(files / "sky.png", sky)
+    assert stylize(files, weights_file, "--keep-size", *where, content="sky.png", out=out) == 0
+    result = read_image(files / out)
+    assert result.dtype == (np.uint16 if depth == 16 else np.uint8) and result.shape == sky.shape
+    if depth == 16:
+        assert np.array_equal(result[:, :, 3], sky[:, :, 3])  # alpha bit for bit at 16 bits
+        assert len(np.unique(result[:, :, 0])) > 256
+
+
+def test_a_16_bit_content_written_as_jpeg_is_told_it_has_8_bits(files, weights_file, capsys, content):
+    from styleserver.imageio import write_image
+
+    write_image(files / "sky.png", _sky16(content, alpha=False))
+    assert main(["stylize", str(files / "sky.png"), str(files / "style.png"), "-o", str(files / "out.jpg"),
                  "--weights", weights_file, "--size", "48", "--scales", "1", "--steps", "1"]) == 0
+    assert "16 bits per channel; .jpg holds 8: the result has 8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("depth, dtype", [("8", np.uint8), ("32", np.float32)])
+def test_output_depth_chooses_the_results_depth(files, weights_file, where, depth, dtype):
+    assert stylize(files, weights_file, "--output-depth", depth, *where, out="out.tif") == 0
+    assert read_image(files / "out.tif").dtype == dtype
+
+
+def test_an_output_depth_the_format_cannot_hold_is_refused_before_running(files, weights_file, capsys):
+    assert stylize(files, "/nonexistent-weights", "--output-depth", "32") == 2
     err = capsys.readouterr().err
-    assert ("16 bits per channel; the result has 8" in err) == (bits == 16), err
+    assert "--output-depth 32: .png files hold 8 or 16 bits per channel; write .tif" in err, err
+
+
+def _mask(files, name: str, content: np.ndarray, left: bool = True, rgb: bool = False) -> str:
+    h, w = content.shape[:2]
+    m = np.zeros((h, w), np.uint8)
+    m[:, : w // 2] = 255
+    m = m if left else 255 - m
+    Image.fromarray(np.dstack([m, 255 - m, m]) if rgb else m).save(files / name)
+    return str(files / name)
+
+
+def test_style_masks_style_each_region_and_keep_the_rest(files, weights_file, content, where):
+    """One masked style, no background: the right half keeps the content's pixels."""
+    mask = _mask(files, "left.png", content)
+    Image.fromarray(content).save(files / "content.png")
+    assert stylize(files, weights_file, "--keep-size", "--style-mask", mask, *where, content="content.png") == 0
+    out = read_image(files / "out.png")
+    w = content.shape[1]
+    assert np.array_equal(out[:, w // 2 + 1:], content[:, w // 2 + 1:])
+    assert not np.array_equal(out[:, : w // 2], content[:, : w // 2])
+
+
+def test_a_background_style_styles_what_no_mask_covers(files, weights_file, content, where):
+    mask = _mask(files, "left.png", content)
+    Image.fromarray(content).save(files / "content.png")
+    assert stylize(files, weights_file, "--keep-size", "--style-mask", mask, "--background-style",
+                   str(files / "style.png"), *where, content="content.png") == 0
+    w = content.shape[1]
+    assert not np.array_equal(read_image(files / "out.png")[:, w // 2 + 1:], content[:, w // 2 + 1:])
+
+
+@pytest.mark.parametrize("how, message", [
+    ("size", "--style-mask {d}/small.png: is 10x10 px; a mask must be the size of its image, 64x43"),
+    ("colour", "is not gray: its colour channels differ"),
+    ("count", "--style-mask: given 2 times for 1 style image(s); at most one per style"),
+    ("background", "--background-style: styles what no --style-mask covers; give --style-mask too"),
+])
+def test_a_bad_mask_is_refused_before_any_work(files, content, capsys, how, message):
+    """Refused before the weights are even looked for: nothing is spent."""
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(files / "small.png")
+    args = {"size": ["--style-mask", str(files / "small.png")],
+            "colour": ["--style-mask", _mask(files, "rgb.png", content, rgb=True)],
+            "count": ["--style-mask", _mask(files, "a.png", content), "--style-mask", _mask(files, "b.png", content)],
+            "background": ["--background-style", str(files / "style.png")]}[how]
+    assert stylize(files, "/nonexistent-weights", *args) == 2
+    err = capsys.readouterr().err
+    assert message.format(d=files) in err and "weights" not in err and "Traceback" not in err, err
+
+
+def test_tileable_alone_means_1(files, weights_file, content):
+    Image.fromarray(content).save(files / "content.png")
+    assert stylize(files, weights_file, "--keep-size", "--tileable", content="content.png") == 0
+    assert read_image(files / "out.png").shape == content.shape

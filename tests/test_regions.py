@@ -116,19 +116,19 @@ def _terms_and_gradient(engine, content, styles, params, masks):
 
 @pytest.mark.parametrize("tileable", [0, 1], ids=["plain", "tileable"])
 def test_guided_grams_accumulate_over_tiles_exactly(engine, style, tileable):
-    """Two regions (a soft diagonal mask and its background), tiled with 48 px cores:
-    the terms and the gradient are the untiled ones, on a torus too."""
+    """Two regions (a soft diagonal mask and its background), in 2x2 tiles of 64 px
+    cores: the terms and the gradient are the untiled ones, on a torus too."""
     rng = np.random.default_rng(1)
-    photo = rng.integers(0, 256, (160, 224, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[0:160, 0:224]
-    soft = (np.clip((xx - yy) / 60 + 0.5, 0, 1) * 255).astype(np.uint8)[:, :, None]
+    photo = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:96, 0:128]
+    soft = (np.clip((xx - yy) / 40 + 0.5, 0, 1) * 255).astype(np.uint8)[:, :, None]
     params = preset("default").replace(size=0, scales=1, steps=1, precision="fp32", tileable=tileable,
                                        tv_weight=10.0)
     styles = [style, style[:, ::-1].copy()]
     whole_terms, whole_grad, whole_level = _terms_and_gradient(engine, photo, styles, params, [soft])
-    tiled_terms, tiled_grad, tiled_level = _terms_and_gradient(engine, photo, styles, params.replace(tile=48),
+    tiled_terms, tiled_grad, tiled_level = _terms_and_gradient(engine, photo, styles, params.replace(tile=64),
                                                                [soft])
-    assert not whole_level.plan.tiled and tiled_level.plan.core == 48
+    assert not whole_level.plan.tiled and tiled_level.plan.core == 64
     for k in ("content", "style", "tv", "total"):
         assert tiled_terms[k] == pytest.approx(whole_terms[k], rel=1e-4), k
     assert ((tiled_grad - whole_grad).norm() / whole_grad.norm()) < 1e-3
