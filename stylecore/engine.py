@@ -316,11 +316,14 @@ class Engine:
         yield Result(image=images.merge(out, job.content), losses=delivered, elapsed=time.perf_counter() - t0)
 
     def evaluate(
-        self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams, image: np.ndarray
+        self, content: np.ndarray, styles: Sequence[np.ndarray], params: StyleParams, image: np.ndarray,
+        style_masks: Sequence[np.ndarray | None] = (), style_guides: Sequence[np.ndarray | None] = (),
     ) -> dict[str, float]:
         """The objective of `params` at its final scale for `image` (its working size,
-        uint8 RGB), in fp32 whatever `params.precision` says. For benchmarks and tests."""
-        job = self.prepare(content, styles, params)
+        RGB at any depth), in fp32 whatever `params.precision` says; with masks, as
+        `prepare` takes them (one style and one mask: that region's style loss). For
+        benchmarks and tests."""
+        job = self.prepare(content, styles, params, style_masks=style_masks, style_guides=style_guides)
         level = job.levels[-1]
         size = level.size
         rgb = images.split(image, "image").rgb

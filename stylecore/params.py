@@ -73,10 +73,6 @@ class StyleParams:
     init: str = _f("content", "starting image: content, noise, gray, or image (a given initial image, e.g. an "
                               "earlier result: --init-image)", INITS)
     clamp: int = _f(1, "1: keep every pixel in the valid range while optimizing (0: the notebook's unbounded image)")
-    tileable: int = dataclasses.field(default=0, metadata={
-        "help": "1: the result tiles seamlessly in both directions (optimized on a torus: circular padding, "
-                "wrap-around tiles and smoothness; working sides multiples of 16); 0: an ordinary image",
-        "flag": True})  # the CLI's --tileable alone means 1
 
     # --- objective ---
     content_weight: float = _f(1.0, "weight of the content loss (conv4_2)")
@@ -105,6 +101,12 @@ class StyleParams:
     )
     tile: int = _f(0, "tile side in px, a multiple of 16, for every scale (0 = whole where it fits, "
                       "else the largest tiles that fit in max_memory)")
+
+    # --- the kind of result (last: the gRPC Params message mirrors this order) ---
+    tileable: int = dataclasses.field(default=0, metadata={
+        "help": "1: the result tiles seamlessly in both directions (optimized on a torus: circular padding, "
+                "wrap-around tiles and smoothness; working sides multiples of 16); 0: an ordinary image",
+        "flag": True})  # the CLI's --tileable alone means 1
 
     def __post_init__(self) -> None:
         _check_int(self, "size", 0, 65536)

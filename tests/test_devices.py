@@ -15,6 +15,7 @@ from styleserver.client import Client
 from styleserver.service.devices import DeviceError, WorkerSpec
 from styleserver.service.scheduler import Abandoned, QueueFull, Scheduler
 from styletransfer.v1.wire import Queued
+from styletransfer.v1 import wire
 
 from clients import concurrent_stylize
 
@@ -122,7 +123,7 @@ def test_info_lists_every_device(two_workers):
         info = client.info()
     assert [(d["name"], d["state"], d["threads"]) for d in info["devices"]] == [("cpu:0", "idle", 1),
                                                                                 ("cpu:1", "idle", 1)]
-    assert info["contract_version"] == "v1.2"
+    assert info["contract_version"] == wire.CONTRACT_VERSION
 
 
 def test_eight_concurrent_jobs_share_two_workers(two_workers, content, style):

@@ -303,7 +303,7 @@ class Config(dict):
 
     DEFAULTS = {"seed": 0, "strength": 1.0, "max-size": 0, "full-resolution": False, "max-memory": 0.0,
                 "style-scale": 0.0, "smoothness": 0.0, "init": "preset", "preserve-colors": False,
-                "style2-weight": 0.5}
+                "style2-weight": 0.5, "tileable": False}
 
     def __init__(self, **values):
         super().__init__(self.DEFAULTS, **{k.replace("_", "-"): v for k, v in values.items()})
@@ -352,7 +352,7 @@ def test_full_resolution_of_a_layer_over_max_work_pixels_says_what_to_do(plugin_
     assert "a Maximum size of 1154 px fits" in text and "--max-work-pixels" in text
 
 
-@pytest.mark.parametrize("option", [{"full_resolution": True}, {"init": "layer"}])
+@pytest.mark.parametrize("option", [{"full_resolution": True}, {"init": "layer"}, {"tileable": True}])
 def test_an_older_server_is_told_apart(plugin_dir, server_info, option):
     rpc = _rpc(plugin_dir)
     info = type(server_info)()
@@ -460,3 +460,64 @@ def test_progress_bar_moves_tile_by_tile(plugin_dir):
     assert all(a < b for a, b in zip(tiles, tiles[1:]))  # every tile moves the bar
     assert fractions[1] < 0.01  # the coarse scale is a sliver of the work
     assert fractions[-1] == 1.0
+
+
+# --- regions, tileable and depth: what the plug-in sends ------------------------------------
+
+
+def test_tileable_sends_tileable(plugin_dir, server_info):
+    assert _params(plugin_dir, server_info, tileable=True)["tileable"] == 1
+    assert "tileable" not in _params(plugin_dir, server_info)
+
+
+@pytest.mark.parametrize("precision, depth", [
+    ("GIMP_PRECISION_U8_NON_LINEAR", 8), ("GIMP_PRECISION_U8_LINEAR", 8), ("GIMP_PRECISION_U16_NON_LINEAR", 16),
+    ("GIMP_PRECISION_U16_PERCEPTUAL", 16), ("GIMP_PRECISION_U32_LINEAR", 32), ("GIMP_PRECISION_HALF_LINEAR", 32),
+    ("GIMP_PRECISION_FLOAT_NON_LINEAR", 32), ("GIMP_PRECISION_DOUBLE_LINEAR", 32),
+])
+def test_an_images_precision_travels_at_its_depth(plugin_dir, precision, depth):
+    assert _job(plugin_dir).precision_depth(precision) == depth
+
+
+@pytest.mark.parametrize("contract, image, expected", [("v1.3", 16, 16), ("v1.3", 32, 32), ("v1.2", 16, 8),
+                                                       ("v1.3", 8, 8)])
+def test_an_older_server_gets_8_bits(plugin_dir, server_info, contract, image, expected):
+    info = type(server_info)()
+    info.CopyFrom(server_info)
+    info.contract_version = contract
+    assert _job(plugin_dir).transfer_depth(info, image) == expected
+
+
+def test_a_region_mask_and_the_depth_travel_in_the_request(plugin_dir):
+    rpc = _rpc(plugin_dir)
+    w, h = 20, 10
+    mask = (bytes(w * h * 2), w, h, 1, 16)
+    job = rpc.Job(content=bytes(w * h * 4 * 2), width=w, height=h, channels=4, depth=16,
+                  styles=[(bytes(32 * 32 * 3), 32, 32, 3), (bytes(16 * 16), 16, 16, 1)], style_masks=[mask])
+    messages = list(rpc.requests(job))
+    head = messages[0].header
+    assert head.content.depth == 16 and head.content.size_bytes == w * h * 4 * 2 and head.result_depth == 16
+    assert len(head.style_masks) == 1 and head.style_masks[0].depth == 16 and head.style_masks[0].channels == 1
+    assert [m.chunk.image for m in messages[1:]] == [0, 1, 2, 3]  # the mask after the styles
+    assert job.request_bytes() == w * h * 8 + 32 * 32 * 3 + 16 * 16 + w * h * 2
+
+
+def test_a_16_bit_region_job_through_the_plugins_client(plugin_dir, server):
+    """The plug-in's own client: a 16-bit RGB layer and a 16-bit mask over its left half;
+    the result is 16-bit, the right half (no style, no second style) is the layer's."""
+    import struct
+
+    rpc = _rpc(plugin_dir)
+    w, h = 40, 30
+    values = [(x * 1500 + y * 700 + c * 9000) % 65536 for y in range(h) for x in range(w) for c in range(3)]
+    content = struct.pack(f"<{len(values)}H", *values)
+    mask = struct.pack(f"<{w * h}H", *[65535 if x < w // 2 else 0 for y in range(h) for x in range(w)])
+    job = rpc.Job(content=content, width=w, height=h, channels=3, depth=16,
+                  styles=[(bytes((i * 13) % 256 for i in range(32 * 32 * 3)), 32, 32, 3)],
+                  params={"size": 40, "steps": 2, "scales": 1}, style_masks=[(mask, w, h, 1, 16)])
+    result = rpc.run(rpc.Server(f"127.0.0.1:{server.port}"), job, lambda e: None).pixels
+    assert len(result) == w * h * 3 * 2
+    out = struct.unpack(f"<{w * h * 3}H", result)
+    right = [i for i in range(w * h * 3) if (i // 3) % w > w // 2]
+    assert all(out[i] == values[i] for i in right)
+    assert any(out[i] != values[i] for i in range(w * h * 3) if (i // 3) % w < w // 2)

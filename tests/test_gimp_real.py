@@ -329,3 +329,34 @@ def test_start_from_another_layer_without_one_in_real_gimp(init_cases):
     missing = cases["init_without_layer"]
     assert missing["status"] == "execution-error" and missing["layers"] == 1
     assert "choose the layer to start from" in missing["message"]
+
+
+def test_regions_and_depth_in_real_gimp(root, server, work):
+    """A 16-bit image comes back as a 16-bit layer; a style's region from the selection
+    (feathered) and from a layer mask; two styles, one per region."""
+    cases = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}",
+                                  "cases": ["deep", "region_selection", "region_layer_mask", "region_two_styles",
+                                            "region_without_a_mask"]}, "regions")
+    deep = cases["deep"]
+    assert "error" not in deep, deep.get("error")
+    assert deep["status"] == "success", deep["message"]
+    assert deep["precision"] == "GIMP_PRECISION_U16_NON_LINEAR" and deep["layers"] == 2
+    assert deep["alpha_unchanged"] and deep["changed"] > 0
+    assert deep["off_8_bit_grid"] > 0.5  # values an 8-bit round trip (v * 257) cannot give
+    assert deep["levels"] > 256
+
+    for name in ("region_selection", "region_layer_mask"):
+        case = cases[name]
+        assert "error" not in case, case.get("error")
+        assert case["status"] == "success", case["message"]
+        assert case["size"] == [64, 64]  # the whole layer, not the selection's bounding box
+        assert case["left_changed"] > 0.5 * 28 * 64, name
+        assert case["right_changed"] == 0, name  # no style, no second style: the layer's own pixels
+
+    two = cases["region_two_styles"]
+    assert two["status"] == "success", two.get("message") or two.get("error")
+    assert two["left_changed"] > 0.5 * 28 * 64 and two["right_changed"] > 0.5 * 28 * 64
+
+    none = cases["region_without_a_mask"]
+    assert none["status"] == "execution-error" and "which has none: add a layer mask" in none["message"]
+    assert none["layers"] == 1

@@ -5,6 +5,10 @@ Sends the active layer (or the selection's bounding box of it) and a style image
 to a style-transfer server over gRPC, shows the server's progress (and, if asked,
 live previews), then puts the result in a new layer above the source, blended
 through the selection, in one undo step. The source layer is never modified.
+With "Style applies to" set to the selection, a layer mask or a channel, the whole
+layer is sent with that mask as the style's region (the second style, if any, takes
+the rest), and the result is not cut by the selection. The layer travels at the
+image's precision (8-bit, 16-bit or float) and comes back at it.
 
 GIMP's Python has no grpcio: gRPC is spoken by style_transfer_rpc.py with the
 pure-Python packages in ./vendor (see stylegimp/__init__.py).
@@ -30,19 +34,60 @@ from styletransfer.v1 import wire  # noqa: E402
 PROC_NAME = "plug-in-style-transfer"
 
 
-def pixel_format(drawable):
-    """The 8-bit, perceptual (gamma) Babl format matching the drawable's channels."""
+SAMPLES = {8: "u8", 16: "u16", 32: "float"}  # Babl's sample type for each depth the contract carries
+
+
+def pixel_format(drawable, depth=8):
+    """The perceptual (gamma) Babl format matching the drawable's channels, at `depth`
+    bits (8, 16, or 32: float, 0..1; brighter-than-white float values are clipped)."""
     gray = drawable.is_gray()
     alpha = drawable.has_alpha()
+    sample = SAMPLES[depth]
     if gray:
-        return ("Y'A u8", 2) if alpha else ("Y' u8", 1)
-    return ("R'G'B'A u8", 4) if alpha else ("R'G'B' u8", 3)
+        return (f"Y'A {sample}", 2) if alpha else (f"Y' {sample}", 1)
+    return (f"R'G'B'A {sample}", 4) if alpha else (f"R'G'B' {sample}", 3)
 
 
-def read_pixels(drawable, x, y, w, h):
-    fmt, channels = pixel_format(drawable)
+def image_depth(image):
+    """Bits per channel the image's precision is read at: 8, 16 or 32 (float)."""
+    return jobs.precision_depth(image.get_precision().value_name)
+
+
+def read_pixels(drawable, x, y, w, h, depth=8):
+    fmt, channels = pixel_format(drawable, depth)
     data = drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt, Gegl.AbyssPolicy.CLAMP)
     return bytes(data), channels
+
+
+def read_region(image, source, config):
+    """The style's region over the whole source layer, as a 16-bit gray mask (feathering
+    kept): the selection, a layer's mask (Region layer's, or the source's own) or a
+    channel; (bytes, width, height, 1, 16). None for "everywhere"."""
+    where = config.get_property("region")
+    if where == "everywhere":
+        return None
+    w, h = source.get_width(), source.get_height()
+    ox, oy = source.get_offsets()[1:]
+    if where == "selection":
+        if Gimp.Selection.is_empty(image):
+            raise rpc.ServerError("Style applies to the selection, but nothing is selected: select the region, "
+                                  "or choose Everywhere.")
+        drawable, x, y = image.get_selection(), ox, oy  # the selection is in image coordinates
+    elif where == "layer-mask":
+        owner = config.get_property("region-layer") or source
+        drawable = owner.get_mask()
+        if drawable is None:
+            raise rpc.ServerError(f"Style applies to the layer mask of {owner.get_name()!r}, which has none: add a "
+                                  "layer mask, or choose another region.")
+        lx, ly = owner.get_offsets()[1:]
+        x, y = ox - lx, oy - ly  # the mask is in its layer's coordinates
+    else:
+        drawable = config.get_property("region-channel")
+        if drawable is None:
+            raise rpc.ServerError("Style applies to a channel: choose it in Region channel.")
+        x, y = ox, oy
+    data = drawable.get_buffer().get(Gegl.Rectangle.new(x, y, w, h), 1.0, "Y u16", Gegl.AbyssPolicy.NONE)
+    return bytes(data), w, h, 1, 16
 
 
 def fail(procedure, message):
@@ -178,8 +223,13 @@ def run(procedure, run_mode, image, drawables, config, data):
             return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
         dialog.destroy()
 
-    # The part of the layer to send: the selection's bounding box within it, or all of it.
-    ok, x, y, w, h = source.mask_intersect()
+    regions = config.get_property("region") != "everywhere"
+    # The part of the layer to send: the selection's bounding box within it, or all of it
+    # (and all of it with a region: the mask guides where each style goes, it cuts nothing).
+    if regions:
+        ok, x, y, w, h = True, 0, 0, source.get_width(), source.get_height()
+    else:
+        ok, x, y, w, h = source.mask_intersect()
     if not ok or w == 0 or h == 0:
         return fail(procedure, "The selection does not overlap the layer: nothing to stylize.")
     try:
@@ -193,12 +243,17 @@ def run(procedure, run_mode, image, drawables, config, data):
         info = rpc.info(server)
         preset_name = config.get_property("preset").strip() or "default"
         params = jobs.job_params(config, info, preset_name, w, h, second is not None, server.address)
-        pixels, channels = read_pixels(source, x, y, w, h)
+        region = read_region(image, source, config)
+        if region is not None:
+            rpc.needs_contract(info, jobs.CREATIVE_REVISION, "a style per region", server.address)
+        depth = jobs.transfer_depth(info, image_depth(image))
+        pixels, channels = read_pixels(source, x, y, w, h, depth)
         styles = [style[0]] + ([second[0]] if second else [])
         job = rpc.Job(
             content=pixels, width=w, height=h, channels=channels, styles=styles, preset=preset_name,
             params=params, preview_every=5 if config.get_property("live-preview") else 0,
-            preview_max_side=min(max(w, h), PREVIEW_MAX_SIDE), init_image=init_image,
+            preview_max_side=min(max(w, h), PREVIEW_MAX_SIDE), init_image=init_image, depth=depth,
+            style_masks=[region] if region is not None else [],
         )
         jobs.check_limits(info, job, server.address)
         progress = jobs.progress_for(info, preset_name, params)
@@ -234,16 +289,24 @@ def run(procedure, run_mode, image, drawables, config, data):
     preview.remove()
 
     # One undo step: a copy of the source with the result merged in through the
-    # selection (merge_shadow applies the selection mask, feathering included).
+    # selection (merge_shadow applies the selection mask, feathering included); with a
+    # region, the mask already guided the styles and the server kept the content where
+    # no style applies: the result goes in whole.
     image.undo_group_start()
     try:
         layer = source.copy()
         layer.set_name(f"{source.get_name()} - {style_name} (seed {seed})")
         image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
-        shadow = layer.get_shadow_buffer()
-        shadow.set(Gegl.Rectangle.new(x, y, w, h), pixel_format(layer)[0], result.pixels)
-        shadow.flush()
-        layer.merge_shadow(True)
+        fmt = pixel_format(layer, depth)[0]
+        if regions:
+            buffer = layer.get_buffer()
+            buffer.set(Gegl.Rectangle.new(x, y, w, h), fmt, result.pixels)
+            buffer.flush()
+        else:
+            shadow = layer.get_shadow_buffer()
+            shadow.set(Gegl.Rectangle.new(x, y, w, h), fmt, result.pixels)
+            shadow.flush()
+            layer.merge_shadow(True)
         layer.update(x, y, w, h)
     finally:
         image.undo_group_end()
@@ -332,6 +395,24 @@ class StyleTransfer(Gimp.PlugIn):
                                      "The layer to start from when Start from is Another layer, e.g. an earlier "
                                      "result at a smaller size: its part over the same area as the layer's "
                                      "(the whole layer, resized, if it does not cover that area)", True, flags)
+        region = Gimp.Choice.new()
+        for index, (nick, label) in enumerate((("everywhere", "Everywhere (the selection cuts the result)"),
+                                               ("selection", "The selection"), ("layer-mask", "A layer mask"),
+                                               ("channel", "A channel"))):
+            region.add(nick, index, label, "")
+        procedure.add_choice_argument("region", "Style appl_ies to",
+                                      "Where the style goes: everywhere (a selection then cuts the result), or a "
+                                      "region from the selection, a layer's mask or a channel (feathering kept): "
+                                      "the style's statistics are matched there only, the second style (if any) "
+                                      "takes the rest, and without one the rest keeps the layer",
+                                      region, "everywhere", flags)
+        procedure.add_layer_argument("region-layer", "...region's la_yer",
+                                     "The layer whose mask is the region (empty: the layer being stylized)",
+                                     True, flags)
+        procedure.add_channel_argument("region-channel", "...region's c_hannel",
+                                       "The channel that is the region (Style applies to: A channel)", True, flags)
+        procedure.add_boolean_argument("tileable", "Til_eable",
+                                       "Make the result tile seamlessly in both directions (a texture)", False, flags)
         procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
                                        "Keep the layer's colours (luminance-only transfer)", False, flags)
         procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",

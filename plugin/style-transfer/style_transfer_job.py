@@ -10,8 +10,10 @@ import math
 
 import style_transfer_rpc as rpc
 
-# Contract v1.2 added full resolution (size 0, tiles, TileProgress) and Header.init_image.
+# Contract v1.2 added full resolution (size 0, tiles, TileProgress) and Header.init_image;
+# v1.3 region masks, tileable results and images beyond 8 bits.
 FULL_RESOLUTION_REVISION = 2
+CREATIVE_REVISION = 3
 
 
 def largest_side(limits, w, h):
@@ -71,6 +73,9 @@ def job_params(config, info, preset_name, w, h, two_styles, address="the server"
         params["init"] = "image"
     if config.get_property("preserve-colors"):
         params["preserve_colors"] = "luminance"
+    if config.get_property("tileable"):
+        rpc.needs_contract(info, CREATIVE_REVISION, "tileable results", address)
+        params["tileable"] = 1
     if two_styles:
         blend = config.get_property("style2-weight")
         params["style_blend"] = [1.0 - blend, blend]
@@ -114,3 +119,24 @@ def progress_for(info, preset_name, params):
     base = rpc.preset_values(info, preset_name)
     values = dict(base, **params)
     return rpc.Progress(steps=values.get("steps", 1), coarse_steps=values.get("coarse_steps", 1))
+
+
+def transfer_depth(info, image_depth: int) -> int:
+    """The depth the layer travels at: the image's own (8, 16 or 32 bits) where the server
+    takes it (contract v1.3), else 8 (an older server: GIMP converts the 8-bit result
+    back to the image's precision)."""
+    if image_depth == 8 or rpc.contract_revision(info.contract_version) < CREATIVE_REVISION:
+        return 8
+    return image_depth
+
+
+def precision_depth(precision_name: str) -> int:
+    """Bits per channel to read an image of GIMP precision `precision_name` (the enum's
+    value name, e.g. "GIMP_PRECISION_U16_NON_LINEAR") at: 8 and 16 as they are, the
+    rest (32-bit integer, half, float, double) as float."""
+    name = precision_name.upper()
+    if "_U8_" in name + "_":
+        return 8
+    if "_U16_" in name + "_":
+        return 16
+    return 32

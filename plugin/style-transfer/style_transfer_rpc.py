@@ -43,22 +43,28 @@ class Server:
 
 @dataclass
 class Job:
-    """What the plug-in sends: raw 8-bit buffers, exactly as GIMP hands them out."""
+    """What the plug-in sends: raw buffers exactly as GIMP hands them out, at the
+    image's precision (8 bits, 16 bits or float: `depth`; the result comes back at it)."""
 
     content: bytes
     width: int
     height: int
     channels: int
-    styles: list  # of encoded image files (bytes) or (bytes, width, height, channels) raw buffers
+    styles: list  # of encoded image files (bytes) or (bytes, width, height, channels[, depth]) raw buffers
     preset: str = "default"
     params: dict = field(default_factory=dict)  # Params field -> value
     preview_every: int = 0
     preview_max_side: int = wire.PREVIEW_MAX_SIDE
     init_image: object = None  # the image to start from (params init "image"): like a style, or None
+    depth: int = 8  # bits per channel of `content` (and of the result): 8, 16 or 32 (float)
+    # Per style: where it applies, a raw gray buffer (bytes, width, height, 1, depth) of the
+    # content's size, or None (that style styles what no mask covers). Contract v1.3.
+    style_masks: list = field(default_factory=list)
 
     def request_bytes(self) -> int:
         """The bytes the upload carries: what the server's max_request_bytes limits."""
         images = [self.content, *self.styles] + ([self.init_image] if self.init_image is not None else [])
+        images += [m for m in self.style_masks if m is not None]
         return sum(len(image if isinstance(image, (bytes, bytearray)) else image[0]) for image in images)
 
 
@@ -120,15 +126,15 @@ def _meta(image, what="style image"):
             raise ServerError(f"The {what} is not a {wire.formats_text()} file: open it in GIMP and "
                               "choose its layer instead.")
         return meta, bytes(image)
-    data, w, h, c = image
-    return wire.raw_meta(w, h, c), data
+    data, w, h, c, *depth = image
+    return wire.raw_meta(w, h, c, *depth), data
 
 
 def requests(job: Job):
     """The Stylize request stream for `job`: the content, the styles, then the initial
     image if any (Header.init_image, with params init "image")."""
     metas, blobs = [], []
-    for image in [(job.content, job.width, job.height, job.channels), *job.styles]:
+    for image in [(job.content, job.width, job.height, job.channels, job.depth), *job.styles]:
         meta, data = _meta(image)
         metas.append(meta)
         blobs.append(data)
@@ -140,9 +146,18 @@ def requests(job: Job):
         blobs.append(data)
     elif job.params.get("init") == "image":
         raise ServerError("Start from another layer: choose the layer to start from.")
+    masks = []
+    for i, mask in enumerate(job.style_masks):  # sent after the initial image: wire.header_images
+        if mask is None:
+            masks.append(None)
+            continue
+        meta, data = _meta(mask, f"mask of style {i + 1}")
+        masks.append(meta)
+        blobs.append(data)
     head = wire.header(metas[0], metas[1:], preset=job.preset, params=job.params,
                        preview_every=job.preview_every, preview_max_side=job.preview_max_side,
-                       result_format=pb.IMAGE_FORMAT_RAW, init_image=init)
+                       result_format=pb.IMAGE_FORMAT_RAW, init_image=init, style_masks=masks,
+                       result_depth=job.depth if job.depth != 8 else 0)
     return wire.request_stream(head, blobs)
 
 
@@ -363,7 +378,7 @@ def run(server, job: Job, on_event: Callable, token: str | None = None) -> Resul
         return result.finish(), losses
 
     (meta, pixels), losses = _call(server, call)
-    if len(pixels) != job.width * job.height * job.channels:
+    if len(pixels) != job.width * job.height * job.channels * job.depth // 8:
         raise ServerError(f"The server's result has {len(pixels)} bytes, expected "
-                          f"{job.width}x{job.height}x{job.channels}")
+                          f"{job.width}x{job.height}x{job.channels} at {job.depth} bits")
     return Result(pixels=pixels, losses=losses)

@@ -235,6 +235,100 @@ def case_init_layer():
         image.delete()
 
 
+def _changed(before, after, n, w, h, columns):
+    """How many pixels of `columns` (a range of x) differ in colour between two buffers."""
+    count = 0
+    for y in range(h):
+        for x in columns:
+            i = (y * w + x) * n
+            if before[i:i + n - 1] != after[i:i + n - 1]:
+                count += 1
+    return count
+
+
+def case_deep():
+    """A 16-bit image: the layer travels at 16 bits and comes back as a 16-bit layer,
+    alpha bit for bit."""
+    image = load(P["photo"])
+    try:
+        image.convert_precision(Gimp.Precision.U16_NON_LINEAR)
+        source = image.get_layers()[0]
+        w, h = source.get_width(), source.get_height()
+        rect = Gegl.Rectangle.new(0, 0, w, h)
+        before = bytes(source.get_buffer().get(rect, 1.0, "R'G'B'A u16", Gegl.AbyssPolicy.CLAMP))
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "preset": "draft", "max-size": 48, "live-preview": False})
+        out = {"status": status, "message": message, "precision": image.get_precision().value_name,
+               "layers": len(image.get_layers())}
+        if len(image.get_layers()) == 2:
+            import struct
+
+            after = bytes(image.get_layers()[0].get_buffer().get(rect, 1.0, "R'G'B'A u16", Gegl.AbyssPolicy.CLAMP))
+            a, b = struct.unpack(f"<{w * h * 4}H", before), struct.unpack(f"<{w * h * 4}H", after)
+            colour = [v for i, v in enumerate(b) if i % 4 != 3]
+            out.update(alpha_unchanged=a[3::4] == b[3::4], changed=sum(x != y for x, y in zip(a, b)),
+                       off_8_bit_grid=sum(v % 257 != 0 for v in colour) / len(colour),
+                       levels=len(set(colour[0::3])))
+        return out
+    finally:
+        image.delete()
+
+
+def _region_run(where, prepare, **props):
+    """The photo with a region made by `prepare(image, source)`, stylized with Style
+    applies to `where`: which columns changed, left half and right half."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        before, n = pixels(source)
+        w, h = source.get_width(), source.get_height()
+        prepare(image, source)
+        status, message = style_transfer(
+            image, source, **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"],
+                              "preset": "draft", "max-size": 64, "live-preview": False, "region": where, **props})
+        out = {"status": status, "message": message, "layers": len(image.get_layers())}
+        if len(image.get_layers()) >= 2:
+            after, _ = pixels(image.get_layers()[0])
+            out.update(left_changed=_changed(before, after, n, w, h, range(0, w // 2 - 4)),
+                       right_changed=_changed(before, after, n, w, h, range(w // 2 + 4, w)),
+                       size=[image.get_layers()[0].get_width(), image.get_layers()[0].get_height()])
+        return out
+    finally:
+        image.delete()
+
+
+def _left_half(image, source):
+    image.select_rectangle(Gimp.ChannelOps.REPLACE, 0, 0, source.get_width() // 2, source.get_height())
+
+
+def case_region_selection():
+    """The selection (the left half, feathered) is the style's region: the whole layer is
+    sent, the right half keeps the layer's pixels."""
+    def prepare(image, source):
+        _left_half(image, source)
+        Gimp.Selection.feather(image, 4.0)
+    return _region_run("selection", prepare)
+
+
+def case_region_layer_mask():
+    """The layer's own mask (white on the left half) is the region; nothing is selected."""
+    def prepare(image, source):
+        _left_half(image, source)
+        source.add_mask(source.create_mask(Gimp.AddMaskType.SELECTION))
+        Gimp.Selection.none(image)
+    return _region_run("layer-mask", prepare)
+
+
+def case_region_two_styles():
+    """The selection's region takes the first style, the second style the rest."""
+    return _region_run("selection", _left_half, **{"style2-file": Gio.File.new_for_path(P["style"])})
+
+
+def case_region_without_a_mask():
+    return _region_run("layer-mask", lambda image, source: None)
+
+
 def case_init_without_layer():
     return on_photo(**{"server": P["server"], "preset": "draft", "max-size": 40, "init": "layer"})
 
