@@ -114,12 +114,11 @@ class Engine:
                                                  "nothing from the style image")
         blend = tuple(params.blend_weights(len(style_imgs)))
         job_regions = regions.plan_regions(masks, blend)
-        cover = regions.coverage(masks) if any(m is not None for m in masks) else None
-        if cover is not None and all(m is not None for m in masks):
+        cover = None  # with a background style (or no mask) every pixel is styled
+        if all(m is not None for m in masks):  # every style masked: what no mask claims keeps the content
+            cover = regions.coverage(masks)
             if not bool((cover > 0).any()):
                 raise ParamError("style_masks", "every mask is black everywhere: no style applies anywhere")
-        else:
-            cover = None  # a background style (or no mask): every pixel is styled
         if params.tileable:
             content_img = dataclasses.replace(content_img, rgb=images.seamless(content_img.rgb))
         if (init_image is not None) != (params.init == "image"):

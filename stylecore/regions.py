@@ -114,7 +114,7 @@ def guided_gram(features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     Only the positions the guide touches are multiplied (a region's Gram costs its
     share of the image, so R disjoint regions cost about one plain Gram), each
     weighted by √guide so that the product carries guide once (see the module doc)."""
-    from .losses import gram_matrix  # losses imports this module's users, not this module
+    from .losses import gram_matrix  # here, not at the top: losses imports this module
 
     b, c, h, w = features.shape
     g = guide.reshape(-1)

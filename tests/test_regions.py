@@ -277,3 +277,9 @@ def test_a_deep_content_gives_a_result_at_its_depth_with_alpha_bit_for_bit(engin
     assert np.array_equal(result.image[:, :, 3], content[:, :, 3])
     if dtype == np.uint16:
         assert len(np.unique(result.image[:, :, 0])) > 256  # more levels than 8 bits have
+
+
+def test_masks_that_are_black_everywhere_are_a_named_error(engine, content, style):
+    h, w = content.shape[:2]
+    with pytest.raises(ParamError, match="style_masks: every mask is black everywhere"):
+        engine.prepare(content, [style], FAST, style_masks=[np.zeros((h, w, 1), np.uint8)])

@@ -120,9 +120,9 @@ def servers(weights_file, start_server):
         running.shutdown(0)
 
 
-def _run(port: int, content, style, params=SEEDED) -> list:
+def _run(port: int, content, style, params=SEEDED, **kw) -> list:
     with Client(f"127.0.0.1:{port}") as client:
-        return list(client.stylize(content, [style], params))
+        return list(client.stylize(content, [style], params, **kw))
 
 
 def test_a_seeded_job_gives_the_same_events_and_bytes_through_both_runners(servers, content, style):
@@ -134,6 +134,20 @@ def test_a_seeded_job_gives_the_same_events_and_bytes_through_both_runners(serve
     started = [next(e for e in r if isinstance(e, Started)) for r in (local, cluster)]
     assert started[0].sizes == started[1].sizes and started[1].device.startswith("ray:")
     assert np.array_equal(cluster[-1].image, local[-1].image) and isinstance(local[-1], Result)
+
+
+def test_a_region_job_at_16_bits_gives_the_same_bytes_through_both_runners(servers, content, style):
+    """Masks, a tileable job and a 16-bit content travel to a Ray Serve replica as they
+    reach a local worker."""
+    h, w = content.shape[:2]
+    deep = content.astype(np.uint16) * 257
+    mask = np.zeros((h, w, 1), np.uint8)
+    mask[:, : w // 2] = 255
+    params = SEEDED.replace(tileable=1)
+    local = _run(servers["local"].port, deep, style, params, style_masks=[mask])
+    cluster = _run(servers["cluster"].port, deep, style, params, style_masks=[mask])
+    assert isinstance(local[-1], Result) and local[-1].image.dtype == np.uint16
+    assert np.array_equal(cluster[-1].image, local[-1].image)
 
 
 @pytest.mark.parametrize("runner", ["local", "cluster"])
