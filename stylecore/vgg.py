@@ -113,8 +113,7 @@ class VGGFeatures(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for i, module in enumerate(self.layers[: deepest + 1]):
             if wrap and isinstance(module, nn.Conv2d):
-                # (B, C, H+2, W+2) circularly padded, then the 3x3 convolution without padding.
-                x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), module.weight, module.bias)
+                x = F.conv2d(_wrap_pad(x), module.weight, module.bias)  # 3x3, no zero padding
             elif isinstance(module, nn.MaxPool2d) and pooling == "avg":
                 # Gatys et al. found average pooling gives slightly more appealing results.
                 x = F.avg_pool2d(x, 2, 2)
@@ -123,6 +122,16 @@ class VGGFeatures(nn.Module):
             if i in taps:
                 out[taps[i]] = x
         return out
+
+
+def _wrap_pad(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H + 2, W + 2), each edge extended by the opposite one (a
+    torus). By concatenation rather than F.pad(mode="circular"), which returns the
+    contiguous layout and sends the convolution down oneDNN's slow path: a 64-channel
+    512x512 forward+backward took 0.78 s that way, 0.51 s this way (fp32; zero padding
+    0.23 s) on the AVX512-BF16 EPYC."""
+    x = torch.cat([x[..., -1:, :], x, x[..., :1, :]], -2)
+    return torch.cat([x[..., -1:], x, x[..., :1]], -1)
 
 
 def random_state_dict(seed: int = 0, features_only: bool = False) -> dict[str, torch.Tensor]:
