@@ -524,10 +524,14 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return target
 
 
+def format_code(fmt: str) -> int:
+    """The contract's ImageFormat for a Pillow format name (0 for one it does not name)."""
+    return {name: code for code, name in wire.FORMAT_NAMES.items()}.get(fmt, 0)
+
+
 def alpha_fits(fmt: str, channels: int) -> bool:
     """wire.alpha_fits (the rule: JPEG cannot hold alpha) by Pillow's format name."""
-    codes = {name: code for code, name in wire.FORMAT_NAMES.items()}
-    return wire.alpha_fits(codes.get(fmt, 0), channels)
+    return wire.alpha_fits(format_code(fmt), channels)
 
 
 _SHOWN = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP", "TIFF": "TIFF"}
@@ -538,10 +542,11 @@ DEEP_DEFLATE_LEVEL = 1
 
 
 def depth_fits(fmt: str, bits: int) -> None:
-    """Refuse a depth that a format cannot hold, saying what to write instead: JPEG and
-    WebP hold 8 bits per channel, PNG 8 or 16, TIFF 8, 16 or 32-bit float."""
+    """Refuse a depth that a format cannot hold (the rule: wire.FORMAT_DEPTHS; JPEG and
+    WebP hold 8 bits per channel, PNG 8 or 16, TIFF 8, 16 or 32-bit float), saying what
+    to write instead."""
     name = _SHOWN.get(fmt, fmt)
-    if bits == 8 or (fmt == "PNG" and bits == 16) or fmt == "TIFF":
+    if bits in wire.FORMAT_DEPTHS.get(format_code(fmt), (8,)):
         return
     if fmt == "PNG":
         raise ImageError("PNG cannot hold 32-bit float; write .tif, or use --output-depth 16")

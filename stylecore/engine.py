@@ -102,12 +102,9 @@ class Engine:
             if len(given) > len(style_imgs):
                 raise ParamError(what, f"{len(given)} masks for {len(style_imgs)} style images: at most one "
                                        "per style")
-        masks = [regions.mask_tensor(m, f"mask of style {i + 1}", (content_img.height, content_img.width))
-                 if m is not None else None for i, m in enumerate(style_masks)]
-        masks += [None] * (len(style_imgs) - len(masks))
-        guides = [regions.mask_tensor(g, f"source mask of style {i + 1}", (s.height, s.width))
-                  if g is not None else None for i, (g, s) in enumerate(zip(style_guides, style_imgs))]
-        guides += [None] * (len(style_imgs) - len(guides))
+        content_hw = (content_img.height, content_img.width)
+        masks = _mask_tensors(style_masks, "mask of style {}", [content_hw] * len(style_imgs))
+        guides = _mask_tensors(style_guides, "source mask of style {}", [(s.height, s.width) for s in style_imgs])
         for i, g in enumerate(guides):
             if g is not None and not bool((g > 0).any()):
                 raise ParamError("style_guides", f"source mask of style {i + 1} is black everywhere: it takes "
@@ -355,6 +352,16 @@ def _resize_input(image: images.SplitImage, size: tuple[int, int], params: Style
     if params.resize == "notebook":
         return images.resize_bilinear_8bit(image.rgb, size)
     return images.resize(image.rgb, size)
+
+
+def _mask_tensors(given: Sequence[np.ndarray | None], name: str, sizes: Sequence[tuple[int, int]]
+                  ) -> list[torch.Tensor | None]:
+    """One entry per style (len(sizes)): its mask, checked against that style's size in
+    `sizes` (regions.mask_tensor; `name` formatted with the style's number), or None
+    where none is given."""
+    masks = [regions.mask_tensor(m, name.format(i + 1), size) if m is not None else None
+             for i, (m, size) in enumerate(zip(given, sizes))]
+    return masks + [None] * (len(sizes) - len(masks))
 
 
 def _style_gram(features: torch.Tensor, guide: torch.Tensor | None) -> torch.Tensor:

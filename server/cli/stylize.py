@@ -13,8 +13,8 @@ from stylecore.buffers import to_depth
 from stylecore.params import DEVICES
 
 from ..errors import UsageError
-from ..imageio import (DEFAULT_MAX_PIXELS, WRITABLE, ImageError, alpha_fits, check_output_path, read_image, shrink,
-                       write_image)
+from ..imageio import (DEFAULT_MAX_PIXELS, WRITABLE, ImageError, alpha_fits, check_output_path, format_code,
+                       read_image, shrink, write_image)
 from . import options as o
 from .info import client
 
@@ -220,8 +220,7 @@ def _output_depth(args, output: Path, content) -> int:
     from stylecore.buffers import depth_of
     from styletransfer.v1 import wire
 
-    fmt = {name: code for code, name in wire.FORMAT_NAMES.items()}[WRITABLE[output.suffix.lower()]]
-    held = wire.FORMAT_DEPTHS[fmt]
+    held = wire.FORMAT_DEPTHS[format_code(WRITABLE[output.suffix.lower()])]
     if args.output_depth is not None:
         if args.output_depth not in held:
             raise UsageError(f"--output-depth {args.output_depth}: {output.suffix} files hold "
