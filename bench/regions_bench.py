@@ -53,6 +53,7 @@ uint8.
    the content's bit for bit. For comparison, the same content reduced to 8 bits
    (buffers.to_depth) and run alike gives at most 256.
 
+--steps N: N steps at the last scale instead of the preset's (part 1's trend with steps).
 --quick: 256 px and fewer steps (3 coarse scales of 4 steps, 3 final steps), a smoke
 run; its figures are not the targets' measurement. --only 1,5: selected parts.
 """
@@ -166,12 +167,14 @@ class Run:
 
 
 class Bench:
-    def __init__(self, quick: bool):
+    def __init__(self, quick: bool, steps: int = 0):
         self.quick = quick
         self.size = 256 if quick else 512
         self.params = preset("default").replace(size=self.size)
         if quick:
             self.params = self.params.replace(scales=3, coarse_steps=4, steps=3)
+        if steps:
+            self.params = self.params.replace(steps=steps)
         self.engine = bench_engine()
         self.content = photo(self.size)
         self.a, self.b = style_a(), style_b()
@@ -377,6 +380,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="256 px and fewer steps: a smoke run, not the measurement")
     ap.add_argument("--only", help="comma-separated part numbers, e.g. 1,2 (default: all; part 3 runs last)")
+    ap.add_argument("--steps", type=int, default=0, help="steps at the last scale (default: the preset's)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -390,7 +394,7 @@ def main() -> None:
     if args.quick:
         print("QUICK RUN (256 px, 3 scales, 4 coarse + 3 final steps): a smoke test; these figures are NOT the "
               "targets' measurement")
-    bench = Bench(args.quick)
+    bench = Bench(args.quick, args.steps)
     for part in ORDER:
         if part in wanted:
             PARTS[part](bench)

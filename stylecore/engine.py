@@ -271,7 +271,8 @@ class Engine:
                 evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
                 # Each level after the first starts with the previous level's curvature pairs.
                 optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
-                                          pair_dtype=level.plan.pair_dtype)
+                                          pair_dtype=level.plan.pair_dtype,
+                                          blocks=regions.blocks(job.regions, (h, w), job.device))
                 del carried, x  # the optimizer holds its own copy of the image
                 for step in range(1, steps + 1):
                     if cancel():

@@ -46,17 +46,19 @@ class ImageOptimizer:
 
     def __init__(self, x: torch.Tensor, evaluate: Evaluate, params: StyleParams, history: int = 20,
                  curvature: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
-                 pair_dtype: torch.dtype | None = None):
+                 pair_dtype: torch.dtype | None = None, blocks: torch.Tensor | None = None):
         """history: L-BFGS curvature pairs kept (each costs two image-sized vectors, in
         pair_dtype, default x's: fp32). curvature: pairs (s, y) for L-BFGS to start with,
-        flat, x's size: the previous pyramid level's, from its `curvature_at`."""
+        flat, x's size: the previous pyramid level's, from its `curvature_at`. blocks:
+        (h·w,) uint8, a region label per pixel: one L-BFGS memory per region (lbfgs.py)."""
         self.evaluate, self.params = evaluate, params
         self.x = x.detach().contiguous().clone().requires_grad_(True)  # (1, 3, h, w) fp32, normalized
         self.box = pixel_box(x.device) if params.clamp else None
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
             self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history,
-                                                     pair_dtype=pair_dtype, stall=STALL, progress=PROGRESS)
+                                                     pair_dtype=pair_dtype, stall=STALL, progress=PROGRESS,
+                                                     blocks=blocks)
             self.lbfgs.carry(list(curvature))
             self.adam = None
         else:

@@ -107,6 +107,31 @@ def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], d
     return {name: (m if s == 1 else F.avg_pool2d(m, s, s)) for name, s in strides.items()}
 
 
+# The band along region borders that gets an L-BFGS memory of its own (px at the
+# working size). There a region's pixels are pulled by the other region's deep-layer
+# gradients too; with its region's memory (larger steps where the region's own loss
+# is small) the other style leaked in as a halo. Measured (docs/creative.md, "One
+# memory per region"): 16, 32, 48, 64 px; 32 the only width that kept the halo
+# within target and both regions nearest their single-style runs.
+BORDER_BAND = 32
+
+
+def blocks(regions: Sequence[Region], size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+    """(h·w,) uint8 on `device`: for each pixel at a working size (h, w), the region whose
+    mask weighs most there, len(regions) where no region has any (pixels that keep
+    the content), len(regions) + 1 within BORDER_BAND of a region's border; None for a plain job (one region, everywhere). L-BFGS keeps one memory
+    per block (lbfgs.py)."""
+    if len(regions) == 1 and regions[0].mask is None:
+        return None
+    stack = torch.cat([images.resize(r.mask, size).clamp(0, 1) for r in regions], dim=1)  # (1, R, h, w)
+    weight, label = stack.max(dim=1)
+    label[weight <= 0] = len(regions)
+    # Pixels within BORDER_BAND of another region form a block of their own.
+    near = F.avg_pool2d(stack, 2 * BORDER_BAND + 1, 1, BORDER_BAND, count_include_pad=False).amax(dim=1)
+    label[(near < 0.999) & (weight > 0)] = len(regions) + 1
+    return label.to(torch.uint8).reshape(-1).to(device)
+
+
 def guided_gram(features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     """Σ_p guide(p) f(p) f(p)ᵀ, unnormalized: features (1, C, h, w), any float dtype;
     guide (1, 1, h, w) fp32 -> (1, C, C) fp32.

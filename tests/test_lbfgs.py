@@ -231,3 +231,64 @@ def test_the_best_point_shares_its_tensors_with_the_previous_one_when_they_are_t
     for _ in range(3):
         opt.step(closure)
     assert opt.best[1] is opt.prev[0] and opt.best[2] is opt.prev[1]
+
+
+# One memory per block (regions): two independent quadratics whose scales differ
+# 1000-fold, the first on elements 0..2, the second on 3..5.
+SCALE = 1000.0
+
+
+def separable(x: torch.Tensor) -> torch.Tensor:
+    return quadratic(x[:3]) + SCALE * quadratic(x[3:])
+
+
+def test_blocks_run_each_block_as_if_it_were_alone():
+    """The first block's iterates are those of a plain run on its own quadratic: the
+    second block's 1000-fold curvature neither shortens its steps nor bends them."""
+    alone = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    plain = BoxLBFGS(alone, None, None, first_step=0.5)
+    both = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    blocked = BoxLBFGS(both, None, None, first_step=0.5, blocks=torch.tensor([0, 0, 0, 1, 1, 1], dtype=torch.uint8))
+    step_alone, step_both = closure_for(alone), closure_for(both, separable)
+    for _ in range(8):
+        plain.step(step_alone)
+        blocked.step(step_both)
+        assert torch.allclose(both.detach()[:3], alone.detach(), rtol=1e-9, atol=1e-12)
+    assert blocked.rejections == 0
+
+
+def test_one_shared_memory_is_what_blocks_are_for():
+    """The same problem with one memory: the first block lags (the check above can fail)."""
+    alone = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    plain = BoxLBFGS(alone, None, None, first_step=0.5)
+    both = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    shared = BoxLBFGS(both, None, None, first_step=0.5)
+    step_alone, step_both = closure_for(alone), closure_for(both, separable)
+    for _ in range(3):
+        plain.step(step_alone)
+        shared.step(step_both)
+    assert not torch.allclose(both.detach()[:3], alone.detach(), rtol=1e-3)
+
+
+def test_a_single_block_is_the_plain_method():
+    x, y = (torch.zeros(3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    plain = BoxLBFGS(x, None, None, first_step=0.5)
+    one_block = BoxLBFGS(y, None, None, first_step=0.5, blocks=torch.zeros(3, dtype=torch.uint8))
+    step_x, step_y = closure_for(x), closure_for(y)
+    for _ in range(10):
+        plain.step(step_x)
+        one_block.step(step_y)
+        assert torch.allclose(x.detach(), y.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_blocks_label_pixels_across_channels():
+    """x (1, 2, 1, 3): a label per pixel applies to both channels; the block of pixel 0
+    converges to its own solution, as the plain run on it alone does."""
+    target = torch.tensor([1.0, 2.0, 3.0, -1.0, -2.0, -3.0], dtype=torch.float64)
+    weights = torch.tensor([1.0, SCALE, SCALE, 1.0, SCALE, SCALE], dtype=torch.float64)
+    x = torch.zeros(1, 2, 1, 3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5, blocks=torch.tensor([0, 1, 1], dtype=torch.uint8))
+    closure = closure_for(x, lambda v: 0.5 * (weights * (v.reshape(-1) - target) ** 2).sum())
+    for _ in range(10):
+        opt.step(closure)
+    assert torch.allclose(x.detach().reshape(-1), target, atol=1e-8)

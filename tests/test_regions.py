@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from stylecore import ParamError, Result, images, preset
+from stylecore import ParamError, Result, images, preset, regions
 from stylecore.images import seam_ratio
 from stylecore.losses import gram_matrix, total_variation
 from stylecore.params import STYLE_LAYERS
@@ -187,10 +187,30 @@ def test_a_tileable_result_has_no_seam_and_the_default_has_one(engine, style):
     params = preset("default").replace(size=96, scales=1, steps=8, precision="fp32")
     plain = list(engine.run(content, [style], params))[-1]
     tiled = list(engine.run(content, [style], params.replace(tileable=1)))[-1]
-    # Bounds for a 96x64 tile (a few hundred border pixels: the ratio is noisy at this
-    # size); bench/regions_bench.py measures the 10% target at 512 px.
-    assert seam_ratio(plain.image) > 2.0
-    assert seam_ratio(tiled.image) < 1.2
+    # Bounds for a 96x64 tile (160 border pixels against 8 lattice lines: the interior
+    # lines themselves range 0.8-1.8 of each other at this size); the plain result
+    # measured 5.7-6.5. bench/regions_bench.py measures the 10% target at 512 px.
+    assert seam_ratio(plain.image) > 3.0
+    assert seam_ratio(tiled.image) < 1.5
+
+
+@pytest.mark.parametrize("name, low, high", [
+    ("white noise: the wrap border is like any line", 0.95, 1.05),
+    ("a left-to-right ramp: its ends jump", 50.0, float("inf")),
+    ("noise that is sharper on the lattice lines, as a network's result is", 0.95, 1.05),
+])
+def test_the_seam_ratio_of_known_images(name, low, high):
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(0, 255, (256, 256, 3))
+    if name.startswith("a left"):
+        image = np.broadcast_to(np.linspace(0, 255, 256)[None, :, None], (256, 256, 3))
+    elif name.startswith("noise that"):
+        image = noise.copy()
+        image[:, 15::16] = np.where(image[:, 15::16] > 127, 255.0, 0.0)  # lattice lines, wrap border included
+        image[15::16, :] = np.where(image[15::16, :] > 127, 255.0, 0.0)
+    else:
+        image = noise
+    assert low <= seam_ratio(image.astype(np.uint8)) <= high
 
 
 def test_tileable_working_sizes_are_multiples_of_16(engine, content, style):
@@ -283,3 +303,18 @@ def test_masks_that_are_black_everywhere_are_a_named_error(engine, content, styl
     h, w = content.shape[:2]
     with pytest.raises(ParamError, match="style_masks: every mask is black everywhere"):
         engine.prepare(content, [style], FAST, style_masks=[np.zeros((h, w, 1), np.uint8)])
+
+
+def test_blocks_label_each_region_and_the_band_between_them():
+    left = torch.zeros(1, 1, 8, 128)
+    left[..., :64] = 1
+    job = regions.plan_regions([left, 1 - left], (0.5, 0.5))
+    labels = regions.blocks(job, (8, 128), torch.device("cpu")).view(8, 128)
+    band = regions.BORDER_BAND
+    assert (labels[:, : 64 - band] == 0).all()
+    assert (labels[:, 64 + band:] == 1).all()
+    assert (labels[:, 64 - band + 1:64 + band - 1] == len(job) + 1).all()  # len(job): pixels with no region
+
+
+def test_a_plain_job_has_one_memory():
+    assert regions.blocks(regions.plan_regions([None], (1.0,)), (8, 8), torch.device("cpu")) is None
