@@ -43,7 +43,7 @@ uint8.
    a left-to-right brightness ramp 0.6..1.2 (clipped), so its left and right edges
    cannot meet; style A. preset("default") with tileable=1 and without: the seam
    ratio of each result (images.seam_ratio: the gradient across the wrap borders of
-   the 2x2 mosaic over the gradient beside them). Targets: tileable within 10% of 1;
+   the 2x2 mosaic over that across the interior lines of the network's 16 px lattice). Targets: tileable within 10% of 1;
    the plain result shows a seam (> 1.10). Both mosaics are written to
    /tmp/regions_bench/.
 6. 16 bits. Content: a 768x512 16-bit RGBA sky, a vertical gradient from
