@@ -106,8 +106,6 @@ def _difference(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.T
 class _Whole:
     """The inner products of the plain method: over the whole vector, 0-dim results."""
 
-    k = 1
-
     @staticmethod
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return _dot(a, b)

@@ -119,8 +119,8 @@ BORDER_BAND = 32
 def blocks(regions: Sequence[Region], size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
     """(h·w,) uint8 on `device`: for each pixel at a working size (h, w), the region whose
     mask weighs most there, len(regions) where no region has any (pixels that keep
-    the content), len(regions) + 1 within BORDER_BAND of a region's border; None for a plain job (one region, everywhere). L-BFGS keeps one memory
-    per block (lbfgs.py)."""
+    the content), len(regions) + 1 within BORDER_BAND of a region's border; None for a
+    plain job (one region, everywhere). L-BFGS keeps one memory per block (lbfgs.py)."""
     if len(regions) == 1 and regions[0].mask is None:
         return None
     stack = torch.cat([images.resize(r.mask, size).clamp(0, 1) for r in regions], dim=1)  # (1, R, h, w)
