@@ -272,7 +272,8 @@ class Engine:
                 # Each level after the first starts with the previous level's curvature pairs.
                 optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
                                           pair_dtype=level.plan.pair_dtype,
-                                          blocks=regions.blocks(job.regions, (h, w), job.device))
+                                          blocks=regions.blocks(job.regions, (h, w), job.device)
+                                          if params.optimizer == "lbfgs" else None)  # Adam has no memory
                 del carried, x  # the optimizer holds its own copy of the image
                 for step in range(1, steps + 1):
                     if cancel():

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from stylecore import lbfgs
 from stylecore.lbfgs import BoxLBFGS
 
 # f(x) = ½ xᵀAx − bᵀx, A symmetric positive definite: minimum at A⁻¹b.
@@ -292,3 +293,30 @@ def test_blocks_label_pixels_across_channels():
     for _ in range(10):
         opt.step(closure)
     assert torch.allclose(x.detach().reshape(-1), target, atol=1e-8)
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["one-hot kept", "one-hot per piece"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32 pairs", "bf16 pairs"])
+def test_block_products_are_the_sums_over_each_blocks_pixels(monkeypatch, kept, dtype):
+    """Known answers for every block operation, in several pieces (CHUNK made small):
+    dot is the per-block sum, addcmul_ and mul_ apply each block's coefficient."""
+    monkeypatch.setattr(lbfgs, "CHUNK", 10)  # 3 channels: pieces of 3 pixels
+    monkeypatch.setattr(lbfgs._Blocks, "ONEHOT_BYTES", 1 << 20 if kept else 0)
+    labels = torch.tensor([0, 2, 1, 1, 0, 2, 2, 0, 1, 0, 1], dtype=torch.uint8)  # 11 pixels, 4 pieces
+    channels = 3
+    ops = lbfgs._Blocks(labels, channels * labels.numel())
+    assert (ops.kept is not None) == kept
+    a = torch.arange(33, dtype=torch.float32).to(dtype)
+    b = torch.linspace(-1, 1, 33).to(dtype)
+    per_pixel = (a.float() * b.float()).view(channels, -1).sum(0)
+    expected = torch.stack([per_pixel[labels == k].sum() for k in range(3)])
+    assert torch.allclose(ops.dot(a, b), expected, rtol=1e-6, atol=1e-5)
+    coef = torch.tensor([2.0, -1.0, 0.5])
+    q = torch.ones(33)
+    ops.addcmul_(q, b, coef, value=-1)
+    assert torch.allclose(q, 1 - coef[labels.long()].repeat(channels) * b.float(), atol=1e-6)
+    ops.mul_(q, coef)
+    assert torch.allclose(q, (1 - coef[labels.long()].repeat(channels) * b.float()) * coef[labels.long()].repeat(channels), atol=1e-6)
+    top = ops.absmax(b.float())
+    expected_top = torch.stack([b.float().abs().view(channels, -1).amax(0)[labels == k].max() for k in range(3)])
+    assert torch.equal(top, expected_top)
