@@ -156,9 +156,26 @@ def _gimp_is_3(path: str) -> bool:
     return "version 3." in out
 
 
-def install(plugins_dir: Path | None = None) -> Path:
+# The server the plug-in starts for itself (plugin/style-transfer/style_transfer_local.py)
+# ends after this long without a call: long enough to try a few settings in a row.
+LOCAL_IDLE_EXIT = 900.0
+
+
+def server_command() -> list[str] | None:
+    """This installation's `style-transfer` program, for the plug-in to start; None if
+    it cannot be found."""
+    beside = Path(sys.executable).with_name("style-transfer")
+    found = str(beside) if beside.is_file() else shutil.which("style-transfer")
+    return [str(Path(found).resolve())] if found else None
+
+
+def install(plugins_dir: Path | None = None, command: list[str] | None = None, idle_exit: float = LOCAL_IDLE_EXIT,
+            weights: str | None = None) -> Path:
     """Copy the plug-in and its vendored packages; returns the plug-in's folder.
-    Replaces an earlier install in place."""
+    Replaces an earlier install in place. Records in install.json the server the
+    plug-in may start on this machine: `command` (default: this installation's
+    `style-transfer`), run as `COMMAND serve ... --idle-exit idle_exit [--weights
+    weights]`."""
     plugins_dir = Path(plugins_dir) if plugins_dir else default_plugins_dir()
     target = plugins_dir / PLUGIN_NAME
     staging = plugins_dir / f".{PLUGIN_NAME}.installing"
@@ -170,7 +187,10 @@ def install(plugins_dir: Path | None = None) -> Path:
     vendor = staging / "vendor"
     for name in VENDORED:
         _copy_package(name, vendor)
-    (staging / "install.json").write_text(json.dumps({"version": version(), "python": sys.executable}, indent=1))
+    command = command or server_command()
+    local = {"command": command, "idle_exit": idle_exit, "weights": weights} if command else None
+    (staging / "install.json").write_text(json.dumps({"version": version(), "python": sys.executable,
+                                                      "server": local}, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

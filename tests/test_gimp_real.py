@@ -25,9 +25,12 @@ import stylegimp
 from stylecore import Result, Started, preset
 from styleserver.client import Client
 
+from serve_process import EXE, health
+
 HERE = Path(__file__).resolve().parent / "gimp"
 ROOT = os.environ.get("GIMP_ROOT", "/var/cache/gimp-trixie")
 IN_CI = os.environ.get("CI") == "true"
+AUTO_IDLE = 3.0  # --idle-exit of the server the plug-in starts in these tests
 
 
 def gimp_root() -> str:
@@ -52,12 +55,69 @@ def server(start_server):
     return start_server()
 
 
+# The server the plug-in starts runs on the host, whose Python the GIMP root cannot run:
+# the plug-in's recorded command is this launcher, which hands its arguments over to
+# the host (Relay) and lives as long as the server does, so that the plug-in sees
+# what a real one shows: a process that serves, or exits with its log.
+LAUNCHER = """#!/bin/sh
+R={relay}
+printf '%s\\n' "$@" > "$R/request.new" && mv "$R/request.new" "$R/request"
+while [ ! -e "$R/exited" ] && [ -e "$R/request" ]; do sleep 0.2; done
+cat "$R/server.log" 2>/dev/null
+exit "$(cat "$R/exited" 2>/dev/null || echo 1)"
+"""
+
+
+class Relay:
+    """Host side of the launcher: runs `style-transfer ARGS` for its request, its output
+    in relay/server.log, its exit status in relay/exited (and when, in `exited_at`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+        self.args: list[str] = []
+        self.exited_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        request = self.folder / "request"
+        while not self._stop.is_set():
+            if request.exists() and self.process is None:
+                self.args = request.read_text().splitlines()
+                with open(self.folder / "server.log", "wb") as log:
+                    self.process = subprocess.Popen([EXE, *self.args], stdout=log, stderr=subprocess.STDOUT)
+            if self.process is not None and self.exited_at is None and self.process.poll() is not None:
+                self.exited_at = time.time()
+                (self.folder / "exited").write_text(str(self.process.returncode))
+            time.sleep(0.05)
+
+    def reset(self) -> None:
+        for name in ("request", "exited", "server.log"):
+            (self.folder / name).unlink(missing_ok=True)
+        self.process, self.args, self.exited_at = None, [], None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.reset()
+
+
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    """Under /tmp, which the GIMP root shares: the plug-in, the images, the reports."""
+def work(tmp_path_factory, weights_file) -> Path:
+    """Under /tmp, which the GIMP root shares: the plug-in, the images, the reports, and
+    the launcher of the server the plug-in starts (relay/)."""
     base = Path(tmp_path_factory.mktemp("gimp-real"))
     assert str(base).startswith("/tmp/")
-    stylegimp.install(base / "plug-ins")
+    relay = base / "relay"
+    relay.mkdir()
+    launcher = relay / "launch"
+    launcher.write_text(LAUNCHER.format(relay=relay))
+    launcher.chmod(0o755)
+    stylegimp.install(base / "plug-ins", command=[str(launcher)], idle_exit=AUTO_IDLE, weights=weights_file)
     from skimage import data
 
     photo = Image.fromarray(data.astronaut()).resize((64, 64), Image.LANCZOS)
@@ -106,15 +166,66 @@ def test_plugin_in_real_gimp(root, server, work):
     assert diff["none"] == 0  # unselected pixels untouched
     assert 0 < diff["partial"] < diff["full"]  # the feathered edge is a blend
 
-    down = cases["server_down"]
+    down = cases["server_down"]  # remote: never started, only connected to
     assert down["status"] == "execution-error"
-    assert "No style-transfer server answers at 127.0.0.1:9" in down["message"]
-    assert "style-transfer serve --port 9" in down["message"]
+    assert "No style-transfer server answers at 192.0.2.1:9" in down["message"]
+    assert "starts a server only on this machine" in down["message"]
     assert down["layers"] == 1  # the document is unchanged
+    assert not (work / "relay" / "request").exists()  # nothing was started
 
     gray = cases["gray_style_layer"]
     assert gray["status"] == "success", gray.get("message") or gray.get("error")
     assert gray["layers"] == 3 and gray["new_is_gray"] and gray["source_unchanged"]
+
+
+@pytest.fixture
+def relay(work):
+    relay = Relay(work / "relay")
+    yield relay
+    relay.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_plugin_starts_its_own_server_in_real_gimp(root, work, relay):
+    """No server running: the plug-in starts the recorded one, stylizes, and the server
+    exits by itself after its idle time (within 2 s of it)."""
+    address = f"127.0.0.1:{free_port()}"
+    cases = run_gimp(root, work, {"auto_server": address, "cases": ["auto_start"]}, "auto")
+    auto = cases["auto_start"]
+    assert auto.get("status") == "success", auto.get("message") or auto.get("error")
+    assert auto["layers"] == 2
+    assert relay.args[:5] == ["serve", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
+    assert relay.args[5:7] == ["--idle-exit", str(AUTO_IDLE)] and "--weights" in relay.args
+    deadline = time.time() + AUTO_IDLE + 20
+    while relay.exited_at is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert relay.exited_at is not None, "the server the plug-in started is still running"
+    assert relay.process.returncode == 0
+    after = relay.exited_at - auto["ended"]
+    assert after <= AUTO_IDLE + 2, f"exited {after:.1f} s after the job, idle time {AUTO_IDLE} s"
+    assert health(address) == "UNAVAILABLE"
+
+
+def test_plugin_says_why_its_server_did_not_start_in_real_gimp(root, work, relay):
+    address = f"127.0.0.1:{free_port()}"
+    info = json.loads((work / "plug-ins" / "style-transfer" / "install.json").read_text())
+    broken = dict(info, server=dict(info["server"], weights="/tmp/no-such-weights.pth"))
+    (work / "plug-ins" / "style-transfer" / "install.json").write_text(json.dumps(broken))
+    try:
+        cases = run_gimp(root, work, {"auto_server": address, "cases": ["auto_start_fails"]}, "auto_fails")
+    finally:
+        (work / "plug-ins" / "style-transfer" / "install.json").write_text(json.dumps(info))
+    failed = cases["auto_start_fails"]
+    assert failed.get("status") == "execution-error", failed
+    assert "stopped at start" in failed["message"] and "no-such-weights.pth" in failed["message"]
+    assert "style-transfer-server.log" in failed["message"] and failed["layers"] == 1
 
 
 def test_plugin_with_a_token_and_tls_in_real_gimp(root, start_server, work):

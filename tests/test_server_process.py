@@ -17,6 +17,7 @@ from styleserver.client import Client, RemoteError
 from styleserver.cli import main
 
 from serve_process import EXE, ServeProcess
+from serve_process import health as health_status
 
 
 def test_sigterm_mid_job_ends_the_job_cleanly_and_exits_0(weights_file, content, style):
@@ -129,6 +130,8 @@ def test_remote_bad_parameters_are_refused_by_the_cli_first(tmp_path, content, c
     ("--idle-seconds", "1e300", "at most"),
     ("--upload-seconds", "-5", "more than 0"),
     ("--grace", "nan", "0 or more"),
+    ("--idle-exit", "0", "more than 0"),
+    ("--idle-exit", "soon", "number"),
     ("--max-job-bytes", "0", "more than 0"),
     ("--max-request-bytes", "nan", "byte count"),
     ("--replica-gpus", "nan", "0 or more GPUs"),
@@ -157,3 +160,26 @@ def test_tls_material_that_cannot_work_is_named_before_serving(tmp_path, capsys,
     rc = main(["serve", "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key), "--weights", "/nonexistent"])
     err = capsys.readouterr().err
     assert rc == 2 and "--tls-cert" in err and "Traceback" not in err, err
+
+
+def test_idle_exit_ends_the_server_after_its_last_call_not_before(weights_file, content, style):
+    """serve --idle-exit: a job and a GetInfo keep it alive, health checks do not; it
+    exits 0 about the idle time after the last call."""
+    idle = 2.0
+    server = ServeProcess.serving(weights_file, "--idle-exit", str(idle))
+    try:
+        with Client(server.address) as client:
+            for _ in client.stylize(content, [style], preset("default").replace(size=32, scales=1, steps=2)):
+                pass
+            time.sleep(idle * 0.6)
+            client.info()  # a call: the idle time starts again
+            last_call = time.monotonic()
+        while server.proc.poll() is None and time.monotonic() - last_call < idle + 10:
+            health_status(server.address)  # polling health does not keep it alive
+            time.sleep(0.2)
+        assert server.proc.wait(5) == 0
+        waited = time.monotonic() - last_call
+        assert idle <= waited <= idle + 5, waited
+        assert "--idle-exit" in server.output()
+    finally:
+        server.proc.kill()

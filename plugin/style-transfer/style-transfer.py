@@ -28,6 +28,7 @@ gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 import style_transfer_job as jobs  # noqa: E402
+import style_transfer_local as local  # noqa: E402
 import style_transfer_rpc as rpc  # noqa: E402
 from styletransfer.v1 import wire  # noqa: E402
 
@@ -240,6 +241,9 @@ def run(procedure, run_mode, image, drawables, config, data):
         second = file_or_layer(config, "style2-file", "style2-layer", "second style image")
         init_image = start_image(config, source, x, y, w, h)
         Gimp.progress_init("Style transfer: asking " + server.address)
+        # Nothing answering on this machine: the plug-in starts its own server (and waits
+        # while VGG19 loads); a remote or secured one is only connected to.
+        local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
         info = rpc.info(server)
         preset_name = config.get_property("preset").strip() or "default"
         params = jobs.job_params(config, info, preset_name, w, h, second is not None, server.address)
@@ -321,6 +325,11 @@ def server_summary(config):
         server = rpc.Server(address=config.get_property("server").strip(),
                             token=rpc.resolve_token("", _path(config, "token-file"), Gimp.directory()),
                             tls=config.get_property("tls"), ca_file=_path(config, "tls-ca-file"))
+        if local.health(server) == "DOWN" and local.may_start(server):
+            # Started now, so that VGG19 loads while the settings are chosen; OK waits for it.
+            local.start(server, HERE, Gimp.directory())
+            return (f"Starting the style-transfer server on {server.address} (this machine): the job starts when "
+                    "it is ready; the server exits after a while unused.")
         info = rpc.info(server, timeout=3.0)
     except rpc.ServerError as e:
         return str(e)

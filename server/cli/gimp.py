@@ -4,6 +4,7 @@ installed, removed, or checked on this machine and against a server."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from styletransfer.v1 import wire
@@ -17,6 +18,11 @@ def add_parser(sub) -> None:
                        description="Manage the GIMP 3 plug-in (Filters > Artistic > Style Transfer...).")
     p.add_argument("action", choices=("install", "uninstall", "doctor"))
     p.add_argument("--dir", help="GIMP's plug-ins folder (default: the one of your GIMP 3 profile)")
+    p.add_argument("--idle-exit", type=o.seconds(), default=None, metavar="SECONDS",
+                   help="install: the server the plug-in starts by itself on this machine exits after this long "
+                        "without a call (default: 900)")
+    p.add_argument("--weights", help="install: the VGG19 weights file that server loads (default: "
+                                     "$STYLE_TRANSFER_WEIGHTS when installing, else torch hub's cache)")
     p.add_argument("--server", help=f"doctor: the server address to check (default {wire.DEFAULT_ADDRESS})")
     p.add_argument("--token-file", help="doctor: file with the server's bearer token")
     p.add_argument("--tls-ca", nargs="?", const="", default=None, metavar="PEM",
@@ -31,13 +37,21 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "install":
         try:
             where = stylegimp.describe_profile(plugins)
-            target = stylegimp.install(plugins)
+            weights = args.weights or os.environ.get("STYLE_TRANSFER_WEIGHTS") or None
+            if weights and not Path(weights).is_file():
+                raise UsageError(f"--weights: no file {weights}")
+            command = stylegimp.server_command()
+            target = stylegimp.install(plugins, command=command, weights=str(Path(weights).resolve()) if weights else None,
+                                       idle_exit=args.idle_exit or stylegimp.LOCAL_IDLE_EXIT)
         except stylegimp.NoProfile as e:
             raise UsageError(str(e)) from None
         print(f"using the {where}")
         print(f"installed the GIMP plug-in in {target}")
-        print("restart GIMP; it is under Filters > Artistic > Style Transfer... (start a server first: "
-              "style-transfer serve)")
+        if command:
+            print(f"it starts {command[0]} serve by itself when no server answers on this machine")
+        else:
+            print("no style-transfer program found to start a server from: start one yourself (style-transfer serve)")
+        print("restart GIMP; it is under Filters > Artistic > Style Transfer...")
         return 0
     if args.action == "uninstall":
         try:

@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tls-cert", help="serve TLS with this certificate (PEM)")
     p.add_argument("--tls-key", help="... and this private key (PEM)")
     p.add_argument("--grace", type=o.seconds(positive=False), default=10.0, help="seconds running jobs get at shutdown (default 10)")
+    p.add_argument("--idle-exit", type=o.seconds(), default=None, metavar="SECONDS",
+                   help="exit after this long without a call (Stylize or GetInfo; health checks do not count): "
+                        "a server started for one session ends by itself (default: never)")
     p.add_argument("--metrics-port", type=o.port, default=None, metavar="PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics on --host (0: any free port; "
                         "default: none)")
@@ -206,9 +209,14 @@ def _serve(args, running, metrics, prepare, where: str) -> int:
         signal.signal(sig, on_signal)
     prepare()
     running.set_serving(True)
-    log.info("serving StyleTransfer %s", where)
-    while not stop.wait(0.5):  # a timed wait, so the signal handlers get to run
-        pass
+    activity = running.service.activity
+    activity.touch()  # the idle time counts from here, not from before the model loaded
+    log.info("serving StyleTransfer %s", where + (f", exiting after {args.idle_exit:g} s without a call"
+                                                  if args.idle_exit else ""))
+    while not stop.wait(0.25):  # a timed wait, so the signal handlers get to run
+        if args.idle_exit and activity.idle_for() >= args.idle_exit:
+            log.info("no call for %g s (--idle-exit): exiting", args.idle_exit)
+            break
     log.info("shutting down: %.0f s grace for running jobs", args.grace)
     running.shutdown(args.grace)
     if metrics is not None:

@@ -26,6 +26,7 @@ from styletransfer.v1 import wire
 from .. import __version__, convert
 from ..imageio import ImageError
 from . import admission
+from .activity import Activity
 from .admission import Dims, Invalid, Refused
 from .jobs import Job, JobFailed, failure
 from .limits import Limits
@@ -61,12 +62,14 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         self._decoding = threading.Semaphore(1)  # one decode at a time bounds its memory
         self._in_flight = 0  # announced bytes of the uploads being received
         self._in_flight_lock = threading.Lock()
+        self.activity = Activity()  # for serve --idle-exit
 
     # --- GetInfo ---------------------------------------------------------------------
 
     def GetInfo(self, request, context):
         if isinstance(request, convert.Malformed):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: not a GetInfoRequest ({request.error})")
+        self.activity.touch()
         return pb.Info(
             server_version=__version__, contract_version=wire.CONTRACT_VERSION, device=self.model.describe_device(),
             dtype=self.model.dtype,
@@ -82,7 +85,9 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
         job_id = uuid.uuid4().hex[:8]
         t0 = time.monotonic()
         record = _Record()
+        self.activity.begin()
         if not self._calls.acquire(blocking=False):
+            self.activity.end()
             record.set("refused", "too many calls")
             log.info("job %s refused: %d Stylize calls at once (max_calls)", job_id, self.limits.max_calls)
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -148,6 +153,7 @@ class StyleTransferService(pb_grpc.StyleTransferServicer):
             if upload is not None:
                 upload.close()
             self._calls.release()
+            self.activity.end()
             reason = f" reason={record.reason!r}" if record.reason else ""
             log.info("job %s sizes=%s preset=%s device=%s seconds=%.1f outcome=%s%s", job_id, record.sizes,
                      record.preset, record.device or self.model.device, time.monotonic() - t0, record.outcome, reason)

@@ -132,7 +132,23 @@ def case_feathered():
 
 
 def case_server_down():
-    return on_photo(**{"server": "127.0.0.1:9", "preset": "draft", "max-size": 48})
+    """A remote address where nothing answers (TEST-NET-1): an error, nothing started."""
+    return on_photo(**{"server": "192.0.2.1:9", "preset": "draft", "max-size": 48})
+
+
+def case_auto_start():
+    """Nothing answers on this machine's address: the plug-in starts its server itself.
+    `ended`: when the job came back (the wall clock, which the host shares)."""
+    import time
+
+    out = on_photo(**{"server": P["auto_server"], "preset": "draft", "max-size": 40})
+    out["ended"] = time.time()
+    return out
+
+
+def case_auto_start_fails():
+    """The recorded server cannot start: why, and where its log is."""
+    return on_photo(**{"server": P["auto_server"], "preset": "draft", "max-size": 40})
 
 
 def case_gray_style_layer():
