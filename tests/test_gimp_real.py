@@ -151,7 +151,7 @@ def test_plugin_in_real_gimp(root, server, work):
     assert "error" not in sel, sel.get("error")
     assert sel["status"] == "success", sel["message"]
     assert len(sel["layer_names"]) == 2  # the preview layer is gone, the result is above the source
-    assert sel["layer_names"][0] == "Background - style (seed 3)"
+    assert sel["layer_names"][0] == "Background - style x1 (seed 3)"
     assert sel["new_size"] == [sel["width"], sel["height"]] == [64, 64]
     assert sel["new_offsets"] == sel["source_offsets"] == [12, 7]
     assert sel["source_unchanged"]
@@ -242,7 +242,7 @@ def test_plugin_with_a_token_and_tls_in_real_gimp(root, start_server, work):
                                                              "guarded_without_tls"]}, "guarded")
     ok = cases["guarded"]
     assert ok.get("status") == "success", ok.get("message") or ok.get("error")
-    assert ok["layer_names"][0] == "Background - style + style2 (seed 0)"
+    assert ok["layer_names"][0] == "Background - style + style2 x1 (seed 0)"
     wrong = cases["guarded_wrong_token"]
     assert wrong["status"] == "execution-error" and wrong["layers"] == 1
     assert "refused the token (UNAUTHENTICATED)" in wrong["message"] and "Token field" in wrong["message"]
@@ -310,7 +310,7 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     report = json.loads(report_file.read_text())
     assert "error" not in report, report["error"]
     assert report["status"] == "success"
-    assert report["layers_after_run"] == ["Background - style (seed 1)", "Background"]
+    assert report["layers_after_run"] == ["Background - style x1 (seed 1)", "Background"]
     assert report["layers_after_one_undo"] == ["Background"]  # one undo step removed the result
     assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
     assert (work / "shots" / "dialog.png").exists() and (work / "shots" / "result.png").exists()
@@ -427,7 +427,7 @@ def test_start_from_another_layer_in_real_gimp(init_cases):
     cases, headers = init_cases
     ok = cases["init_layer"]
     assert ok.get("status") == "success", ok.get("message") or ok.get("error")
-    assert ok["layer_names"] == ["Background - style (seed 0)", "Background", "earlier result"]
+    assert ok["layer_names"] == ["Background - style x1 (seed 0)", "Background", "earlier result"]
     with_init = [h for h in headers if h.HasField("init_image")]
     assert with_init and all(h.params.init == "image" for h in with_init)
     meta = with_init[0].init_image  # the start layer's part over the selected 40x30 of the source
@@ -471,3 +471,28 @@ def test_regions_and_depth_in_real_gimp(root, server, work):
     none = cases["region_without_a_mask"]
     assert none["status"] == "execution-error" and "which has none: add a layer mask" in none["message"]
     assert none["layers"] == 1
+
+
+def test_results_remember_how_they_were_made_in_real_gimp(root, server, work):
+    """The record parasite, and Again with Changes with no change: the same pixels."""
+    case = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}", "cases": ["again"]}, "again")["again"]
+    assert "error" not in case, case.get("error")
+    assert case["status"] == "success", case["message"]
+    assert case["first_name"] == "Background - style x2.5 (seed 5)"
+    record = case["record"]
+    assert case["flags"] & 1  # GIMP_PARASITE_PERSISTENT: saved with the XCF
+    assert record["source_layer"] == "Background" and record["preset"] == "draft"
+    assert record["settings"]["seed"] == 5 and record["settings"]["strength"] == 2.5
+    assert record["settings"]["style-file"] == str(work / "style.png")
+    assert "server" not in record["settings"] and "token" not in record["settings"]
+    assert record["params"]["seed"] == 5 and record["params"]["size"] == 40
+    import hashlib
+    assert record["styles"] == [{"name": "style", "path": str(work / "style.png"),
+                                 "sha256": hashlib.sha256((work / "style.png").read_bytes()).hexdigest()}]
+    assert record["server"]["model_sha256"] == server.service.model.sha256 and record["plugin"] == stylegimp.version()
+    assert case["again"] == "success", case["again_message"]
+    # The new result above the one it was made from (GIMP numbers the second name).
+    assert case["layer_names"] == ["Background - style x2.5 (seed 5) #1", "Background - style x2.5 (seed 5)",
+                                   "Background"]
+    assert case["same_pixels"] and case["same_record"] and case["source_under_both"]
+    assert case["not_a_result"] == "execution-error" and "was not made by Style Transfer" in case["why"]

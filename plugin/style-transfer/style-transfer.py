@@ -14,6 +14,7 @@ GIMP's Python has no grpcio: gRPC is spoken by style_transfer_rpc.py with the
 pure-Python packages in ./vendor (see stylegimp/__init__.py).
 """
 
+import json
 import os
 import sys
 
@@ -25,7 +26,7 @@ import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 
 import style_transfer_job as jobs  # noqa: E402
 import style_transfer_local as local  # noqa: E402
@@ -33,6 +34,7 @@ import style_transfer_rpc as rpc  # noqa: E402
 from styletransfer.v1 import wire  # noqa: E402
 
 PROC_NAME = "plug-in-style-transfer"
+AGAIN_PROC_NAME = "plug-in-style-transfer-again"
 
 
 SAMPLES = {8: "u8", 16: "u16", 32: "float"}  # Babl's sample type for each depth the contract carries
@@ -198,32 +200,120 @@ def start_image(config, source, x, y, w, h):
 PREVIEW_MAX_SIDE = 1024  # previews are scaled up to the layer: a full-size PNG per preview is not worth it
 
 
+def open_dialog(procedure, config, title="Style Transfer"):
+    """The dialog, filled from `config`; False when the user cancels."""
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init(PROC_NAME)
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+    try:  # what the server offers, above the options (the presets are its own)
+        dialog.get_label("server-info", server_summary(config), False, False)
+        dialog.fill(["server-info"] + [p.get_name() for p in procedure.get_arguments()
+                                       if p.get_name() not in ("run-mode", "image", "drawables")])
+    except Exception:  # noqa: BLE001 - an older libgimp: the plain dialog
+        dialog.fill(None)
+    try:  # Maximum size does not apply at full resolution: greyed out while it is ticked
+        dialog.set_sensitive("max-size", True, config, "full-resolution", True)
+    except Exception:  # noqa: BLE001 - a libgimp without it: the field stays editable
+        pass
+    ok = dialog.run()
+    dialog.destroy()
+    return ok
+
+
+def cancelled(procedure):
+    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+
+
 def run(procedure, run_mode, image, drawables, config, data):
     if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
         return fail(procedure, "Style Transfer works on one layer: select a single layer.")
-    source = drawables[0]
+    if run_mode == Gimp.RunMode.INTERACTIVE and not open_dialog(procedure, config):
+        return cancelled(procedure)
+    return stylize(procedure, run_mode, image, drawables[0], config)
 
-    if run_mode == Gimp.RunMode.INTERACTIVE:
-        gi.require_version("GimpUi", "3.0")
-        from gi.repository import GimpUi
 
-        GimpUi.init(PROC_NAME)
-        dialog = GimpUi.ProcedureDialog.new(procedure, config, "Style Transfer")
-        try:  # what the server offers, above the options (the presets are its own)
-            dialog.get_label("server-info", server_summary(config), False, False)
-            dialog.fill(["server-info"] + [p.get_name() for p in procedure.get_arguments()
-                                           if p.get_name() not in ("run-mode", "image", "drawables")])
-        except Exception:  # noqa: BLE001 - an older libgimp: the plain dialog
-            dialog.fill(None)
-        try:  # Maximum size does not apply at full resolution: greyed out while it is ticked
-            dialog.set_sensitive("max-size", True, config, "full-resolution", True)
-        except Exception:  # noqa: BLE001 - a libgimp without it: the field stays editable
-            pass
-        if not dialog.run():
-            dialog.destroy()
-            return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
-        dialog.destroy()
+def run_again(procedure, run_mode, image, drawables, config, data):
+    """Style Transfer Again with Changes: the dialog filled from a result layer's record,
+    then a new result from the same source layer (no change: the same pixels)."""
+    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
+        return fail(procedure, "Again with Changes works on one result layer: select it.")
+    result = drawables[0]
+    parasite = result.get_parasite(jobs.RECORD_PARASITE)
+    if parasite is None:
+        return fail(procedure, f"The layer {result.get_name()!r} was not made by Style Transfer (it has no record "
+                               "of how): select a result layer, or use Filters > Artistic > Style Transfer.")
+    try:
+        record = jobs.read_record(parasite.get_data())
+        apply_settings(procedure, config, image, record["settings"])
+        source = image.get_layer_by_name(record.get("source_layer") or "")
+        if source is None:
+            raise rpc.ServerError(f"The layer this result was made from, {record.get('source_layer')!r}, is not in "
+                                  "this image (renamed or deleted): rename it back, or run Style Transfer on it.")
+    except rpc.ServerError as e:
+        return fail(procedure, str(e))
+    if run_mode == Gimp.RunMode.INTERACTIVE and not open_dialog(procedure, config, "Style Transfer Again"):
+        return cancelled(procedure)
+    return stylize(procedure, run_mode, image, source, config, record, above=result)
 
+
+def _value_type(procedure, name):
+    return procedure.find_argument(name).value_type.name
+
+
+def settings_of(procedure, config):
+    """The procedure's settings as a record keeps them: files by path, layers and
+    channels by name, the rest as they are."""
+    settings = {}
+    for pspec in procedure.get_arguments():
+        name = pspec.get_name()
+        if name in jobs.NOT_RECORDED:
+            continue
+        value = config.get_property(name)
+        kind = pspec.value_type.name
+        if kind == "GFile":
+            value = value.get_path() if value is not None and value.get_path() else ""
+        elif kind in ("GimpLayer", "GimpChannel", "GimpDrawable"):
+            value = value.get_name() if value is not None else None
+        settings[name] = value
+    return settings
+
+
+def apply_settings(procedure, config, image, settings):
+    """`config` set from a record's settings; raises ServerError naming a layer, channel
+    or file the record names that is gone."""
+    for name, value in settings.items():
+        if procedure.find_argument(name) is None:
+            continue  # a setting of another plug-in version
+        kind = _value_type(procedure, name)
+        if kind == "GFile":
+            if value and not os.path.isfile(value):
+                raise rpc.ServerError(f"The file this result used for {name}, {value}, is gone.")
+            value = Gio.File.new_for_path(value) if value else None
+        elif kind in ("GimpLayer", "GimpChannel", "GimpDrawable"):
+            if value is not None:
+                found = (image.get_channel_by_name(value) if kind == "GimpChannel"
+                         else image.get_layer_by_name(value))
+                if found is None:
+                    raise rpc.ServerError(f"The {'channel' if kind == 'GimpChannel' else 'layer'} this result used "
+                                          f"for {name}, {value!r}, is not in this image.")
+                value = found
+        config.set_property(name, value)
+
+
+def plugin_version():
+    try:
+        with open(os.path.join(HERE, "install.json"), encoding="utf-8") as f:
+            return json.load(f).get("version") or "?"
+    except (OSError, ValueError):
+        return "?"
+
+
+def stylize(procedure, run_mode, image, source, config, record=None, above=None):
+    """One job: `source` with `config`'s settings, the result a new layer above it (or
+    above `above`) that carries the record of how it was made. `record`: the one it
+    repeats (Again), whose styles' hashes are checked against what is sent now."""
     regions = config.get_property("region") != "everywhere"
     # The part of the layer to send: the selection's bounding box within it, or all of it
     # (and all of it with a region: the mask guides where each style goes, it cuts nothing).
@@ -265,6 +355,12 @@ def run(procedure, run_mode, image, drawables, config, data):
         return fail(procedure, str(e))
     style_name = style[1] + (f" + {second[1]}" if second else "")
     seed = config.get_property("seed")
+    sources = [jobs.style_source(name, data if isinstance(data, bytes) else data[0], _path(config, prop))
+               for (data, name), prop in zip([style] + ([second] if second else []), ("style-file", "style2-file"))]
+    if record is not None and [s["sha256"] for s in record.get("styles", [])] != [s["sha256"] for s in sources]:
+        changed = ", ".join(s["name"] for s in sources)
+        Gimp.message(f"The style images ({changed}) are not the ones this result was made with: the new result "
+                     "will differ from it.")
     preview = Previewer(image, source, x, y, w, h)
     started = f"Style transfer on {server.address}: {info.device} ({info.dtype}), preset {preset_name}"
     if params["size"] == 0:
@@ -299,8 +395,12 @@ def run(procedure, run_mode, image, drawables, config, data):
     image.undo_group_start()
     try:
         layer = source.copy()
-        layer.set_name(f"{source.get_name()} - {style_name} (seed {seed})")
-        image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
+        layer.set_name(jobs.result_name(source.get_name(), style_name, config.get_property("strength"), seed))
+        made = jobs.make_record(settings_of(procedure, config), source.get_name(), sources, info, preset_name,
+                                params, plugin_version())
+        layer.attach_parasite(Gimp.Parasite.new(jobs.RECORD_PARASITE, Gimp.PARASITE_PERSISTENT, list(made)))
+        above = above or source
+        image.insert_layer(layer, above.get_parent(), image.get_item_position(above))
         fmt = pixel_format(layer, depth)[0]
         if regions:
             buffer = layer.get_buffer()
@@ -340,108 +440,125 @@ def server_summary(config):
 
 class StyleTransfer(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROC_NAME]
+        return [PROC_NAME, AGAIN_PROC_NAME]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
-        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
+        again = name == AGAIN_PROC_NAME
+        procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_again if again else run, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
-        procedure.set_menu_label("_Style Transfer...")
-        procedure.add_menu_path("<Image>/Filters/Artistic")
-        procedure.set_documentation(
-            "Paint the layer in the style of another image (neural style transfer)",
-            "Sends the layer (or the selected part of it) and a style image to a style-transfer "
-            "server (style-transfer serve), and puts the result in a new layer above it.",
-            name,
-        )
+        if again:
+            procedure.set_menu_label("Style Transfer _Again with Changes...")
+            procedure.add_menu_path("<Image>/Filters/Artistic")
+            procedure.add_menu_path("<Layers>")
+            procedure.set_documentation(
+                "Style Transfer again, from how this result layer was made",
+                "Opens the Style Transfer dialog filled with the settings this result layer was made with (its "
+                "record) and makes a new result from the same source layer; with no change, the same pixels.",
+                name,
+            )
+        else:
+            procedure.set_menu_label("_Style Transfer...")
+            procedure.add_menu_path("<Image>/Filters/Artistic")
+            procedure.set_documentation(
+                "Paint the layer in the style of another image (neural style transfer)",
+                "Sends the layer (or the selected part of it) and a style image to a style-transfer "
+                "server (style-transfer serve), and puts the result in a new layer above it.",
+                name,
+            )
         procedure.set_attribution("gimp-style-transfer", "gimp-style-transfer", "2026")
-        flags = GObject.ParamFlags.READWRITE
-        procedure.add_file_argument("style-file", "Style _image", "The style image file",
-                                    Gimp.FileChooserAction.OPEN, True, None, flags)
-        procedure.add_layer_argument("style-layer", "...or style la_yer",
-                                     "A layer of this image to take the style from (if no file is chosen)",
-                                     True, flags)
-        procedure.add_file_argument("style2-file", "Second st_yle image", "A second style image file (optional)",
-                                    Gimp.FileChooserAction.OPEN, True, None, flags)
-        procedure.add_layer_argument("style2-layer", "...or second style layer",
-                                     "A layer to take a second style from (optional)", True, flags)
-        procedure.add_double_argument("style2-weight", "Second style's _weight",
-                                      "Share of the second style in the blend (0: none, 1: only it)",
-                                      0.0, 1.0, 0.5, flags)
-        procedure.add_string_argument("preset", "_Preset",
-                                      "One of the server's presets, which the server defines (the dialog's "
-                                      "server line and style-transfer info list them)", "default", flags)
-        procedure.add_double_argument("strength", "Style _strength", "Multiplies the preset's style weight",
-                                      0.01, 100.0, 1.0, flags)
-        procedure.add_int_argument("max-size", "_Maximum size",
-                                   "Longest side the server works at, px (0: the preset's; the server's "
-                                   "limit applies; not used at full resolution)", 0, 16384, 0, flags)
-        procedure.add_boolean_argument("full-resolution", "_Full resolution",
-                                       "Work at the layer's own size (Maximum size is then not used): what does "
-                                       "not fit in the server's memory is worked tile by tile; the server's "
-                                       "max_work_pixels still limits the layer", False, flags)
-        procedure.add_double_argument("max-memory", "Memory li_mit (GiB)",
-                                      "Memory the job may use on the server; what does not fit is worked tile by "
-                                      "tile (0: the server's budget; never more than it)", 0.0, 1024.0, 0.0, flags)
-        procedure.add_double_argument("style-scale", "Style s_cale",
-                                      "The style image's size relative to the result's (0: the preset's)",
-                                      0.0, 8.0, 0.0, flags)
-        procedure.add_double_argument("smoothness", "S_moothness",
-                                      "Total-variation weight: smooths fine noise (0: the preset's)",
-                                      0.0, 1000.0, 0.0, flags)
-        init = Gimp.Choice.new()
-        for index, (nick, label) in enumerate((("preset", "The preset's"), ("content", "The layer"),
-                                               ("noise", "Noise"), ("layer", "Another layer"))):
-            init.add(nick, index, label, "")
-        procedure.add_choice_argument("init", "Start _from",
-                                      "The image the optimization starts from: the preset's start, the layer, "
-                                      "noise, or another layer (Start layer), e.g. an earlier result",
-                                      init, "preset", flags)
-        procedure.add_layer_argument("init-layer", "...start la_yer",
-                                     "The layer to start from when Start from is Another layer, e.g. an earlier "
-                                     "result at a smaller size: its part over the same area as the layer's "
-                                     "(the whole layer, resized, if it does not cover that area)", True, flags)
-        region = Gimp.Choice.new()
-        for index, (nick, label) in enumerate((("everywhere", "Everywhere (the selection cuts the result)"),
-                                               ("selection", "The selection"), ("layer-mask", "A layer mask"),
-                                               ("channel", "A channel"))):
-            region.add(nick, index, label, "")
-        procedure.add_choice_argument("region", "Style appl_ies to",
-                                      "Where the style goes: everywhere (a selection then cuts the result), or a "
-                                      "region from the selection, a layer's mask or a channel (feathering kept): "
-                                      "the style's statistics are matched there only, the second style (if any) "
-                                      "takes the rest, and without one the rest keeps the layer",
-                                      region, "everywhere", flags)
-        procedure.add_layer_argument("region-layer", "...region's la_yer",
-                                     "The layer whose mask is the region (empty: the layer being stylized)",
-                                     True, flags)
-        procedure.add_channel_argument("region-channel", "...region's c_hannel",
-                                       "The channel that is the region (Style applies to: A channel)", True, flags)
-        procedure.add_boolean_argument("tileable", "Til_eable",
-                                       "Make the result tile seamlessly in both directions (a texture)", False, flags)
-        procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
-                                       "Keep the layer's colours (luminance-only transfer)", False, flags)
-        procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",
-                                   0, 2**31 - 1, 0, flags)
-        procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT",
-                                      wire.DEFAULT_ADDRESS, flags)
-        procedure.add_string_argument("token", "_Token",
-                                      "The server's token, typed once: kept in your GIMP profile "
-                                      f"({rpc.TOKEN_FILE_NAME}, readable by you only), never in GIMP's saved "
-                                      "settings", "", flags)
-        procedure.add_file_argument("token-file", "Token _file", "A file holding the server's token",
-                                    Gimp.FileChooserAction.OPEN, True, None, flags)
-        procedure.add_boolean_argument("tls", "Use TL_S", "Connect with TLS (the server runs with --tls-cert)",
-                                       False, flags)
-        procedure.add_file_argument("tls-ca-file", "TLS _CA file",
-                                    "The authority that signed the server's certificate (empty: the system's)",
-                                    Gimp.FileChooserAction.OPEN, True, None, flags)
-        procedure.add_boolean_argument("live-preview", "_Live preview",
-                                       "Show the work in progress in a temporary layer", True, flags)
+        add_arguments(procedure)
         return procedure
+
+
+def add_arguments(procedure):
+    """The settings both procedures share (Again sets them from a result's record)."""
+    flags = GObject.ParamFlags.READWRITE
+    procedure.add_file_argument("style-file", "Style _image", "The style image file",
+                                Gimp.FileChooserAction.OPEN, True, None, flags)
+    procedure.add_layer_argument("style-layer", "...or style la_yer",
+                                 "A layer of this image to take the style from (if no file is chosen)",
+                                 True, flags)
+    procedure.add_file_argument("style2-file", "Second st_yle image", "A second style image file (optional)",
+                                Gimp.FileChooserAction.OPEN, True, None, flags)
+    procedure.add_layer_argument("style2-layer", "...or second style layer",
+                                 "A layer to take a second style from (optional)", True, flags)
+    procedure.add_double_argument("style2-weight", "Second style's _weight",
+                                  "Share of the second style in the blend (0: none, 1: only it)",
+                                  0.0, 1.0, 0.5, flags)
+    procedure.add_string_argument("preset", "_Preset",
+                                  "One of the server's presets, which the server defines (the dialog's "
+                                  "server line and style-transfer info list them)", "default", flags)
+    procedure.add_double_argument("strength", "Style _strength", "Multiplies the preset's style weight",
+                                  0.01, 100.0, 1.0, flags)
+    procedure.add_int_argument("max-size", "_Maximum size",
+                               "Longest side the server works at, px (0: the preset's; the server's "
+                               "limit applies; not used at full resolution)", 0, 16384, 0, flags)
+    procedure.add_boolean_argument("full-resolution", "_Full resolution",
+                                   "Work at the layer's own size (Maximum size is then not used): what does "
+                                   "not fit in the server's memory is worked tile by tile; the server's "
+                                   "max_work_pixels still limits the layer", False, flags)
+    procedure.add_double_argument("max-memory", "Memory li_mit (GiB)",
+                                  "Memory the job may use on the server; what does not fit is worked tile by "
+                                  "tile (0: the server's budget; never more than it)", 0.0, 1024.0, 0.0, flags)
+    procedure.add_double_argument("style-scale", "Style s_cale",
+                                  "The style image's size relative to the result's (0: the preset's)",
+                                  0.0, 8.0, 0.0, flags)
+    procedure.add_double_argument("smoothness", "S_moothness",
+                                  "Total-variation weight: smooths fine noise (0: the preset's)",
+                                  0.0, 1000.0, 0.0, flags)
+    init = Gimp.Choice.new()
+    for index, (nick, label) in enumerate((("preset", "The preset's"), ("content", "The layer"),
+                                           ("noise", "Noise"), ("layer", "Another layer"))):
+        init.add(nick, index, label, "")
+    procedure.add_choice_argument("init", "Start _from",
+                                  "The image the optimization starts from: the preset's start, the layer, "
+                                  "noise, or another layer (Start layer), e.g. an earlier result",
+                                  init, "preset", flags)
+    procedure.add_layer_argument("init-layer", "...start la_yer",
+                                 "The layer to start from when Start from is Another layer, e.g. an earlier "
+                                 "result at a smaller size: its part over the same area as the layer's "
+                                 "(the whole layer, resized, if it does not cover that area)", True, flags)
+    region = Gimp.Choice.new()
+    for index, (nick, label) in enumerate((("everywhere", "Everywhere (the selection cuts the result)"),
+                                           ("selection", "The selection"), ("layer-mask", "A layer mask"),
+                                           ("channel", "A channel"))):
+        region.add(nick, index, label, "")
+    procedure.add_choice_argument("region", "Style appl_ies to",
+                                  "Where the style goes: everywhere (a selection then cuts the result), or a "
+                                  "region from the selection, a layer's mask or a channel (feathering kept): "
+                                  "the style's statistics are matched there only, the second style (if any) "
+                                  "takes the rest, and without one the rest keeps the layer",
+                                  region, "everywhere", flags)
+    procedure.add_layer_argument("region-layer", "...region's la_yer",
+                                 "The layer whose mask is the region (empty: the layer being stylized)",
+                                 True, flags)
+    procedure.add_channel_argument("region-channel", "...region's c_hannel",
+                                   "The channel that is the region (Style applies to: A channel)", True, flags)
+    procedure.add_boolean_argument("tileable", "Til_eable",
+                                   "Make the result tile seamlessly in both directions (a texture)", False, flags)
+    procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
+                                   "Keep the layer's colours (luminance-only transfer)", False, flags)
+    procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",
+                               0, 2**31 - 1, 0, flags)
+    procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT",
+                                  wire.DEFAULT_ADDRESS, flags)
+    procedure.add_string_argument("token", "_Token",
+                                  "The server's token, typed once: kept in your GIMP profile "
+                                  f"({rpc.TOKEN_FILE_NAME}, readable by you only), never in GIMP's saved "
+                                  "settings", "", flags)
+    procedure.add_file_argument("token-file", "Token _file", "A file holding the server's token",
+                                Gimp.FileChooserAction.OPEN, True, None, flags)
+    procedure.add_boolean_argument("tls", "Use TL_S", "Connect with TLS (the server runs with --tls-cert)",
+                                   False, flags)
+    procedure.add_file_argument("tls-ca-file", "TLS _CA file",
+                                "The authority that signed the server's certificate (empty: the system's)",
+                                Gimp.FileChooserAction.OPEN, True, None, flags)
+    procedure.add_boolean_argument("live-preview", "_Live preview",
+                                   "Show the work in progress in a temporary layer", True, flags)
 
 
 Gimp.main(StyleTransfer.__gtype__, sys.argv)

@@ -6,6 +6,7 @@ so that tests/test_gimp_plugin.py checks the request building outside GIMP.
 
 from __future__ import annotations
 
+import json
 import math
 
 import style_transfer_rpc as rpc
@@ -140,3 +141,58 @@ def precision_depth(precision_name: str) -> int:
     if "_U16_" in name + "_":
         return 16
     return 32
+
+
+# --- how a result was made: the record every result layer carries (a parasite) ----------------
+
+RECORD_PARASITE = "style-transfer-record"  # persistent: saved with the XCF
+RECORD_VERSION = 1
+# Settings a record never holds: where the job ran is the server procedure's business, and a
+# token is a secret (docs/gimp.md, "What a result remembers").
+NOT_RECORDED = ("run-mode", "image", "drawables", "token", "token-file", "server", "tls", "tls-ca-file")
+
+
+def style_source(name: str, data: bytes, path: str = "") -> dict:
+    """One style (or start) image of a job as a record keeps it: its file's path or its
+    layer's name, and the SHA-256 of the bytes sent (the file's, or the layer's pixels)."""
+    import hashlib
+
+    entry = {"name": name, "sha256": hashlib.sha256(data).hexdigest()}
+    if path:
+        entry["path"] = path
+    return entry
+
+
+def make_record(settings: dict, source_layer: str, styles: list, info, preset: str, params: dict,
+                plugin_version: str) -> bytes:
+    """The record of a result, JSON: the dialog's settings (files by path, layers by
+    name; nothing in NOT_RECORDED), the layer stylized, the styles' hashes, the preset and
+    the fields sent, and the server's model and device."""
+    record = {
+        "version": RECORD_VERSION, "plugin": plugin_version, "source_layer": source_layer,
+        "settings": {k: v for k, v in settings.items() if k not in NOT_RECORDED},
+        "styles": styles, "preset": preset, "params": params,
+        "server": {"model_sha256": info.model_sha256, "device": info.device, "dtype": info.dtype,
+                   "server_version": info.server_version},
+    }
+    return json.dumps(record, sort_keys=True).encode()
+
+
+def read_record(data) -> dict:
+    """A record from a parasite's data (bytes or GIMP's list of ints). Raises
+    ServerError when it is not one this plug-in can read."""
+    try:
+        record = json.loads(bytes(data).decode("utf-8"))
+    except (ValueError, TypeError):
+        raise rpc.ServerError("This layer's style-transfer record is damaged; run Style Transfer afresh.") from None
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise rpc.ServerError("This layer's style-transfer record is damaged; run Style Transfer afresh.")
+    if record.get("version") != RECORD_VERSION:
+        raise rpc.ServerError(f"This layer was made by plug-in {record.get('plugin', '?')} whose record (version "
+                              f"{record.get('version')}) this one cannot read; run Style Transfer afresh.")
+    return record
+
+
+def result_name(source: str, style: str, strength: float, seed: int) -> str:
+    """A result layer's name: what it was made from, its style and strength, its seed."""
+    return f"{source} - {style} x{strength:g} (seed {seed})"

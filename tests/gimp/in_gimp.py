@@ -345,6 +345,50 @@ def case_region_without_a_mask():
     return _region_run("layer-mask", lambda image, source: None)
 
 
+RECORD = "style-transfer-record"
+
+
+def _run_procedure(name, image, layer, **props):
+    proc = pdb.lookup_procedure(name)
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", [layer])
+    for key, value in props.items():
+        config.set_property(key, value)
+    status = proc.run(config).index(0)
+    return status.value_nick, ("" if status == Gimp.PDBStatusType.SUCCESS else (pdb.get_last_error() or ""))
+
+
+def case_again():
+    """A result's record, and Again with Changes with no change: the same pixels."""
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(image, source, **{
+            "style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
+            "max-size": 40, "seed": 5, "strength": 2.5, "live-preview": False})
+        first = image.get_layers()[0]
+        parasite = first.get_parasite(RECORD)
+        out = {"status": status, "message": message, "first_name": first.get_name(),
+               "flags": parasite.get_flags() if parasite else None,
+               "record": json.loads(bytes(parasite.get_data()).decode()) if parasite else None}
+        again, again_message = _run_procedure("plug-in-style-transfer-again", image, first, server=P["server"])
+        layers = image.get_layers()
+        out.update(again=again, again_message=again_message, layer_names=[l.get_name() for l in layers])
+        if len(layers) == 3:
+            assert layers[1] == first and layers[0] != first
+            out["same_pixels"] = pixels(layers[0])[0] == pixels(first)[0]
+            out["source_under_both"] = layers[2].get_name() == source.get_name()
+            second = layers[0].get_parasite(RECORD)
+            out["same_record"] = second is not None and bytes(second.get_data()) == bytes(parasite.get_data())
+        not_a_result, why = _run_procedure("plug-in-style-transfer-again", image, source, server=P["server"])
+        out.update(not_a_result=not_a_result, why=why)
+        return out
+    finally:
+        image.delete()
+
+
 def case_init_without_layer():
     return on_photo(**{"server": P["server"], "preset": "draft", "max-size": 40, "init": "layer"})
 
