@@ -169,7 +169,7 @@ def test_plugin_in_real_gimp(root, server, work):
     down = cases["server_down"]  # remote: never started, only connected to
     assert down["status"] == "execution-error"
     assert "No style-transfer server answers at 192.0.2.1:9" in down["message"]
-    assert "starts a server only on this machine" in down["message"]
+    assert "style-transfer serve --port 9" in down["message"]
     assert down["layers"] == 1  # the document is unchanged
     assert not (work / "relay" / "request").exists()  # nothing was started
 

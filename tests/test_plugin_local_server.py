@@ -98,16 +98,16 @@ def test_nothing_answering_on_this_machine_starts_a_server_that_exits_when_idle(
     assert "started by the GIMP plug-in" in log and "--idle-exit" in log and "exiting" in log
 
 
-@pytest.mark.parametrize("address, settings, words", [
-    ("192.0.2.1:50051", {}, "only on this machine"),  # TEST-NET-1: never this machine
-    ("127.0.0.1:{port}", {"token": "s3cret"}, "without a token or TLS"),
-    ("127.0.0.1:{port}", {"tls": True}, "without a token or TLS"),
+@pytest.mark.parametrize("address, settings", [
+    ("192.0.2.1:50051", {}),  # TEST-NET-1: never this machine
+    ("127.0.0.1:{port}", {"token": "s3cret"}),
+    ("127.0.0.1:{port}", {"tls": True}),
 ], ids=["remote", "token", "tls"])
-def test_a_remote_or_secured_server_is_never_started(tmp_path, weights_file, address, settings, words):
+def test_a_remote_or_secured_server_is_never_started(tmp_path, weights_file, address, settings):
     target = install(tmp_path, weights=weights_file)
     out = plugin(target, tmp_path, address.format(port=free_port()), timeout=5, **settings)
-    assert words in out.get("error", ""), out
-    assert "No style-transfer server answers" in out["error"]
+    assert "No style-transfer server answers" in out.get("error", ""), out
+    assert out["statuses"] == []
     assert not (tmp_path / "style-transfer-server.pid").exists()
     assert not (tmp_path / "style-transfer-server.log").exists()
 

@@ -146,14 +146,13 @@ def ensure(server: rpc.Server, plugin_dir: str, log_dir: str, on_status: Callabl
            timeout: float = START_TIMEOUT) -> bool:
     """Makes sure a server answers at server.address: returns False when one already
     did, True when the plug-in started it (now or from the dialog) and it now serves.
-    Raises ServerError: nothing answers and none may be started here (remote or
-    secured), or the start failed (with why and the log's path)."""
+    A remote or secured server is left alone (False). Raises ServerError when the start
+    failed (with why and the log's path)."""
+    if not may_start(server):
+        return False  # only connected to: the calls themselves say what is wrong (down, token, TLS)
     state = health(server)
     if state == "SERVING":
         return False
-    if state == "DOWN" and not may_start(server):
-        raise rpc.ServerError(rpc.sentence(wire.unavailable_text(server.address)) + (
-            " The plug-in starts a server only on this machine (127.0.0.1 or localhost) without a token or TLS."))
     log_path = os.path.join(log_dir, LOG_NAME)
     pid = start(server, plugin_dir, log_dir) if state == "DOWN" else None
     on_status("Starting the style-transfer server (loading VGG19)...")
