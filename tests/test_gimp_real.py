@@ -496,3 +496,34 @@ def test_results_remember_how_they_were_made_in_real_gimp(root, server, work):
                                    "Background"]
     assert case["same_pixels"] and case["same_record"] and case["source_under_both"]
     assert case["not_a_result"] == "execution-error" and "was not made by Style Transfer" in case["why"]
+
+
+def test_variations_in_one_go_in_real_gimp(root, server, work):
+    """Variations: one layer each in a group named after the run, each with its own
+    record (that one result's settings); a bad list of values: an error, nothing added."""
+    cases = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}",
+                                  "cases": ["variations_seeds", "variations_strength", "variations_bad_values",
+                                            "variations_seeds_from_the_layer"]},
+                     "variations")
+    seeds = cases["variations_seeds"]
+    assert "error" not in seeds, seeds.get("error")
+    assert seeds["status"] == "success", seeds["message"]
+    assert seeds["top_names"] == ["Background - style: 3 variations of seed (7, 8, 9)", "Background"]
+    assert seeds["names"] == [f"Background - style x1 (seed {s})" for s in (7, 8, 9)]
+    assert [r["settings"]["seed"] for r in seeds["records"]] == [7, 8, 9]
+    assert all(r["settings"]["variations"] == 1 and r["settings"]["vary"] == "seed" for r in seeds["records"])
+    assert seeds["distinct_pixels"] == 3
+
+    strength = cases["variations_strength"]
+    assert strength["status"] == "success", strength.get("message") or strength.get("error")
+    assert strength["names"] == ["Background - style x0.5 (seed 7)", "Background - style x2 (seed 7)"]
+    assert [r["settings"]["strength"] for r in strength["records"]] == [0.5, 2.0]
+    assert strength["records"][0]["params"]["style_weight"] * 4 == strength["records"][1]["params"]["style_weight"]
+
+    bad = cases["variations_bad_values"]
+    assert bad["status"] == "execution-error" and "'big' is not a number" in bad["message"]
+    assert bad["top_names"] == ["Background"]
+
+    same = cases["variations_seeds_from_the_layer"]  # every seed would give the same result
+    assert same["status"] == "execution-error" and "need Start from: Noise" in same["message"]
+    assert same["top_names"] == ["Background"]

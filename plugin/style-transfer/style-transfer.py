@@ -336,25 +336,29 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
         local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
         info = rpc.info(server)
         preset_name = config.get_property("preset").strip() or "default"
-        params = jobs.job_params(config, info, preset_name, w, h, second is not None, server.address)
+        runs = jobs.variations(config)  # [{}] for one result; else each variation's settings
+        jobs.check_seed_variations(config, info, preset_name, runs)
+        configs = [jobs.Overridden(config, overrides) for overrides in runs]
+        all_params = [jobs.job_params(c, info, preset_name, w, h, second is not None, server.address)
+                      for c in configs]
         region = read_region(image, source, config)
         if region is not None:
             rpc.needs_contract(info, jobs.CREATIVE_REVISION, "a style per region", server.address)
         depth = jobs.transfer_depth(info, image_depth(image))
         pixels, channels = read_pixels(source, x, y, w, h, depth)
         styles = [style[0]] + ([second[0]] if second else [])
-        job = rpc.Job(
+        # Live previews of several jobs at once would fight over one layer: one result only.
+        preview_every = 5 if config.get_property("live-preview") and len(runs) == 1 else 0
+        job_list = [rpc.Job(
             content=pixels, width=w, height=h, channels=channels, styles=styles, preset=preset_name,
-            params=params, preview_every=5 if config.get_property("live-preview") else 0,
-            preview_max_side=min(max(w, h), PREVIEW_MAX_SIDE), init_image=init_image, depth=depth,
-            style_masks=[region] if region is not None else [],
-        )
-        jobs.check_limits(info, job, server.address)
-        progress = jobs.progress_for(info, preset_name, params)
+            params=params, preview_every=preview_every, preview_max_side=min(max(w, h), PREVIEW_MAX_SIDE),
+            init_image=init_image, depth=depth, style_masks=[region] if region is not None else [],
+        ) for params in all_params]
+        jobs.check_limits(info, job_list[0], server.address)
+        progresses = [jobs.progress_for(info, preset_name, params) for params in all_params]
     except rpc.ServerError as e:
         return fail(procedure, str(e))
     style_name = style[1] + (f" + {second[1]}" if second else "")
-    seed = config.get_property("seed")
     sources = [jobs.style_source(name, data if isinstance(data, bytes) else data[0], _path(config, prop))
                for (data, name), prop in zip([style] + ([second] if second else []), ("style-file", "style2-file"))]
     if record is not None and [s["sha256"] for s in record.get("styles", [])] != [s["sha256"] for s in sources]:
@@ -363,60 +367,91 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
                      "will differ from it.")
     preview = Previewer(image, source, x, y, w, h)
     started = f"Style transfer on {server.address}: {info.device} ({info.dtype}), preset {preset_name}"
-    if params["size"] == 0:
+    if all_params[0]["size"] == 0:
         started += f", full resolution ({w}x{h})"
+    if len(runs) > 1:
+        started += f", {len(runs)} variations queued at once"
     if not info.model_verified:
         started += ". WARNING: " + wire.unverified_text(info.model)
         if run_mode == Gimp.RunMode.INTERACTIVE:
             Gimp.message(rpc.sentence(wire.unverified_text(info.model)) + ".")
     Gimp.progress_set_text(started)
 
-    def on_event(event):
+    def on_event(index, event):
         kind = event.WhichOneof("event")
-        text = progress.update(event)  # on a tiled step: which tile of which pass of which step
+        text = progresses[index].update(event)  # on a tiled step: which tile of which pass of which step
         if text:
-            Gimp.progress_set_text(text)
+            Gimp.progress_set_text(text if len(runs) == 1 else f"Variation {index + 1} of {len(runs)}: {text}")
         if kind in ("progress", "tile"):
-            Gimp.progress_update(progress.fraction)
+            Gimp.progress_update(sum(p.fraction for p in progresses) / len(progresses))
         elif kind == "preview":
             preview.show(event.preview.png)
 
     try:
-        result = rpc.run(server, job, on_event)
+        if len(runs) == 1:
+            results = [rpc.run(server, job_list[0], lambda event: on_event(0, event))]
+        else:  # queued on the server at once; one failing keeps the others
+            results = rpc.run_many(server, job_list, on_event)
     except rpc.ServerError as e:
         preview.remove()
         return fail(procedure, str(e))
     preview.remove()
 
-    # One undo step: a copy of the source with the result merged in through the
-    # selection (merge_shadow applies the selection mask, feathering included); with a
-    # region, the mask already guided the styles and the server kept the content where
-    # no style applies: the result goes in whole.
+    # One undo step for the run: for each result a copy of the source with the result
+    # merged in through the selection (merge_shadow applies the selection mask, feathering
+    # included); with a region, the mask already guided the styles and the server kept the
+    # content where no style applies: the result goes in whole. Variations go into a layer
+    # group named after the run, the first on top.
+    settings = settings_of(procedure, config)
+    above = above or source
     image.undo_group_start()
     try:
-        layer = source.copy()
-        layer.set_name(jobs.result_name(source.get_name(), style_name, config.get_property("strength"), seed))
-        made = jobs.make_record(settings_of(procedure, config), source.get_name(), sources, info, preset_name,
-                                params, plugin_version())
-        layer.attach_parasite(Gimp.Parasite.new(jobs.RECORD_PARASITE, Gimp.PARASITE_PERSISTENT, list(made)))
-        above = above or source
-        image.insert_layer(layer, above.get_parent(), image.get_item_position(above))
-        fmt = pixel_format(layer, depth)[0]
-        if regions:
-            buffer = layer.get_buffer()
-            buffer.set(Gegl.Rectangle.new(x, y, w, h), fmt, result.pixels)
-            buffer.flush()
-        else:
-            shadow = layer.get_shadow_buffer()
-            shadow.set(Gegl.Rectangle.new(x, y, w, h), fmt, result.pixels)
-            shadow.flush()
-            layer.merge_shadow(True)
-        layer.update(x, y, w, h)
+        parent, position = above.get_parent(), image.get_item_position(above)
+        if len(runs) > 1:
+            group = Gimp.GroupLayer.new(image, jobs.group_name(source.get_name(), style_name, runs))
+            image.insert_layer(group, parent, position)
+            parent, position = group, 0
+        for index, (overrides, params, result) in enumerate(zip(runs, all_params, results)):
+            if isinstance(result, rpc.ServerError):
+                continue
+            one = jobs.Overridden(config, overrides)
+            # Each variation's record is that one result's settings (Again remakes it alone).
+            one_run = dict(settings, **overrides, **{"variations": 1, "vary": "seed", "vary-values": ""})
+            made = jobs.make_record(one_run, source.get_name(), sources, info, preset_name, params, plugin_version())
+            name = jobs.result_name(source.get_name(), style_name, one.get_property("strength"),
+                                    one.get_property("seed"))
+            add_result(image, source, parent, position + index, name, made, result.pixels, regions,
+                       (x, y, w, h), depth)
     finally:
         image.undo_group_end()
     Gimp.progress_end()
     Gimp.displays_flush()
+    failed = [(i, r) for i, r in enumerate(results) if isinstance(r, rpc.ServerError)]
+    if failed:
+        Gimp.message("; ".join(f"Variation {i + 1} failed: {r}" for i, r in failed))
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def add_result(image, source, parent, position, name, record, pixels, whole, area, depth):
+    """A result layer: a copy of the source with `pixels` over `area` (x, y, w, h), whole
+    or through the selection, carrying its record; inserted at `position` in `parent`."""
+    x, y, w, h = area
+    layer = source.copy()  # its parasites too: the record below replaces a copied one
+    layer.set_name(name)
+    layer.attach_parasite(Gimp.Parasite.new(jobs.RECORD_PARASITE, Gimp.PARASITE_PERSISTENT, list(record)))
+    image.insert_layer(layer, parent, position)
+    fmt = pixel_format(layer, depth)[0]
+    if whole:
+        buffer = layer.get_buffer()
+        buffer.set(Gegl.Rectangle.new(x, y, w, h), fmt, pixels)
+        buffer.flush()
+    else:
+        shadow = layer.get_shadow_buffer()
+        shadow.set(Gegl.Rectangle.new(x, y, w, h), fmt, pixels)
+        shadow.flush()
+        layer.merge_shadow(True)
+    layer.update(x, y, w, h)
+    return layer
 
 
 def server_summary(config):
@@ -544,6 +579,18 @@ def add_arguments(procedure):
                                    "Keep the layer's colours (luminance-only transfer)", False, flags)
     procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",
                                0, 2**31 - 1, 0, flags)
+    procedure.add_int_argument("variations", "_Variations",
+                               "How many results to make in one go (vary: seed): seeds from Random seed on; each "
+                               "result is a layer in a group named after the run", 1, jobs.MAX_VARIATIONS, 1, flags)
+    vary = Gimp.Choice.new()
+    for index, (nick, label) in enumerate((("seed", "Seed"), ("strength", "Style strength"),
+                                           ("style-scale", "Style scale"))):
+        vary.add(nick, index, label, "")
+    procedure.add_choice_argument("vary", "Var_y", "What the variations differ in: the seed (Variations sets how "
+                                  "many), or the strength or style scale (one result per value listed)",
+                                  vary, "seed", flags)
+    procedure.add_string_argument("vary-values", "Variation va_lues",
+                                  "For Vary: strength or style scale, the values, e.g. 0.5, 1, 2", "", flags)
     procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT",
                                   wire.DEFAULT_ADDRESS, flags)
     procedure.add_string_argument("token", "_Token",

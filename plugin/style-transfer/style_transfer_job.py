@@ -196,3 +196,73 @@ def read_record(data) -> dict:
 def result_name(source: str, style: str, strength: float, seed: int) -> str:
     """A result layer's name: what it was made from, its style and strength, its seed."""
     return f"{source} - {style} x{strength:g} (seed {seed})"
+
+
+# --- variations: several results of one run -------------------------------------------------
+
+MAX_VARIATIONS = 16
+VARIED = {"seed": "seed", "strength": "strength", "style-scale": "style scale"}  # setting -> words
+
+
+class Overridden:
+    """A config whose get_property answers from `overrides` first (one variation's)."""
+
+    def __init__(self, config, overrides: dict):
+        self.config, self.overrides = config, overrides
+
+    def get_property(self, name):
+        return self.overrides[name] if name in self.overrides else self.config.get_property(name)
+
+
+def variations(config) -> list:
+    """Each variation's overrides, [{}] for one result: N seeds from the seed on
+    (Variations N, vary seed), or one result per value of Variation values (vary
+    strength or style scale). Raises ServerError naming what is wrong."""
+    vary = config.get_property("vary")
+    count = config.get_property("variations")
+    if vary == "seed":
+        if count <= 1:
+            return [{}]
+        seed = config.get_property("seed")
+        return [{"seed": seed + i} for i in range(count)]
+    words = VARIED[vary]
+    text = (config.get_property("vary-values") or "").replace(";", ",")
+    values = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise rpc.ServerError(f"Variation values: {item!r} is not a number; give the {words}s as a list, "
+                                  "e.g. 0.5, 1, 2.") from None
+        low, high = (0.01, 100.0) if vary == "strength" else (0.01, 8.0)
+        if not low <= value <= high:
+            raise rpc.ServerError(f"Variation values: a {words} of {item} is outside {low:g}..{high:g}.")
+        values.append(value)
+    if not values:
+        raise rpc.ServerError(f"Vary {words}: give the values in Variation values, e.g. 0.5, 1, 2.")
+    if len(values) > MAX_VARIATIONS:
+        raise rpc.ServerError(f"Variation values: {len(values)} values; at most {MAX_VARIATIONS} in one run.")
+    return [{vary: v} for v in values]
+
+
+def group_name(source: str, style: str, overrides: list) -> str:
+    """The layer group of a run's variations: what and over what."""
+    vary = next(iter(overrides[0]))
+    values = ", ".join(f"{o[vary]:g}" for o in overrides)
+    return f"{source} - {style}: {len(overrides)} variations of {VARIED[vary]} ({values})"
+
+
+def check_seed_variations(config, info, preset_name: str, runs: list) -> None:
+    """Seeds vary only a run that starts from noise: from the layer (the presets' usual
+    start) or another layer, N seeds would give N equal results. Raises ServerError."""
+    if len(runs) < 2 or "seed" not in runs[0]:
+        return
+    init = config.get_property("init")
+    if init == "preset":
+        init = rpc.preset_values(info, preset_name).get("init", "content")
+    if init != "noise":
+        raise rpc.ServerError(f"Variations over the seed need Start from: Noise (the preset {preset_name!r} starts "
+                              "from the layer, and every seed would give the same result); or vary the strength "
+                              "or the style scale.")

@@ -298,28 +298,36 @@ def _channel(server: Server):
 
 def _call(server: Server, coroutine_function):
     """Run one call; every failure becomes a ServerError that says what to do."""
+    try:
+        return asyncio.run(coroutine_function())
+    except Exception as e:  # noqa: BLE001 - mapped, or re-raised as it is
+        raise _failure(server, e) from None
+
+
+def _failure(server: Server, e: Exception) -> Exception:
+    """The ServerError a call's failure becomes (other exceptions unchanged): the one
+    mapping of gRPC, TLS and connection failures to words."""
     from grpclib.const import Status
     from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-    try:
-        return asyncio.run(coroutine_function())
-    except ServerError:
-        raise
-    except GRPCError as e:
+    if isinstance(e, ServerError):
+        return e
+    if isinstance(e, GRPCError):
         if e.status == Status.UNAUTHENTICATED:
             text = wire.unauthenticated_text(server.address, bool(server.token))
-            raise ServerError(sentence(text) + ": type it in the Token field, or name a token file.") from None
+            return ServerError(sentence(text) + ": type it in the Token field, or name a token file.")
         if wire.connection_lost(e.status.name, e.message or ""):
-            raise ServerError(sentence(wire.lost_text(server.address, e.message or ""))) from None
-        raise ServerError(sentence(wire.refused_text(e.status.name, e.message or ""))) from None
-    except ssl.SSLError as e:
-        raise ServerError(sentence(wire.tls_text(server.address, e.reason or str(e), True))) from None
-    except (StreamTerminatedError, ProtocolError) as e:
-        raise ServerError(sentence(wire.tls_text(server.address, str(e) or type(e).__name__, server.tls))) from None
-    except (ConnectionError, OSError, asyncio.TimeoutError):
-        raise ServerError(sentence(wire.unavailable_text(server.address))) from None
-    except wire.WireError as e:
-        raise ServerError(f"The server broke the protocol: {e}") from None
+            return ServerError(sentence(wire.lost_text(server.address, e.message or "")))
+        return ServerError(sentence(wire.refused_text(e.status.name, e.message or "")))
+    if isinstance(e, ssl.SSLError):
+        return ServerError(sentence(wire.tls_text(server.address, e.reason or str(e), True)))
+    if isinstance(e, (StreamTerminatedError, ProtocolError)):
+        return ServerError(sentence(wire.tls_text(server.address, str(e) or type(e).__name__, server.tls)))
+    if isinstance(e, (ConnectionError, OSError, asyncio.TimeoutError)):
+        return ServerError(sentence(wire.unavailable_text(server.address)))
+    if isinstance(e, wire.WireError):
+        return ServerError(f"The server broke the protocol: {e}")
+    return e
 
 
 def info(server: Server, timeout: float = 10.0):
@@ -350,35 +358,75 @@ def preset_values(info_reply, name: str) -> dict:
     raise ServerError(f"The server has no preset {name!r}; it offers: {names}.")
 
 
+async def _stylize(channel, server: Server, job: Job, on_event: Callable) -> tuple:
+    """One Stylize call on `channel`: ((meta, pixels), losses)."""
+    from grpclib.const import Cardinality
+
+    result, losses = wire.ResultAssembler(), {}
+    async with channel.request(wire.STYLIZE, Cardinality.STREAM_STREAM, pb.StylizeRequest,
+                               pb.StylizeEvent, metadata=dict(wire.auth_metadata(server.token))) as stream:
+        for message in requests(job):
+            await stream.send_message(message)
+        await stream.end()
+        async for event in stream:
+            kind = wire.event_type(event)
+            if kind == "result":
+                result.add(event.result)
+            elif kind == "done":
+                losses = dict(event.done.losses)
+            on_event(event)
+    return result.finish(), losses
+
+
+def _result(job: Job, pixels: bytes, losses: dict) -> Result:
+    if len(pixels) != job.width * job.height * job.channels * job.depth // 8:
+        raise ServerError(f"The server's result has {len(pixels)} bytes, expected "
+                          f"{job.width}x{job.height}x{job.channels} at {job.depth} bits")
+    return Result(pixels=pixels, losses=losses)
+
+
 def run(server, job: Job, on_event: Callable, token: str | None = None) -> Result:
     """Run `job` on `server` (a Server, or a HOST:PORT string); calls on_event(message)
     for every event. Raises ServerError with a message fit for the user."""
     if isinstance(server, str):
         server = Server(server, token=token)
-    from grpclib.const import Cardinality
 
     async def call():
         channel = _channel(server)
-        result, losses = wire.ResultAssembler(), {}
         try:
-            async with channel.request(wire.STYLIZE, Cardinality.STREAM_STREAM, pb.StylizeRequest,
-                                       pb.StylizeEvent, metadata=dict(wire.auth_metadata(server.token))) as stream:
-                for message in requests(job):
-                    await stream.send_message(message)
-                await stream.end()
-                async for event in stream:
-                    kind = wire.event_type(event)
-                    if kind == "result":
-                        result.add(event.result)
-                    elif kind == "done":
-                        losses = dict(event.done.losses)
-                    on_event(event)
+            return await _stylize(channel, server, job, on_event)
         finally:
             channel.close()
-        return result.finish(), losses
 
     (meta, pixels), losses = _call(server, call)
-    if len(pixels) != job.width * job.height * job.channels * job.depth // 8:
-        raise ServerError(f"The server's result has {len(pixels)} bytes, expected "
-                          f"{job.width}x{job.height}x{job.channels} at {job.depth} bits")
-    return Result(pixels=pixels, losses=losses)
+    return _result(job, pixels, losses)
+
+
+def run_many(server: Server, jobs: list, on_event: Callable) -> list:
+    """Runs `jobs` at once on `server` (one connection, one Stylize call each: the
+    server queues them and its workers take them as they free up); calls
+    on_event(index, message) for every event. Returns one Result or ServerError per
+    job, in order: one job failing does not lose the others. Raises ServerError when
+    none could be run (the server is down, the token refused)."""
+
+    async def call():
+        channel = _channel(server)
+        try:
+            calls = [_stylize(channel, server, job, lambda e, i=i: on_event(i, e)) for i, job in enumerate(jobs)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            channel.close()
+
+    outcomes = _call(server, call)
+    results = []
+    for job, outcome in zip(jobs, outcomes):
+        try:
+            if isinstance(outcome, Exception):
+                raise _failure(server, outcome)
+            (meta, pixels), losses = outcome
+            results.append(_result(job, pixels, losses))
+        except ServerError as e:
+            results.append(e)
+    if results and all(isinstance(r, ServerError) for r in results):
+        raise results[0]
+    return results

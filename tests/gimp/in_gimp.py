@@ -389,6 +389,41 @@ def case_again():
         image.delete()
 
 
+def _variations(**props):
+    image = load(P["photo"])
+    try:
+        source = image.get_layers()[0]
+        status, message = style_transfer(image, source, **{
+            "style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
+            "max-size": 32, "seed": 7, "live-preview": True, **props})
+        top = image.get_layers()
+        out = {"status": status, "message": message, "top_names": [l.get_name() for l in top]}
+        if len(top) == 2 and top[0].is_group():
+            children = top[0].get_children()
+            out["names"] = [c.get_name() for c in children]
+            out["records"] = [json.loads(bytes(c.get_parasite(RECORD).get_data()).decode()) for c in children]
+            out["distinct_pixels"] = len({pixels(c)[0] for c in children})
+        return out
+    finally:
+        image.delete()
+
+
+def case_variations_seeds():
+    return _variations(variations=3, init="noise")
+
+
+def case_variations_seeds_from_the_layer():
+    return _variations(variations=3)
+
+
+def case_variations_strength():
+    return _variations(vary="strength", **{"vary-values": "0.5, 2"})
+
+
+def case_variations_bad_values():
+    return _variations(vary="style-scale", **{"vary-values": "1, big"})
+
+
 def case_init_without_layer():
     return on_photo(**{"server": P["server"], "preset": "draft", "max-size": 40, "init": "layer"})
 
