@@ -13,6 +13,11 @@ read, docs/performance.md).
    plug-in starts the server (style_transfer_local.ensure), waits for it, sends a
    512 px default job and reads events until the first progress. Warm: the same job
    again on the server it started. Target: warm under 1 s; cold reported.
+2. Variations in one go. N=4 jobs (512 px, default preset, noise start, seeds 0..3)
+   sent at once by style_transfer_rpc.run_many against one job alone, on a server with
+   one worker (`--devices cpu`) and on one with two (`--devices cpu:2`: two 1-thread
+   workers on this 2-core machine). Targets: N=4 within 4.4x one job on one worker;
+   on two workers at least 1.3x sooner than on one.
 """
 
 from __future__ import annotations
@@ -102,7 +107,62 @@ def first_progress(tmp: Path) -> None:
     line("(warm includes the bare interpreter's start and its imports, as GIMP's plug-in process has)", "")
 
 
-PARTS = {1: first_progress}
+MANY = r"""
+import json, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/vendor"]
+import os; os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
+import style_transfer_rpc as rpc
+args = json.loads(sys.argv[2])
+server = rpc.Server(address=args["address"])
+w = h = 512
+content = bytes((i * 7) % 251 for i in range(w * h * 3))
+style = bytes((i * 13) % 251 for i in range(256 * 256 * 3))
+jobs = [rpc.Job(content=content, width=w, height=h, channels=3, styles=[(style, 256, 256, 3)],
+                params={"size": 512, "init": "noise", "seed": seed}) for seed in range(args["n"])]
+t0 = time.monotonic()
+results = rpc.run_many(server, jobs, lambda i, e: None) if len(jobs) > 1 else [rpc.run(server, jobs[0], lambda e: None)]
+print(json.dumps({"seconds": time.monotonic() - t0, "failed": [str(r) for r in results if isinstance(r, Exception)]}))
+"""
+
+
+def run_jobs(plugin_dir: Path, address: str, n: int) -> float:
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", MANY, str(plugin_dir),
+                           json.dumps({"address": address, "n": n})],
+                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=1200)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not out["failed"], out["failed"]
+    return out["seconds"]
+
+
+def variations(tmp: Path) -> None:
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from serve_process import ServeProcess
+
+    print("2. variations in one go: N=4 default jobs at 512 px (noise start, seeds 0..3), sent at once")
+    weights = tmp / "vgg19-random.pth"
+    if not weights.exists():
+        torch.save(random_state_dict(0), weights)
+    plugin_dir = stylegimp.install(tmp / "plug-ins")
+    seconds = {}
+    for devices in ("cpu", "cpu:2"):
+        server = ServeProcess.serving(str(weights), "--devices", devices, wait=120)
+        try:
+            one = run_jobs(plugin_dir, server.address, 1)
+            four = run_jobs(plugin_dir, server.address, 4)
+        finally:
+            server.stop()
+        seconds[devices] = four
+        line(f"--devices {devices}: one job / four at once", f"{one:.1f} / {four:.1f} s")
+        if devices == "cpu":
+            ratio = four / one
+            line("  four / one, one worker", f"{ratio:.2f}x", f"target <= 4.4x {'PASS' if ratio <= 4.4 else 'FAIL'}")
+    speedup = seconds["cpu"] / seconds["cpu:2"]
+    line("four at once: one worker / two workers", f"{speedup:.2f}x", f"target >= 1.3x {'PASS' if speedup >= 1.3 else 'FAIL'}")
+
+
+PARTS = {1: first_progress, 2: variations}
 
 
 def main() -> None:
