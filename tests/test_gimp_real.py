@@ -312,6 +312,10 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     assert report["status"] == "success"
     assert report["layers_after_run"] == ["Background - style x1 (seed 1)", "Background"]
     assert report["layers_after_one_undo"] == ["Background"]  # one undo step removed the result
+    assert report["multi_status"] == "success"  # two layers selected: a result above each
+    assert report["layers_after_multi"] == ["Copy - style x1 (seed 2)", "Copy", "Background - style x1 (seed 2)",
+                                            "Background"]
+    assert report["layers_after_multi_undo"] == ["Copy", "Background"]  # one undo step removed both
     assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
     assert (work / "shots" / "dialog.png").exists() and (work / "shots" / "result.png").exists()
     if os.environ.get("STYLE_TRANSFER_SCREENSHOTS"):  # refresh the README's pictures

@@ -226,12 +226,43 @@ def cancelled(procedure):
     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
 
 
+class Failed(Exception):
+    """Why a job was not made, for the user; the image is unchanged."""
+
+
 def run(procedure, run_mode, image, drawables, config, data):
-    if len(drawables) != 1 or not isinstance(drawables[0], Gimp.Layer):
-        return fail(procedure, "Style Transfer works on one layer: select a single layer.")
+    layers = [d for d in drawables if isinstance(d, Gimp.Layer) and not d.is_group()]
+    if not layers or len(layers) != len(drawables):
+        return fail(procedure, "Style Transfer works on layers (not groups, masks or channels): select one or more.")
     if run_mode == Gimp.RunMode.INTERACTIVE and not open_dialog(procedure, config):
         return cancelled(procedure)
-    return stylize(procedure, run_mode, image, drawables[0], config)
+    if len(layers) == 1:
+        try:
+            stylize(procedure, run_mode, image, layers[0], config)
+        except Failed as e:
+            return fail(procedure, str(e))
+        return success(procedure)
+    # Every selected layer, each result above its source, one undo step; a layer the
+    # server cannot take (too large, ...) is named and the others are still made.
+    failures = []
+    image.undo_group_start()
+    try:
+        for layer in layers:
+            try:
+                stylize(procedure, run_mode, image, layer, config)
+            except Failed as e:
+                failures.append(f"{layer.get_name()}: {e}")
+    finally:
+        image.undo_group_end()
+    if len(failures) == len(layers):
+        return fail(procedure, "No layer was stylized. " + " ".join(failures))
+    if failures:
+        Gimp.message(f"{len(failures)} of {len(layers)} layers were not stylized. " + " ".join(failures))
+    return success(procedure)
+
+
+def success(procedure):
+    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
 def run_again(procedure, run_mode, image, drawables, config, data):
@@ -255,7 +286,11 @@ def run_again(procedure, run_mode, image, drawables, config, data):
         return fail(procedure, str(e))
     if run_mode == Gimp.RunMode.INTERACTIVE and not open_dialog(procedure, config, "Style Transfer Again"):
         return cancelled(procedure)
-    return stylize(procedure, run_mode, image, source, config, record, above=result)
+    try:
+        stylize(procedure, run_mode, image, source, config, record, above=result)
+    except Failed as e:
+        return fail(procedure, str(e))
+    return success(procedure)
 
 
 def _value_type(procedure, name):
@@ -311,7 +346,7 @@ def plugin_version():
 
 
 def stylize(procedure, run_mode, image, source, config, record=None, above=None):
-    """One job: `source` with `config`'s settings, the result a new layer above it (or
+    """Raises Failed (the image unchanged). One job: `source` with `config`'s settings, the result a new layer above it (or
     above `above`) that carries the record of how it was made. `record`: the one it
     repeats (Again), whose styles' hashes are checked against what is sent now."""
     regions = config.get_property("region") != "everywhere"
@@ -322,7 +357,7 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
     else:
         ok, x, y, w, h = source.mask_intersect()
     if not ok or w == 0 or h == 0:
-        return fail(procedure, "The selection does not overlap the layer: nothing to stylize.")
+        raise Failed("The selection does not overlap the layer: nothing to stylize.")
     try:
         server = server_of(config, run_mode)
         style = file_or_layer(config, "style-file", "style-layer", "style image")
@@ -357,7 +392,7 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
         jobs.check_limits(info, job_list[0], server.address)
         progresses = [jobs.progress_for(info, preset_name, params) for params in all_params]
     except rpc.ServerError as e:
-        return fail(procedure, str(e))
+        raise Failed(str(e)) from None
     style_name = style[1] + (f" + {second[1]}" if second else "")
     sources = [jobs.style_source(name, data if isinstance(data, bytes) else data[0], _path(config, prop))
                for (data, name), prop in zip([style] + ([second] if second else []), ("style-file", "style2-file"))]
@@ -394,7 +429,7 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
             results = rpc.run_many(server, job_list, on_event)
     except rpc.ServerError as e:
         preview.remove()
-        return fail(procedure, str(e))
+        raise Failed(str(e)) from None
     preview.remove()
 
     # One undo step for the run: for each result a copy of the source with the result
@@ -429,7 +464,6 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
     failed = [(i, r) for i, r in enumerate(results) if isinstance(r, rpc.ServerError)]
     if failed:
         Gimp.message("; ".join(f"Variation {i + 1} failed: {r}" for i, r in failed))
-    return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
 
 def add_result(image, source, parent, position, name, record, pixels, whole, area, depth):
@@ -484,7 +518,8 @@ class StyleTransfer(Gimp.PlugIn):
         again = name == AGAIN_PROC_NAME
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_again if again else run, None)
         procedure.set_image_types("RGB*, GRAY*")
-        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        many = Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
+        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE if again else many)
         if again:
             procedure.set_menu_label("Style Transfer _Again with Changes...")
             procedure.add_menu_path("<Image>/Filters/Artistic")

@@ -22,7 +22,7 @@ def style_transfer(image, layer, run_mode, **props):
     config = proc.create_config()
     config.set_property("run-mode", run_mode)
     config.set_property("image", image)
-    config.set_core_object_array("drawables", [layer])
+    config.set_core_object_array("drawables", layer if isinstance(layer, list) else [layer])
     for key, value in props.items():
         config.set_property(key, value)
     return proc.run(config).index(0).value_nick
@@ -68,6 +68,22 @@ try:
         xdo("key", "--clearmodifiers", "ctrl+z")
         wait_for(lambda: len(image.get_layers()) == 1, 15)
     report["layers_after_one_undo"] = [l.get_name() for l in image.get_layers()]
+
+    # Two layers selected: two results, each above its source, one undo step.
+    copy = Gimp.Layer.new_from_drawable(image.get_layers()[0], image)
+    image.insert_layer(copy, None, 0)
+    copy.set_name("Copy")
+    report["multi_status"] = style_transfer(
+        image, [copy, image.get_layers()[1]], Gimp.RunMode.NONINTERACTIVE,
+        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
+           "max-size": 64, "seed": 2})
+    report["layers_after_multi"] = [l.get_name() for l in image.get_layers()]
+    Gimp.displays_flush()
+    if windows:
+        xdo("windowfocus", "--sync", windows[0])
+        xdo("key", "--clearmodifiers", "ctrl+z")
+        wait_for(lambda: len(image.get_layers()) == 2, 15)
+    report["layers_after_multi_undo"] = [l.get_name() for l in image.get_layers()]
 
     helper = subprocess.Popen(["sh", "-c",
         f'xdotool search --sync --onlyvisible --name "Style Transfer" > {OUT}/dialog.wid; '
