@@ -23,18 +23,20 @@ def pixels(drawable):
     return bytes(drawable.get_buffer().get(rect, 1.0, fmt, Gegl.AbyssPolicy.CLAMP)), n
 
 
-def style_transfer(image, layer, **props):
-    proc = pdb.lookup_procedure("plug-in-style-transfer")
+def run_procedure(name, image, layer, **props):
+    proc = pdb.lookup_procedure(name)
     config = proc.create_config()
     config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
     for key, value in props.items():
         config.set_property(key, value)
-    result = proc.run(config)
-    status = result.index(0)
-    message = "" if status == Gimp.PDBStatusType.SUCCESS else (pdb.get_last_error() or "")
-    return status.value_nick, message
+    status = proc.run(config).index(0)
+    return status.value_nick, ("" if status == Gimp.PDBStatusType.SUCCESS else (pdb.get_last_error() or ""))
+
+
+def style_transfer(image, layer, **props):
+    return run_procedure("plug-in-style-transfer", image, layer, **props)
 
 
 def copy_below(image, source, name):
@@ -348,18 +350,6 @@ def case_region_without_a_mask():
 RECORD = "style-transfer-record"
 
 
-def _run_procedure(name, image, layer, **props):
-    proc = pdb.lookup_procedure(name)
-    config = proc.create_config()
-    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
-    config.set_property("image", image)
-    config.set_core_object_array("drawables", [layer])
-    for key, value in props.items():
-        config.set_property(key, value)
-    status = proc.run(config).index(0)
-    return status.value_nick, ("" if status == Gimp.PDBStatusType.SUCCESS else (pdb.get_last_error() or ""))
-
-
 def case_again():
     """A result's record, and Again with Changes with no change: the same pixels."""
     image = load(P["photo"])
@@ -373,7 +363,7 @@ def case_again():
         out = {"status": status, "message": message, "first_name": first.get_name(),
                "flags": parasite.get_flags() if parasite else None,
                "record": json.loads(bytes(parasite.get_data()).decode()) if parasite else None}
-        again, again_message = _run_procedure("plug-in-style-transfer-again", image, first, server=P["server"])
+        again, again_message = run_procedure("plug-in-style-transfer-again", image, first, server=P["server"])
         layers = image.get_layers()
         out.update(again=again, again_message=again_message, layer_names=[l.get_name() for l in layers])
         if len(layers) == 3:
@@ -382,7 +372,7 @@ def case_again():
             out["source_under_both"] = layers[2].get_name() == source.get_name()
             second = layers[0].get_parasite(RECORD)
             out["same_record"] = second is not None and bytes(second.get_data()) == bytes(parasite.get_data())
-        not_a_result, why = _run_procedure("plug-in-style-transfer-again", image, source, server=P["server"])
+        not_a_result, why = run_procedure("plug-in-style-transfer-again", image, source, server=P["server"])
         out.update(not_a_result=not_a_result, why=why)
         return out
     finally:
