@@ -521,3 +521,22 @@ def test_a_16_bit_region_job_through_the_plugins_client(plugin_dir, server):
     right = [i for i in range(w * h * 3) if (i // 3) % w > w // 2]
     assert all(out[i] == values[i] for i in right)
     assert any(out[i] != values[i] for i in range(w * h * 3) if (i // 3) % w < w // 2)
+
+
+def test_the_dialog_layout_shows_every_setting_once():
+    """The dialog is laid out by name (style-transfer.py: CREATIVE, FRAMES, EXPANDERS):
+    an argument missing there would never be shown, one listed twice is an error in GIMP."""
+    import ast
+
+    source = (stylegimp.SOURCE / "style-transfer.py").read_text()
+    tree = ast.parse(source)
+    arguments = [node.args[0].value for node in ast.walk(tree)
+                 if isinstance(node, ast.Call) and getattr(node.func, "attr", "").startswith("add_")
+                 and getattr(node.func, "attr", "").endswith("_argument")]
+    layout = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("CREATIVE", "FRAMES", "EXPANDERS"):
+            layout[node.targets[0].id] = ast.literal_eval(node.value)
+    shown = list(layout["CREATIVE"]) + [f for _, _, fields in layout["FRAMES"] + layout["EXPANDERS"] for f in fields]
+    assert sorted(shown) == sorted(arguments)
+    assert len(shown) == len(set(shown))

@@ -207,11 +207,10 @@ def open_dialog(procedure, config, title="Style Transfer"):
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
-    try:  # what the server offers, above the options (the presets are its own)
-        dialog.get_label("server-info", server_summary(config), False, False)
-        dialog.fill(["server-info"] + [p.get_name() for p in procedure.get_arguments()
-                                       if p.get_name() not in ("run-mode", "image", "drawables")])
-    except Exception:  # noqa: BLE001 - an older libgimp: the plain dialog
+    try:
+        organise(dialog, config)
+    except Exception as e:  # noqa: BLE001 - an older libgimp: the plain dialog
+        print(f"style-transfer: the dialog's layout failed ({e}); showing the plain one", file=sys.stderr)
         dialog.fill(None)
     try:  # Maximum size does not apply at full resolution: greyed out while it is ticked
         dialog.set_sensitive("max-size", True, config, "full-resolution", True)
@@ -220,6 +219,36 @@ def open_dialog(procedure, config, title="Style Transfer"):
     ok = dialog.run()
     dialog.destroy()
     return ok
+
+
+# The dialog's layout, like GIMP's own filters: what changes every run first, then size
+# and memory and the variations in frames; what is set once (start, preview, the server)
+# in expanders, closed.
+CREATIVE = ("style-file", "style-layer", "style2-file", "style2-layer", "style2-weight", "preset", "strength",
+            "style-scale", "smoothness", "preserve-colors", "seed", "region", "region-layer", "region-channel",
+            "tileable")
+FRAMES = (("size-frame", "Size and memory", ("max-size", "full-resolution", "max-memory")),
+          ("variations-frame", "Variations", ("variations", "vary", "vary-values")))
+EXPANDERS = (("advanced", "Advanced", ("init", "init-layer", "live-preview")),
+             ("connection", "Server", ("server", "token", "token-file", "tls", "tls-ca-file")))
+
+
+def organise(dialog, config):
+    """Fills the dialog: the server's line (what it offers; the presets are its own),
+    the creative settings, frames, expanders."""
+    dialog.get_label("server-info", server_summary(config), False, False)
+    ids = ["server-info", *CREATIVE]
+    for box_id, title, fields in FRAMES:
+        dialog.fill_box(box_id + "-box", list(fields))
+        dialog.get_label(box_id + "-title", title, False, False)
+        dialog.fill_frame(box_id, box_id + "-title", False, box_id + "-box")
+        ids.append(box_id)
+    for box_id, title, fields in EXPANDERS:
+        dialog.fill_box(box_id + "-box", list(fields))
+        dialog.get_label(box_id + "-title", title, False, False)
+        dialog.fill_expander(box_id, box_id + "-title", False, box_id + "-box")
+        ids.append(box_id)
+    dialog.fill(ids)
 
 
 def cancelled(procedure):
