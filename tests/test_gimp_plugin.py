@@ -524,7 +524,8 @@ def test_a_16_bit_region_job_through_the_plugins_client(plugin_dir, server):
 
 
 def test_the_dialog_layout_shows_every_setting_once():
-    """The dialog is laid out by name (style-transfer.py: CREATIVE, FRAMES, EXPANDERS):
+    """The dialog is laid out by name (style-transfer.py: CREATIVE, FRAMES, EXPANDERS,
+    CONNECTION):
     an argument missing there would never be shown, one listed twice is an error in GIMP."""
     import ast
 
@@ -535,8 +536,11 @@ def test_the_dialog_layout_shows_every_setting_once():
                  and getattr(node.func, "attr", "").endswith("_argument")]
     layout = {}
     for node in tree.body:
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("CREATIVE", "FRAMES", "EXPANDERS"):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("CREATIVE", "FRAMES", "EXPANDERS",
+                                                                                "CONNECTION"):
             layout[node.targets[0].id] = ast.literal_eval(node.value)
     shown = list(layout["CREATIVE"]) + [f for _, _, fields in layout["FRAMES"] + layout["EXPANDERS"] for f in fields]
-    assert sorted(shown) == sorted(arguments)
+    # The connection arguments are declared twice (the Server... procedure's, and the job
+    # procedures' for scripts) and shown in the Server... dialog only.
+    assert sorted(shown + list(layout["CONNECTION"])) == sorted(set(arguments))
     assert len(shown) == len(set(shown))

@@ -316,6 +316,7 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     assert report["layers_after_multi"] == ["Copy - style x1 (seed 2)", "Copy", "Background - style x1 (seed 2)",
                                             "Background"]
     assert report["layers_after_multi_undo"] == ["Copy", "Background"]  # one undo step removed both
+    assert report["server_settings"] == "success"
     assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
     assert (work / "shots" / "dialog.png").exists() and (work / "shots" / "result.png").exists()
     if os.environ.get("STYLE_TRANSFER_SCREENSHOTS"):  # refresh the README's pictures
@@ -531,3 +532,16 @@ def test_variations_in_one_go_in_real_gimp(root, server, work):
     same = cases["variations_seeds_from_the_layer"]  # every seed would give the same result
     assert same["status"] == "execution-error" and "need Start from: Noise" in same["message"]
     assert same["top_names"] == ["Background"]
+
+
+def test_the_server_settings_are_stored_once_and_used_by_runs_in_real_gimp(root, server, work):
+    cases = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}", "cases": ["server_settings"]}, "settings")
+    case = cases["server_settings"]
+    assert "error" not in case, case.get("error")
+    assert case["status"] == "success", case["message"]
+    assert case["stored"] == {"address": f"127.0.0.1:{server.port}", "token_file": "", "tls": False, "ca_file": ""}
+    assert case["run"]["status"] == "success" and case["run"]["layers"] == 2, case["run"]
+    status, message = case["down"]
+    assert status == "execution-error" and "Settings saved; the test failed" in message
+    assert "No style-transfer server answers at 192.0.2.1:9" in message
+    assert case["stored_after_down"] == "192.0.2.1:9"

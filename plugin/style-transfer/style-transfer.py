@@ -35,6 +35,7 @@ from styletransfer.v1 import wire  # noqa: E402
 
 PROC_NAME = "plug-in-style-transfer"
 AGAIN_PROC_NAME = "plug-in-style-transfer-again"
+SERVER_PROC_NAME = "plug-in-style-transfer-server"
 
 
 SAMPLES = {8: "u8", 16: "u16", 32: "float"}  # Babl's sample type for each depth the contract carries
@@ -168,17 +169,59 @@ def _path(config, prop):
     return f.get_path() if f is not None and f.get_path() else ""
 
 
-def server_of(config, run_mode):
-    """The server's address, token and TLS from the config. A token typed in the dialog
-    is kept in the GIMP profile (0600) and cleared from the config, so that GIMP's
+def server_of(config, run_mode, keep=True):
+    """Where the job goes: the server a script names (non-interactive, *Server* set), with
+    that call's token and TLS; otherwise the one Style Transfer Server... stored. A token
+    typed is kept in the GIMP profile (0600) and cleared from the config, so that GIMP's
     plain-text saved settings never hold it."""
+    address = (config.get_property("server") or "").strip()
+    if run_mode == Gimp.RunMode.INTERACTIVE or not address:
+        return rpc.stored_server(Gimp.directory())
     typed = config.get_property("token") or ""
-    interactive = run_mode == Gimp.RunMode.INTERACTIVE
-    token = rpc.resolve_token(typed, _path(config, "token-file"), Gimp.directory(), keep=interactive)
-    if typed and interactive:
+    token = rpc.resolve_token(typed, _path(config, "token-file"), Gimp.directory(), keep=False)
+    return rpc.Server(address=address, token=token, tls=config.get_property("tls"),
+                      ca_file=_path(config, "tls-ca-file"))
+
+
+def run_server(procedure, run_mode, image, drawables, config, data):
+    """Style Transfer Server...: the connection settings, stored once for every run, then
+    tested (a local server is started as a job would): the server's device, weights and
+    presets, or what is wrong. The settings are kept either way."""
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        stored = rpc.stored_server(Gimp.directory())
+        settings = rpc.load_settings(Gimp.directory())
+        config.set_property("server", stored.address)
+        config.set_property("tls", stored.tls)
+        for prop, key in (("token-file", "token_file"), ("tls-ca-file", "ca_file")):
+            config.set_property(prop, Gio.File.new_for_path(settings[key]) if settings.get(key) else None)
+        gi.require_version("GimpUi", "3.0")
+        from gi.repository import GimpUi
+
+        GimpUi.init(PROC_NAME)
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, "Style Transfer Server")
+        dialog.fill(None)
+        ok = dialog.run()
+        dialog.destroy()
+        if not ok:
+            return cancelled(procedure)
+    address = (config.get_property("server") or "").strip() or wire.DEFAULT_ADDRESS
+    typed = config.get_property("token") or ""
+    try:
+        rpc.resolve_token(typed, _path(config, "token-file"), Gimp.directory(), keep=True)  # a typed one is kept
         config.set_property("token", "")
-    return rpc.Server(address=config.get_property("server").strip(), token=token,
-                      tls=config.get_property("tls"), ca_file=_path(config, "tls-ca-file"))
+        rpc.save_settings(Gimp.directory(), address, _path(config, "token-file"), config.get_property("tls"),
+                          _path(config, "tls-ca-file"))
+        server = rpc.stored_server(Gimp.directory())
+        Gimp.progress_init("Style transfer: testing " + server.address)
+        local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
+        info = rpc.info(server)
+    except rpc.ServerError as e:
+        return fail(procedure, f"Settings saved; the test failed: {e}")
+    weights = "verified" if info.model_verified else "UNVERIFIED: results are meaningless"
+    Gimp.message(f"Connected to {server.address}: {info.device} ({info.dtype}), server {info.server_version}, "
+                 f"contract {info.contract_version}, weights {info.model} ({weights}), presets "
+                 f"{', '.join(p.name for p in info.presets)}.")
+    return success(procedure)
 
 
 def start_image(config, source, x, y, w, h):
@@ -229,8 +272,9 @@ CREATIVE = ("style-file", "style-layer", "style2-file", "style2-layer", "style2-
             "tileable")
 FRAMES = (("size-frame", "Size and memory", ("max-size", "full-resolution", "max-memory")),
           ("variations-frame", "Variations", ("variations", "vary", "vary-values")))
-EXPANDERS = (("advanced", "Advanced", ("init", "init-layer", "live-preview")),
-             ("connection", "Server", ("server", "token", "token-file", "tls", "tls-ca-file")))
+EXPANDERS = (("advanced", "Advanced", ("init", "init-layer", "live-preview")),)
+# The connection settings are Style Transfer Server...'s; in the job procedures they are for scripts.
+CONNECTION = ("server", "token", "token-file", "tls", "tls-ca-file")
 
 
 def organise(dialog, config):
@@ -520,9 +564,7 @@ def add_result(image, source, parent, position, name, record, pixels, whole, are
 def server_summary(config):
     """One line for the dialog: the server's device, presets and weights, or why it does not answer."""
     try:
-        server = rpc.Server(address=config.get_property("server").strip(),
-                            token=rpc.resolve_token("", _path(config, "token-file"), Gimp.directory()),
-                            tls=config.get_property("tls"), ca_file=_path(config, "tls-ca-file"))
+        server = rpc.stored_server(Gimp.directory())
         if local.health(server) == "DOWN" and local.may_start(server):
             # Started now, so that VGG19 loads while the settings are chosen; OK waits for it.
             local.start(server, HERE, Gimp.directory())
@@ -538,12 +580,27 @@ def server_summary(config):
 
 class StyleTransfer(Gimp.PlugIn):
     def do_query_procedures(self):
-        return [PROC_NAME, AGAIN_PROC_NAME]
+        return [PROC_NAME, AGAIN_PROC_NAME, SERVER_PROC_NAME]
 
     def do_set_i18n(self, name):
         return False
 
     def do_create_procedure(self, name):
+        if name == SERVER_PROC_NAME:
+            procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_server, None)
+            procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+            procedure.set_menu_label("Style Transfer Ser_ver...")
+            procedure.add_menu_path("<Image>/Filters/Artistic")
+            procedure.set_documentation(
+                "Where the style-transfer server is and how to reach it",
+                "The server's address, token and TLS, stored once for every Style Transfer run, and a test of "
+                "the connection that shows the server's device, weights and presets. A server on this machine "
+                "is started when nothing answers there.",
+                name,
+            )
+            procedure.set_attribution("gimp-style-transfer", "gimp-style-transfer", "2026")
+            add_server_arguments(procedure, wire.DEFAULT_ADDRESS)
+            return procedure
         again = name == AGAIN_PROC_NAME
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run_again if again else run, None)
         procedure.set_image_types("RGB*, GRAY*")
@@ -573,8 +630,28 @@ class StyleTransfer(Gimp.PlugIn):
         return procedure
 
 
+def add_server_arguments(procedure, address):
+    """The connection settings: the Server... procedure's, and the job procedures' for
+    scripts (an empty *Server* there: the stored ones)."""
+    flags = GObject.ParamFlags.READWRITE
+    procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT" + (
+                                  "" if address else " (empty: the one Style Transfer Server... stored)"),
+                                  address, flags)
+    procedure.add_string_argument("token", "_Token",
+                                  "The server's token, typed once: kept in your GIMP profile "
+                                  f"({rpc.TOKEN_FILE_NAME}, readable by you only), never in GIMP's saved "
+                                  "settings", "", flags)
+    procedure.add_file_argument("token-file", "Token _file", "A file holding the server's token",
+                                Gimp.FileChooserAction.OPEN, True, None, flags)
+    procedure.add_boolean_argument("tls", "Use TL_S", "Connect with TLS (the server runs with --tls-cert)",
+                                   False, flags)
+    procedure.add_file_argument("tls-ca-file", "TLS _CA file",
+                                "The authority that signed the server's certificate (empty: the system's)",
+                                Gimp.FileChooserAction.OPEN, True, None, flags)
+
+
 def add_arguments(procedure):
-    """The settings both procedures share (Again sets them from a result's record)."""
+    """The settings both job procedures share (Again sets them from a result's record)."""
     flags = GObject.ParamFlags.READWRITE
     procedure.add_file_argument("style-file", "Style _image", "The style image file",
                                 Gimp.FileChooserAction.OPEN, True, None, flags)
@@ -655,21 +732,9 @@ def add_arguments(procedure):
                                   vary, "seed", flags)
     procedure.add_string_argument("vary-values", "Variation va_lues",
                                   "For Vary: strength or style scale, the values, e.g. 0.5, 1, 2", "", flags)
-    procedure.add_string_argument("server", "Ser_ver", "Address of the style-transfer server, HOST:PORT",
-                                  wire.DEFAULT_ADDRESS, flags)
-    procedure.add_string_argument("token", "_Token",
-                                  "The server's token, typed once: kept in your GIMP profile "
-                                  f"({rpc.TOKEN_FILE_NAME}, readable by you only), never in GIMP's saved "
-                                  "settings", "", flags)
-    procedure.add_file_argument("token-file", "Token _file", "A file holding the server's token",
-                                Gimp.FileChooserAction.OPEN, True, None, flags)
-    procedure.add_boolean_argument("tls", "Use TL_S", "Connect with TLS (the server runs with --tls-cert)",
-                                   False, flags)
-    procedure.add_file_argument("tls-ca-file", "TLS _CA file",
-                                "The authority that signed the server's certificate (empty: the system's)",
-                                Gimp.FileChooserAction.OPEN, True, None, flags)
     procedure.add_boolean_argument("live-preview", "_Live preview",
                                    "Show the work in progress in a temporary layer", True, flags)
+    add_server_arguments(procedure, "")
 
 
 Gimp.main(StyleTransfer.__gtype__, sys.argv)

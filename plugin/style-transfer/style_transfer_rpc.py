@@ -15,6 +15,7 @@ This module knows nothing of GIMP, so it is tested against a real server outside
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -430,3 +431,34 @@ def run_many(server: Server, jobs: list, on_event: Callable) -> list:
     if results and all(isinstance(r, ServerError) for r in results):
         raise results[0]
     return results
+
+
+# --- the connection settings, stored once (Style Transfer Server...) ------------------------
+
+SETTINGS_FILE_NAME = "style-transfer-server.json"  # in the GIMP profile; never a token (that is TOKEN_FILE_NAME)
+
+
+def load_settings(profile: str) -> dict:
+    """{"address", "token_file", "tls", "ca_file"} as Style Transfer Server... stored them;
+    {} when none are stored (or the file is damaged: the defaults apply)."""
+    try:
+        with open(os.path.join(profile, SETTINGS_FILE_NAME), encoding="utf-8") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def save_settings(profile: str, address: str, token_file: str, tls: bool, ca_file: str) -> None:
+    path = os.path.join(profile, SETTINGS_FILE_NAME)
+    with open(path + ".new", "w", encoding="utf-8") as f:
+        json.dump({"address": address, "token_file": token_file, "tls": tls, "ca_file": ca_file}, f, indent=1)
+    os.replace(path + ".new", path)
+
+
+def stored_server(profile: str) -> Server:
+    """The server Style Transfer Server... set (the defaults: this machine, no token, no TLS)."""
+    stored = load_settings(profile)
+    token = resolve_token("", stored.get("token_file") or "", profile)
+    return Server(address=(stored.get("address") or wire.DEFAULT_ADDRESS).strip(), token=token,
+                  tls=bool(stored.get("tls")), ca_file=stored.get("ca_file") or "")

@@ -414,6 +414,30 @@ def case_variations_bad_values():
     return _variations(vary="style-scale", **{"vary-values": "1, big"})
 
 
+def _server_settings(address):
+    proc = pdb.lookup_procedure("plug-in-style-transfer-server")
+    config = proc.create_config()
+    config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    config.set_property("server", address)
+    status = proc.run(config).index(0)
+    return status.value_nick, ("" if status == Gimp.PDBStatusType.SUCCESS else (pdb.get_last_error() or ""))
+
+
+def case_server_settings():
+    """Style Transfer Server... stores the address and tests it; a run that names no server
+    uses it. A remote address that does not answer: saved, the test says why."""
+    import os
+
+    status, message = _server_settings(P["server"])
+    out = {"status": status, "message": message}
+    stored = os.path.join(Gimp.directory(), "style-transfer-server.json")
+    out["stored"] = json.load(open(stored)) if os.path.exists(stored) else None
+    out["run"] = on_photo(**{"server": "", "preset": "draft", "max-size": 40})
+    out["down"] = _server_settings("192.0.2.1:9")
+    out["stored_after_down"] = json.load(open(stored))["address"]
+    return out
+
+
 def case_init_without_layer():
     return on_photo(**{"server": P["server"], "preset": "draft", "max-size": 40, "init": "layer"})
 

@@ -85,6 +85,13 @@ try:
         wait_for(lambda: len(image.get_layers()) == 2, 15)
     report["layers_after_multi_undo"] = [l.get_name() for l in image.get_layers()]
 
+    # The connection, stored once (Style Transfer Server...): the dialog's server line reads it.
+    server_proc = pdb.lookup_procedure("plug-in-style-transfer-server")
+    server_config = server_proc.create_config()
+    server_config.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    server_config.set_property("server", P["server"])
+    report["server_settings"] = server_proc.run(server_config).index(0).value_nick
+
     helper = subprocess.Popen(["sh", "-c",
         f'xdotool search --sync --onlyvisible --name "Style Transfer" > {OUT}/dialog.wid; '
         f'xdotool mousemove 4000 4000; sleep 3; '
