@@ -207,6 +207,15 @@ def _copy_package(name: str, vendor: Path) -> None:
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", *(f"*{e}" for e in _COMPILED)))
 
 
+def recorded_server(target: Path) -> list[str] | None:
+    """The command the installed plug-in starts a local server with (install.json), or None."""
+    try:
+        recorded = json.loads((Path(target) / "install.json").read_text()).get("server") or {}
+    except (OSError, ValueError):
+        return None
+    return recorded.get("command") or None
+
+
 def uninstall(plugins_dir: Path | None = None) -> Path | None:
     """Remove the plug-in; returns the removed folder, or None if there was none."""
     target = (Path(plugins_dir) if plugins_dir else default_plugins_dir()) / PLUGIN_NAME

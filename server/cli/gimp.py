@@ -62,21 +62,34 @@ def run(args: argparse.Namespace) -> int:
         return 0
     token = o.read_token_file(args.token_file) if args.token_file else None
     checks, contract = stylegimp.doctor(plugins)
-    checks += server_checks(contract, args.server or wire.DEFAULT_ADDRESS, token, args.tls_ca)
+    address = args.server or wire.DEFAULT_ADDRESS
+    starter = None  # what the plug-in starts when nothing answers on this machine (plain connections only)
+    if address.rpartition(":")[0].strip("[]") in ("127.0.0.1", "localhost", "::1") and not token and args.tls_ca is None:
+        try:
+            starter = stylegimp.recorded_server((plugins or stylegimp.default_plugins_dir()) / stylegimp.PLUGIN_NAME)
+        except stylegimp.NoProfile:
+            starter = None
+    checks += server_checks(contract, address, token, args.tls_ca, starter)
     for ok, text in checks:
         print(f"[{'ok' if ok else '!!'}] {text}")
     return 0 if all(ok for ok, _ in checks) else 1
 
 
-def server_checks(contract: str | None, server: str, token: str | None, tls_ca: str | None) -> list[tuple[bool, str]]:
+def server_checks(contract: str | None, server: str, token: str | None, tls_ca: str | None,
+                  starter: list[str] | None = None) -> list[tuple[bool, str]]:
     """(ok, finding) for the server the plug-in will use: it answers (with the token and
-    TLS given), speaks the installed plug-in's contract version, runs verified weights."""
+    TLS given), speaks the installed plug-in's contract version, runs verified weights.
+    starter: the command the plug-in starts a local server with, when nothing answers
+    (then no server running is fine)."""
     from ..client import Client, RemoteError, ServerUnavailable
 
     try:
         with Client(server, token=token, tls_ca=tls_ca, connect_timeout=3) as client:
             info = client.info()
     except ServerUnavailable as e:
+        if starter:
+            return [(True, f"no server running at {server} now: the plug-in starts one itself when needed "
+                           f"({starter[0]} serve)")]
         return [(False, str(e))]
     except RemoteError as e:
         return [(False, f"the server at {server} answers but refused GetInfo: {e.details}")]
