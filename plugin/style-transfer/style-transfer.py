@@ -169,7 +169,7 @@ def _path(config, prop):
     return f.get_path() if f is not None and f.get_path() else ""
 
 
-def server_of(config, run_mode, keep=True):
+def server_of(config, run_mode):
     """Where the job goes: the server a script names (non-interactive, *Server* set), with
     that call's token and TLS; otherwise the one Style Transfer Server... stored. A token
     typed is kept in the GIMP profile (0600) and cleared from the config, so that GIMP's
