@@ -47,10 +47,11 @@ curvature test and the initial scale γ are taken per block, so the recursion is
 of K independent L-BFGS runs sharing one network evaluation (a block-diagonal
 inverse Hessian). With one shared memory, L-BFGS follows the total, and a region
 whose loss is 40 times another's sets γ and the corrections for both: the smaller
-one's steps stay too short (measured: its style loss 4.5 times a run of that region
-alone; 1.55 with one memory per region and one for the border band between them,
-docs/creative.md, "One memory per region"). The guard, the stall test and the
-box stay global: they look at the objective, which is one number.
+one's steps stay too short (measured on one photo: its style loss 4.5 times a run of
+that region alone; 1.55 with one memory per region and one for the border band between
+them). The guard, the stall test and the box stay global: they look at the objective,
+which is one number, and over four photos that still holds the smaller region back
+(docs/creative.md, "One memory per region").
 
 Coarse to fine, a level can start with the previous level's curvature pairs,
 resized to its size (`carry`): its first step is then a quasi-Newton step instead

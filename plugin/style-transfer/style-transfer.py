@@ -188,10 +188,9 @@ def run_server(procedure, run_mode, image, drawables, config, data):
     tested (a local server is started as a job would): the server's device, weights and
     presets, or what is wrong. The settings are kept either way."""
     if run_mode == Gimp.RunMode.INTERACTIVE:
-        stored = rpc.stored_server(Gimp.directory())
         settings = rpc.load_settings(Gimp.directory())
-        config.set_property("server", stored.address)
-        config.set_property("tls", stored.tls)
+        config.set_property("server", settings.get("address") or wire.DEFAULT_ADDRESS)
+        config.set_property("tls", bool(settings.get("tls")))
         for prop, key in (("token-file", "token_file"), ("tls-ca-file", "ca_file")):
             config.set_property(prop, Gio.File.new_for_path(settings[key]) if settings.get(key) else None)
         gi.require_version("GimpUi", "3.0")
@@ -207,10 +206,10 @@ def run_server(procedure, run_mode, image, drawables, config, data):
     address = (config.get_property("server") or "").strip() or wire.DEFAULT_ADDRESS
     typed = config.get_property("token") or ""
     try:
-        rpc.resolve_token(typed, _path(config, "token-file"), Gimp.directory(), keep=True)  # a typed one is kept
-        config.set_property("token", "")
         rpc.save_settings(Gimp.directory(), address, _path(config, "token-file"), config.get_property("tls"),
                           _path(config, "tls-ca-file"))
+        rpc.resolve_token(typed, _path(config, "token-file"), Gimp.directory(), keep=True)  # a typed one is kept
+        config.set_property("token", "")
         server = rpc.stored_server(Gimp.directory())
         Gimp.progress_init("Style transfer: testing " + server.address)
         local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
@@ -309,12 +308,6 @@ def run(procedure, run_mode, image, drawables, config, data):
         return fail(procedure, "Style Transfer works on layers (not groups, masks or channels): select one or more.")
     if run_mode == Gimp.RunMode.INTERACTIVE and not open_dialog(procedure, config):
         return cancelled(procedure)
-    if len(layers) == 1:
-        try:
-            stylize(procedure, run_mode, image, layers[0], config)
-        except Failed as e:
-            return fail(procedure, str(e))
-        return success(procedure)
     # Every selected layer, each result above its source, one undo step; a layer the
     # server cannot take (too large, ...) is named and the others are still made.
     failures = []
@@ -324,11 +317,12 @@ def run(procedure, run_mode, image, drawables, config, data):
             try:
                 stylize(procedure, run_mode, image, layer, config)
             except Failed as e:
-                failures.append(f"{layer.get_name()}: {e}")
+                failures.append(f"{layer.get_name()}: {e}" if len(layers) > 1 else str(e))
     finally:
         image.undo_group_end()
     if len(failures) == len(layers):
-        return fail(procedure, "No layer was stylized. " + " ".join(failures))
+        return fail(procedure, " ".join(failures) if len(layers) == 1 else
+                    "No layer was stylized. " + " ".join(failures))
     if failures:
         Gimp.message(f"{len(failures)} of {len(layers)} layers were not stylized. " + " ".join(failures))
     return success(procedure)
@@ -366,8 +360,7 @@ def run_again(procedure, run_mode, image, drawables, config, data):
     return success(procedure)
 
 
-def _value_type(procedure, name):
-    return procedure.find_argument(name).value_type.name
+ITEM_TYPES = ("GimpLayer", "GimpChannel", "GimpDrawable")  # settings a record keeps by name
 
 
 def settings_of(procedure, config):
@@ -382,7 +375,7 @@ def settings_of(procedure, config):
         kind = pspec.value_type.name
         if kind == "GFile":
             value = value.get_path() if value is not None and value.get_path() else ""
-        elif kind in ("GimpLayer", "GimpChannel", "GimpDrawable"):
+        elif kind in ITEM_TYPES:
             value = value.get_name() if value is not None else None
         settings[name] = value
     return settings
@@ -392,14 +385,15 @@ def apply_settings(procedure, config, image, settings):
     """`config` set from a record's settings; raises ServerError naming a layer, channel
     or file the record names that is gone."""
     for name, value in settings.items():
-        if procedure.find_argument(name) is None:
+        pspec = procedure.find_argument(name)
+        if pspec is None:
             continue  # a setting of another plug-in version
-        kind = _value_type(procedure, name)
+        kind = pspec.value_type.name
         if kind == "GFile":
             if value and not os.path.isfile(value):
                 raise rpc.ServerError(f"The file this result used for {name}, {value}, is gone.")
             value = Gio.File.new_for_path(value) if value else None
-        elif kind in ("GimpLayer", "GimpChannel", "GimpDrawable"):
+        elif kind in ITEM_TYPES:
             if value is not None:
                 found = (image.get_channel_by_name(value) if kind == "GimpChannel"
                          else image.get_layer_by_name(value))
@@ -419,9 +413,10 @@ def plugin_version():
 
 
 def stylize(procedure, run_mode, image, source, config, record=None, above=None):
-    """Raises Failed (the image unchanged). One job: `source` with `config`'s settings, the result a new layer above it (or
-    above `above`) that carries the record of how it was made. `record`: the one it
-    repeats (Again), whose styles' hashes are checked against what is sent now."""
+    """One run: `source` with `config`'s settings (each variation one job), each result a
+    new layer above it (or above `above`) that carries the record of how it was made.
+    `record`: the one it repeats (Again), whose styles' hashes are checked against what
+    is sent now. Raises Failed, the image unchanged."""
     regions = config.get_property("region") != "everywhere"
     # The part of the layer to send: the selection's bounding box within it, or all of it
     # (and all of it with a region: the mask guides where each style goes, it cuts nothing).
@@ -496,10 +491,7 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
             preview.show(event.preview.png)
 
     try:
-        if len(runs) == 1:
-            results = [rpc.run(server, job_list[0], lambda event: on_event(0, event))]
-        else:  # queued on the server at once; one failing keeps the others
-            results = rpc.run_many(server, job_list, on_event)
+        results = rpc.run_many(server, job_list, on_event)  # queued at once; one failing keeps the others
     except rpc.ServerError as e:
         preview.remove()
         raise Failed(str(e)) from None
@@ -519,10 +511,9 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
             group = Gimp.GroupLayer.new(image, jobs.group_name(source.get_name(), style_name, runs))
             image.insert_layer(group, parent, position)
             parent, position = group, 0
-        for index, (overrides, params, result) in enumerate(zip(runs, all_params, results)):
+        for index, (overrides, one, params, result) in enumerate(zip(runs, configs, all_params, results)):
             if isinstance(result, rpc.ServerError):
                 continue
-            one = jobs.Overridden(config, overrides)
             # Each variation's record is that one result's settings (Again remakes it alone).
             one_run = dict(settings, **overrides, **{"variations": 1, "vary": "seed", "vary-values": ""})
             made = jobs.make_record(one_run, source.get_name(), sources, info, preset_name, params, plugin_version())
@@ -669,7 +660,7 @@ def add_arguments(procedure):
                                   "One of the server's presets, which the server defines (the dialog's "
                                   "server line and style-transfer info list them)", "default", flags)
     procedure.add_double_argument("strength", "Style _strength", "Multiplies the preset's style weight",
-                                  0.01, 100.0, 1.0, flags)
+                                  *jobs.RANGES["strength"], 1.0, flags)
     procedure.add_int_argument("max-size", "_Maximum size",
                                "Longest side the server works at, px (0: the preset's; the server's "
                                "limit applies; not used at full resolution)", 0, 16384, 0, flags)
@@ -682,7 +673,7 @@ def add_arguments(procedure):
                                   "tile (0: the server's budget; never more than it)", 0.0, 1024.0, 0.0, flags)
     procedure.add_double_argument("style-scale", "Style s_cale",
                                   "The style image's size relative to the result's (0: the preset's)",
-                                  0.0, 8.0, 0.0, flags)
+                                  0.0, jobs.RANGES["style-scale"][1], 0.0, flags)
     procedure.add_double_argument("smoothness", "S_moothness",
                                   "Total-variation weight: smooths fine noise (0: the preset's)",
                                   0.0, 1000.0, 0.0, flags)

@@ -6,6 +6,7 @@ so that tests/test_gimp_plugin.py checks the request building outside GIMP.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -155,8 +156,6 @@ NOT_RECORDED = ("run-mode", "image", "drawables", "token", "token-file", "server
 def style_source(name: str, data: bytes, path: str = "") -> dict:
     """One style (or start) image of a job as a record keeps it: its file's path or its
     layer's name, and the SHA-256 of the bytes sent (the file's, or the layer's pixels)."""
-    import hashlib
-
     entry = {"name": name, "sha256": hashlib.sha256(data).hexdigest()}
     if path:
         entry["path"] = path
@@ -201,6 +200,9 @@ def result_name(source: str, style: str, strength: float, seed: int) -> str:
 # --- variations: several results of one run -------------------------------------------------
 
 MAX_VARIATIONS = 16
+# The ranges of the settings a run can vary, also the dialog's (style-transfer.py); there a
+# style scale of 0 means the preset's, which a listed value cannot mean.
+RANGES = {"strength": (0.01, 100.0), "style-scale": (0.01, 8.0)}
 VARIED = {"seed": "seed", "strength": "strength", "style-scale": "style scale"}  # setting -> words
 
 
@@ -236,7 +238,7 @@ def variations(config) -> list:
         except ValueError:
             raise rpc.ServerError(f"Variation values: {item!r} is not a number; give the {words}s as a list, "
                                   "e.g. 0.5, 1, 2.") from None
-        low, high = (0.01, 100.0) if vary == "strength" else (0.01, 8.0)
+        low, high = RANGES[vary]
         if not low <= value <= high:
             raise rpc.ServerError(f"Variation values: a {words} of {item} is outside {low:g}..{high:g}.")
         values.append(value)

@@ -27,20 +27,12 @@ from styletransfer.v1 import wire
 
 LOG_NAME = "style-transfer-server.log"  # in the GIMP profile
 START_TIMEOUT = 300.0  # seconds for the server to load VGG19 and answer (a cold disk, a slow CPU)
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def host_port(address: str) -> tuple[str, int]:
-    host, sep, port = address.strip().rpartition(":")
-    if not sep or not port.isdigit():
-        raise rpc.ServerError(f"The server address {address!r} is not HOST:PORT (e.g. {wire.DEFAULT_ADDRESS}).")
-    return host.strip("[]"), int(port)
 
 
 def may_start(server: rpc.Server) -> bool:
     """Only a plain server on this machine: a token or TLS means someone else runs it."""
-    host, _ = host_port(server.address)
-    return host in LOCAL_HOSTS and not server.token and not server.tls
+    host, _ = rpc.host_port(server.address)
+    return host in wire.LOCAL_HOSTS and not server.token and not server.tls
 
 
 def health(server: rpc.Server, timeout: float = 2.0) -> str:
@@ -49,7 +41,7 @@ def health(server: rpc.Server, timeout: float = 2.0) -> str:
     from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
     from grpclib.health.v1.health_grpc import HealthStub
 
-    host, port = host_port(server.address)
+    host, port = rpc.host_port(server.address)
 
     async def check():
         channel = Channel(host, port)
@@ -91,7 +83,7 @@ def start(server: rpc.Server, plugin_dir: str, log_dir: str) -> int:
     if pid:
         return pid
     recorded = launcher(plugin_dir)
-    host, port = host_port(server.address)
+    host, port = rpc.host_port(server.address)
     command = [*recorded["command"], "serve", "--host", host, "--port", str(port),
                "--idle-exit", str(recorded["idle_exit"])]
     if recorded.get("weights"):

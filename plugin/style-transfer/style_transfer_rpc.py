@@ -288,13 +288,18 @@ def _ssl_context(server: Server):
     return ctx
 
 
+def host_port(address: str) -> tuple[str, int]:
+    """(host, port) of HOST:PORT (an IPv6 host in brackets or not). Raises ServerError."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        raise ServerError(f"The server address {address!r} is not HOST:PORT (e.g. {wire.DEFAULT_ADDRESS}).")
+    return host.strip("[]") or wire.DEFAULT_HOST, int(port)
+
+
 def _channel(server: Server):
     from grpclib.client import Channel
 
-    host, sep, port = server.address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ServerError(f"The server address {server.address!r} is not HOST:PORT (e.g. {wire.DEFAULT_ADDRESS}).")
-    return Channel(host.strip("[]") or wire.DEFAULT_HOST, int(port), ssl=_ssl_context(server))
+    return Channel(*host_port(server.address), ssl=_ssl_context(server))
 
 
 def _call(server: Server, coroutine_function):
@@ -391,16 +396,7 @@ def run(server, job: Job, on_event: Callable, token: str | None = None) -> Resul
     for every event. Raises ServerError with a message fit for the user."""
     if isinstance(server, str):
         server = Server(server, token=token)
-
-    async def call():
-        channel = _channel(server)
-        try:
-            return await _stylize(channel, server, job, on_event)
-        finally:
-            channel.close()
-
-    (meta, pixels), losses = _call(server, call)
-    return _result(job, pixels, losses)
+    return run_many(server, [job], lambda index, event: on_event(event))[0]
 
 
 def run_many(server: Server, jobs: list, on_event: Callable) -> list:

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     checks, contract = stylegimp.doctor(plugins)
     address = args.server or wire.DEFAULT_ADDRESS
     starter = None  # what the plug-in starts when nothing answers on this machine (plain connections only)
-    if address.rpartition(":")[0].strip("[]") in ("127.0.0.1", "localhost", "::1") and not token and args.tls_ca is None:
+    if address.rpartition(":")[0].strip("[]") in wire.LOCAL_HOSTS and not token and args.tls_ca is None:
         try:
             starter = stylegimp.recorded_server((plugins or stylegimp.default_plugins_dir()) / stylegimp.PLUGIN_NAME)
         except stylegimp.NoProfile:

@@ -36,6 +36,9 @@ GET_INFO = f"/{SERVICE}/GetInfo"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50051
 DEFAULT_ADDRESS = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+# The hosts that are this machine by name: the GIMP plug-in starts a server only there
+# (plugin/style-transfer/style_transfer_local.py), and `gimp doctor` knows it does.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 CHUNK_BYTES = 1 << 20  # 1 MiB per ImageChunk / ResultChunk: well under gRPC's 4 MiB message limit
 MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES
 PREVIEW_MAX_SIDE = 256  # Header.preview_max_side 0 means this
