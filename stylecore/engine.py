@@ -7,6 +7,7 @@ scale starts from the previous scale's result, upsampled.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -75,8 +76,7 @@ class Engine:
     def network(self, device: torch.device) -> VGGFeatures:
         if device not in self._placed:
             # channels_last: oneDNN's and cuDNN's fast convolution layout (1.4x on CPU here).
-            net = VGGFeatures(self._cpu_model.last_layer)
-            net.load_state_dict(self._cpu_model.state_dict())
+            net = copy.deepcopy(self._cpu_model)  # .to moves in place: the CPU original stays as it is
             self._placed[device] = net.to(device, memory_format=torch.channels_last)
         return self._placed[device]
 

@@ -3,6 +3,9 @@ an engine on them, and small real photographs."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,10 @@ from PIL import Image
 from stylecore import Engine, VGGFeatures, random_state_dict
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+# The weights' features-only cache (server/weights.py) of this run, not the user's:
+# set before any test starts a server or a CLI process, which inherit it.
+os.environ["STYLE_TRANSFER_CACHE"] = tempfile.mkdtemp(prefix="style-transfer-cache-")
 
 
 def fast_precisions() -> list[str]:

@@ -286,6 +286,9 @@ def test_killing_the_plugin_stops_the_job_at_once(root, server, work, content, s
         gimp.wait(120)
 
 
+SHOTS = ("dialog", "result", "variations", "regions", "server")  # docs/gimp-NAME.png
+
+
 def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     """The full UI under Xvfb: libgimp 3.0 has no undo call, so Ctrl+Z is pressed
     in the image window. Also screenshots the dialog (README's pictures)."""
@@ -297,8 +300,10 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     from skimage import data
 
     Image.fromarray(data.astronaut()).resize((384, 384), Image.LANCZOS).save(work / "astronaut.png")
+    Image.fromarray(data.hubble_deep_field()[:256, :256]).resize((64, 64), Image.LANCZOS).save(work / "style2.png")
     params = {"server": f"127.0.0.1:{server.port}", "photo": str(work / "astronaut.png"), "style": str(work / "style.png"),
-              "selection": [60, 40, 260, 300], "shots": str(work / "shots"), "out": str(work / "gui.json")}
+              "style2": str(work / "style2.png"), "selection": [60, 40, 260, 300], "ellipse": [90, 20, 200, 230],
+              "shots": str(work / "shots"), "out": str(work / "gui.json")}
     (work / "gui.params.json").write_text(json.dumps(params))
     proc = subprocess.run(
         ["bash", str(HERE / "gimp_batch.sh"), "--gui", "--root", root, "--plugins", str(work / "plug-ins"),
@@ -316,11 +321,17 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     assert report["layers_after_multi"] == ["Copy - style x1 (seed 2)", "Copy", "Background - style x1 (seed 2)",
                                             "Background"]
     assert report["layers_after_multi_undo"] == ["Copy", "Background"]  # one undo step removed both
+    assert report["variations_status"] == "success"
+    assert report["variations_group"] == [f"Background - style x1 (seed {s})" for s in (1, 2, 3)]
+    assert report["regions_status"] == "success"
+    assert report["layers_after_regions"] == ["Background - style x1 (seed 1)", "Background"]  # one layer
     assert report["server_settings"] == "success"
     assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
-    assert (work / "shots" / "dialog.png").exists() and (work / "shots" / "result.png").exists()
+    assert report["server_dialog_status"] == "cancel"
+    for name in SHOTS:
+        assert (work / "shots" / f"{name}.png").exists(), name
     if os.environ.get("STYLE_TRANSFER_SCREENSHOTS"):  # refresh the README's pictures
-        for name in ("dialog", "result"):
+        for name in SHOTS:
             shot = Image.open(work / "shots" / f"{name}.png").convert("RGB")
             shot.crop(shot.getbbox()).save(Path(os.environ["STYLE_TRANSFER_SCREENSHOTS"]) / f"gimp-{name}.png")
 

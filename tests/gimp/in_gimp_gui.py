@@ -2,7 +2,9 @@
 # 1. Shows the photo in a window, runs the plug-in non-interactively, screenshots
 #    the result, presses Ctrl+Z once in the image window (xdotool) and records
 #    whether that one undo step removed the result layer.
-# 2. Opens the plug-in's dialog (interactive run), screenshots it, presses Escape.
+# 2. Variations (a group of three) and a result with a style per region: screenshots.
+# 3. Opens the plug-in's dialog and the server settings' dialog (interactive runs),
+#    screenshots each, presses Escape.
 # Screenshots are xwd files converted to PNG by GIMP itself. Parameters from PARAMS.
 import json
 import os
@@ -85,6 +87,31 @@ try:
         wait_for(lambda: len(image.get_layers()) == 2, 15)
     report["layers_after_multi_undo"] = [l.get_name() for l in image.get_layers()]
 
+    # Variations in one go: a group of three seeds (README's picture of the Layers dock).
+    report["variations_status"] = style_transfer(
+        image, image.get_layers()[0], Gimp.RunMode.NONINTERACTIVE,
+        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
+           "max-size": 96, "variations": 3, "init": "noise", "seed": 1})
+    group = image.get_layers()[0]
+    report["variations_group"] = [l.get_name() for l in group.get_children()] if group.is_group() else []
+    group.set_expanded(True)
+    Gimp.displays_flush()
+    time.sleep(2)
+    shot("variations")
+    image.remove_layer(group)
+
+    # A style per region: the elliptic selection takes the first style, the second style the rest.
+    image.select_ellipse(Gimp.ChannelOps.REPLACE, *P["ellipse"])
+    report["regions_status"] = style_transfer(
+        image, image.get_layers()[-1], Gimp.RunMode.NONINTERACTIVE,
+        **{"style-file": Gio.File.new_for_path(P["style"]), "style2-file": Gio.File.new_for_path(P["style2"]),
+           "region": "selection", "server": P["server"], "preset": "draft", "max-size": 192, "seed": 1})
+    report["layers_after_regions"] = [l.get_name() for l in image.get_layers()]
+    Gimp.Selection.none(image)
+    Gimp.displays_flush()
+    time.sleep(2)
+    shot("regions")
+
     # The connection, stored once (Style Transfer Server...): the dialog's server line reads it.
     server_proc = pdb.lookup_procedure("plug-in-style-transfer-server")
     server_config = server_proc.create_config()
@@ -102,7 +129,18 @@ try:
         image, image.get_layers()[0], Gimp.RunMode.INTERACTIVE,
         **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"]})
     helper.wait(timeout=60)
-    for name in ("result", "dialog"):
+
+    # The connection's own dialog (Filters > Artistic > Style Transfer Server...), as a user opens it.
+    helper = subprocess.Popen(["sh", "-c",
+        f'xdotool search --sync --onlyvisible --name "^Style Transfer Server$" > {OUT}/server.wid; '
+        f'xdotool mousemove 4000 4000; sleep 2; '
+        f'xwd -silent -id $(head -1 {OUT}/server.wid) -out {OUT}/server.xwd; '
+        f'xdotool windowfocus --sync $(head -1 {OUT}/server.wid) key Escape'])
+    server_config = server_proc.create_config()
+    server_config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    report["server_dialog_status"] = server_proc.run(server_config).index(0).value_nick
+    helper.wait(timeout=60)
+    for name in ("result", "dialog", "variations", "regions", "server"):
         path = f"{OUT}/{name}.xwd"
         if os.path.exists(path):
             shot_image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(path))
