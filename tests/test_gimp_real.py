@@ -322,9 +322,9 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
                                             "Background"]
     assert report["layers_after_multi_undo"] == ["Copy", "Background"]  # one undo step removed both
     assert report["variations_status"] == "success"
-    assert report["variations_group"] == [f"Background - style x1 (seed {s})" for s in (1, 2, 3)]
+    assert report["variations_group"] == [f"Background - style x{s} (seed 1)" for s in (0.3, 1, 3)]
     assert report["regions_status"] == "success"
-    assert report["layers_after_regions"] == ["Background - style x1 (seed 1)", "Background"]  # one layer
+    assert report["layers_after_regions"] == ["Background - style + style2 x1 (seed 1)", "Background"]  # one layer
     assert report["server_settings"] == "success"
     assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
     assert report["server_dialog_status"] == "cancel"

@@ -87,11 +87,13 @@ try:
         wait_for(lambda: len(image.get_layers()) == 2, 15)
     report["layers_after_multi_undo"] = [l.get_name() for l in image.get_layers()]
 
-    # Variations in one go: a group of three seeds (README's picture of the Layers dock).
+    # Variations in one go: a group of three strengths (README's picture of the Layers dock).
+    image.remove_layer(image.get_layers()[0])  # the copy: Background alone again
+    Gimp.Selection.none(image)
     report["variations_status"] = style_transfer(
         image, image.get_layers()[0], Gimp.RunMode.NONINTERACTIVE,
         **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
-           "max-size": 96, "variations": 3, "init": "noise", "seed": 1})
+           "max-size": 128, "vary": "strength", "vary-values": "0.3, 1, 3", "seed": 1})
     group = image.get_layers()[0]
     report["variations_group"] = [l.get_name() for l in group.get_children()] if group.is_group() else []
     group.set_expanded(True)
