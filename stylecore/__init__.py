@@ -12,7 +12,8 @@ from importlib import import_module
 _EXPORTS = {
     "Engine": "engine", "Job": "engine", "Diverged": "engine", "ImageOptimizer": "optimize", "resolve_device": "engine", "resolve_dtype": "precision",
     "Cancelled": "events", "Event": "events", "Preview": "events", "Progress": "events",
-    "Result": "events", "Started": "events", "TilePass": "events",
+    "Result": "events", "Started": "events", "TilePass": "events", "FrameStarted": "events", "FrameDone": "events",
+    "stylize_frames": "sequence", "Temporal": "temporal",
     "PRESETS": "params", "ParamError": "params", "StyleParams": "params", "preset": "params",
     "VGGFeatures": "vgg", "random_state_dict": "vgg",
 }

@@ -22,6 +22,7 @@ from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, StyleTarget, blend_grams, gram_matrix
 from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
 from .precision import resolve_dtype
+from .temporal import Temporal
 from .memory import Level
 from .params import CONTENT_LAYER, STYLE_LAYERS, ParamError, StyleParams
 from .vgg import VGGFeatures
@@ -60,6 +61,8 @@ class Job:
     # (1, 1, H, W): how much of each pixel some region claims, where that is not all of
     # it (masks without a background style): the result keeps the content elsewhere.
     coverage: torch.Tensor | None = None
+    # A frame after the first of a sequence: what it is pulled toward (temporal.py).
+    temporal: Temporal | None = None
 
     @property
     def wrap(self) -> bool:
@@ -86,9 +89,11 @@ class Engine:
                 device: str | torch.device = "auto", budget: int | None = None,
                 init_image: np.ndarray | None = None,
                 style_masks: Sequence[np.ndarray | None] = (),
-                style_guides: Sequence[np.ndarray | None] = ()) -> Job:
+                style_guides: Sequence[np.ndarray | None] = (), temporal: Temporal | None = None) -> Job:
         """Checks the images, resolves the device (the caller's: a server's or the CLI's
         choice, never a job parameter) and precision, plans the pyramid.
+        temporal: for a frame after the first of a sequence, the previous result warped to
+        it and where to trust that (temporal.py), at the content's size.
         style_masks: per style, a gray mask of the content's size saying where that
         style applies (None or missing: no mask; regions.py); style_guides: per style,
         a gray mask of that style image's size saying which part of it to take the
@@ -122,17 +127,23 @@ class Engine:
             raise ParamError("init", "init 'image' needs an initial image, and an initial image needs init 'image'; "
                                      f"got init {params.init!r} and {'an' if init_image is not None else 'no'} image")
         init = images.split(init_image, "initial image") if init_image is not None else None
+        if temporal is not None and (tuple(temporal.target.shape[-2:]) != (content_img.height, content_img.width)
+                                     or tuple(temporal.weight.shape[-2:]) != tuple(temporal.target.shape[-2:])):
+            raise ParamError("temporal", f"the previous frame's warped result is {tuple(temporal.target.shape[-2:])}"
+                                         f", its weight {tuple(temporal.weight.shape[-2:])}; the frame is "
+                                         f"{(content_img.height, content_img.width)}")
         dtype = resolve_dtype(params.precision, device)
         # The job's memory: params.max_memory, and at most the caller's `budget` (a
         # server's per-job limit, in bytes beyond what the process holds).
         budget, held = memory.job_budget(params.max_memory, device, budget)
         guided = sum(r.mask is not None for r in job_regions)
         levels = memory.plan_levels((content_img.height, content_img.width),
-                                    [(s.height, s.width) for s in style_imgs], params, dtype, budget, held, guided)
+                                    [(s.height, s.width) for s in style_imgs], params, dtype, budget, held, guided,
+                                    temporal is not None)
         return Job(
             params=params, device=device, dtype=dtype, content=content_img, styles=style_imgs, init=init,
             blend=blend, levels=levels, budget=budget, regions=job_regions, style_guides=tuple(guides),
-            coverage=cover,
+            coverage=cover, temporal=temporal,
         )
 
     def objective(self, job: Job, level: Level, cancel: Callable[[], bool] | None = None) -> Objective:
@@ -185,6 +196,10 @@ class Engine:
             style_weight=params.style_weight,
             tv_weight=params.tv_weight,
             wrap=job.wrap,
+            temporal=None if job.temporal is None else (
+                images.resize(job.temporal.target, size, job.wrap).clamp(0, 1).to(device),
+                images.resize(job.temporal.weight, size, job.wrap).clamp(0, 1).to(device)),
+            temporal_weight=params.temporal_weight,
         )
 
     def evaluator(self, job: Job, objective: Objective, dtype: torch.dtype | None = None, core: int | None = None,
@@ -227,6 +242,7 @@ class Engine:
         init_image: np.ndarray | None = None,
         style_masks: Sequence[np.ndarray | None] = (),
         style_guides: Sequence[np.ndarray | None] = (),
+        temporal: Temporal | None = None,
     ) -> Iterator[Event]:
         """Stylize `content` (H, W, C; 8 bits, 16 bits or float: the result has its
         depth) after `styles`; yields Started, then Progress after every step (and
@@ -242,7 +258,7 @@ class Engine:
         # What is free goes back to the kernel before this job's budget is counted from
         # what the process holds (docs/full-resolution.md, "The C heap").
         heap.release_freed_memory()
-        job = self.prepare(content, styles, params, device, budget, init_image, style_masks, style_guides)
+        job = self.prepare(content, styles, params, device, budget, init_image, style_masks, style_guides, temporal)
         t0 = time.perf_counter()
         yield Started(
             device=str(job.device),

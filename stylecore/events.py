@@ -66,4 +66,25 @@ class Result:
     elapsed: float
 
 
-Event = Started | Progress | TilePass | Preview | Result
+@dataclass(frozen=True)
+class FrameStarted:
+    """A sequence (sequence.py): the next frame's run begins; its own Started,
+    Progress, Preview and Result events follow, then FrameDone."""
+
+    index: int  # 0-based, in the whole sequence
+    count: int | None  # frames in the sequence, when known
+
+
+@dataclass(frozen=True)
+class FrameDone:
+    index: int
+    image: np.ndarray = field(repr=False)  # (H, W, C), the frame's size, layout and depth
+    losses: dict[str, float]  # as Result.losses; "temporal" for a frame after the first
+    elapsed: float  # seconds this frame took (flow included)
+    steps: int  # the optimizer's steps for this frame
+    # Ruder et al.'s flicker measure against the previous result warped to this frame
+    # (temporal.temporal_error, over the pixels the flow is trusted); None for the first.
+    temporal_error: float | None = None
+
+
+Event = Started | Progress | TilePass | Preview | Result | FrameStarted | FrameDone

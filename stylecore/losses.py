@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .regions import guided_gram
+from .temporal import temporal_loss
 
 
 # Positions per partial Gram when the activations are bf16 (see _Gram).
@@ -173,7 +174,11 @@ class Objective(torch.nn.Module):
         style_weight: float,
         tv_weight: float,
         wrap: bool = False,
+        temporal: tuple[torch.Tensor, torch.Tensor] | None = None,
+        temporal_weight: float = 0.0,
     ):
+        """temporal: (target (1, 3, h, w), weight (1, 1, h, w)) at this level's size, for a
+        frame after the first of a sequence (temporal.py), weighted by temporal_weight."""
         super().__init__()
         self.content_layer = content_layer
         self.content_target = content_target  # (1, C, H, W), detached
@@ -183,10 +188,26 @@ class Objective(torch.nn.Module):
         self.style_weight = style_weight
         self.tv_weight = tv_weight
         self.wrap = wrap  # the image is a torus: TV wraps (the network's padding is the caller's)
+        self.temporal, self.temporal_weight = temporal, temporal_weight
         self.style_layers = list(self.style_targets[0].grams)
         # {(region, layer): Σ guide} of the guided regions' whole-image guides; a region
         # with no mass at a layer (an empty mask) has no term there, and no Gram is taken.
         self.masses = {(r, k): n for r, t in enumerate(self.style_targets) for k, n in (t.masses() or {}).items()}
+
+    @property
+    def needs_image(self) -> bool:
+        """Whether a term reads the image's pixels themselves (TV, the temporal term): the
+        tiled path then keeps a whole-image copy for them."""
+        return bool(self.tv_weight) or self.temporal is not None
+
+    def image_terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms of the pixels themselves: image (1, 3, h, w) in [0, 1], the whole image."""
+        out = {}
+        if self.tv_weight:
+            out["tv"] = total_variation(image, self.wrap)
+        if self.temporal is not None:
+            out["temporal"] = temporal_loss(image, *self.temporal)
+        return out
 
     @property
     def layers(self) -> list[str]:
@@ -217,8 +238,9 @@ class Objective(torch.nn.Module):
         content_sq = (f.float() - content_target.float()).pow(2).sum()
         return Statistics(grams, positions, content_sq, f.numel())
 
-    def terms(self, stats: Statistics, tv: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The scalar fp32 terms content, style, tv and total from whole-image statistics.
+    def terms(self, stats: Statistics, pixels: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The scalar fp32 terms content, style, tv (and temporal, for a frame after the
+        first) and total from whole-image statistics and `image_terms` (None: none weighted).
 
         Content: the mean squared difference of the content layer's activations (paper
         eq. 1 up to a constant factor, as in the reference notebook).
@@ -238,12 +260,17 @@ class Objective(torch.nn.Module):
             n = self.masses[(r, name)] if target.guides is not None else stats.positions[name]
             s = s + target.weight * self.style_layer_weights[name] * (
                 (gram / n - target.grams[name]).pow(2).mean() * (n / gram.shape[-1]))
-        tv = tv if tv is not None else c.new_zeros(())
+        pixels = pixels or {}
+        tv = pixels.get("tv", c.new_zeros(()))
         total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
-        return {"content": c, "style": s, "tv": tv, "total": total}
+        terms = {"content": c, "style": s, "tv": tv}
+        if self.temporal is not None:
+            terms["temporal"] = pixels["temporal"]
+            total = total + self.temporal_weight * pixels["temporal"]
+        return {**terms, "total": total}
 
     def forward(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         """features: {layer: activations} of the whole image; image: (1, 3, H, W) in
         [0, 1] (for TV). Returns the scalar fp32 terms: content, style, tv and total."""
-        tv = total_variation(image, self.wrap) if self.tv_weight else None
-        return self.terms(self.statistics(features, self.content_target), tv)
+        return self.terms(self.statistics(features, self.content_target),
+                          self.image_terms(image) if self.needs_image else None)

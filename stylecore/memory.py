@@ -54,6 +54,9 @@ SHORT_HISTORY = 8
 # 122 values a pixel over conv1_1..conv5_1, in the network's dtype; GUIDED_VALUES).
 GUIDE_BYTES = 6
 GUIDED_VALUES = 122
+# A frame after the first of a sequence (temporal.py), per pixel of a scale: the warped
+# previous result (3 fp32 values) and its weight (1).
+TEMPORAL_BYTES = 16
 # A tileable job's network pads every convolution's input circularly into a copy,
 # which autograd keeps: peak growth of a 768x768 forward+backward measured 1.13x (fp32)
 # and 1.11x (bf16) that of the zero-padded network on CPU.
@@ -150,7 +153,8 @@ class Level(NamedTuple):
 
 
 def plan_levels(content: tuple[int, int], styles: Sequence[tuple[int, int]], params: StyleParams,
-                dtype: torch.dtype, budget: int, held: int = 0, guided: int = 0) -> tuple[Level, ...]:
+                dtype: torch.dtype, budget: int, held: int = 0, guided: int = 0,
+                temporal: bool = False) -> tuple[Level, ...]:
     """Every pyramid level of a job (coarsest first) for a content of `content` (h, w)
     px and style images of `styles` (h, w) px, in `dtype`, within `budget` bytes, with
     `guided` regions that have a mask (0: no masks). Raises ParamError naming
@@ -158,7 +162,7 @@ def plan_levels(content: tuple[int, int], styles: Sequence[tuple[int, int]], par
     job_budget says. The one planner: the engine and admission both call it."""
     levels = []
     for size, steps in sizes.pyramid(content[0], content[1], params):
-        plan = plan_scale(size, dtype, budget, params.tile or None, held, guided, bool(params.tileable))
+        plan = plan_scale(size, dtype, budget, params.tile or None, held, guided, bool(params.tileable), temporal)
         # A style worked larger than the budget allows (style_scale > 1 at full size) is
         # tiled too, with the level's tiles where the level is tiled; one that does not
         # fit even so is refused now, not levels later.
@@ -169,21 +173,22 @@ def plan_levels(content: tuple[int, int], styles: Sequence[tuple[int, int]], par
 
 
 def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_core: int | None = None,
-               held: int = 0, guided: int = 0, wrap: bool = False) -> ScalePlan:
+               held: int = 0, guided: int = 0, wrap: bool = False, temporal: bool = False) -> ScalePlan:
     """Whole where the scale fits in `budget` bytes with the full L-BFGS history; else
     tiles as large as fit after the image-sized vectors and a history cut to fit.
     force_core: tile with this core whatever fits (tests and benchmarks). Raises
     ParamError when even the smallest tiles do not fit; `held`, the bytes the process
     held when `budget` was counted from max_memory, lets it say what max_memory would do.
     guided: the job's regions with masks (the guides and the weighted copies they add);
-    wrap: a tileable job (its circularly padded copies)."""
+    wrap: a tileable job (its circularly padded copies); temporal: a frame after the
+    first of a sequence (its warped previous result and weight)."""
     pixels = size[0] * size[1]
     network = NETWORK_BYTES.get(dtype, NETWORK_BYTES[torch.float32])
     if wrap:
         network = int(network * WRAP_FACTOR)
     if guided:
         network += GUIDED_VALUES * (torch.finfo(dtype).bits // 8)
-    guides = guided * GUIDE_BYTES
+    guides = guided * GUIDE_BYTES + (TEMPORAL_BYTES if temporal else 0)  # per-pixel inputs beside the image
     whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network + guides)
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)

@@ -107,6 +107,10 @@ class StyleParams:
         "help": "1: the result tiles seamlessly in both directions (optimized on a torus: circular padding, "
                 "wrap-around tiles and smoothness; working sides multiples of 16); 0: an ordinary image",
         "flag": True})  # the CLI's --tileable alone means 1
+    temporal_weight: float = _f(
+        2e4, "sequences: weight of the temporal loss that holds each frame after the first to the previous "
+             "result warped along the optical flow (Ruder et al. 2016); 0 = frames stylized independently "
+             "(still started from the previous result); single images: not used")
 
     def __post_init__(self) -> None:
         _check_int(self, "size", 0, 65536)
@@ -126,7 +130,7 @@ class StyleParams:
         for f in dataclasses.fields(self):
             if "choices" in f.metadata:
                 _check_choice(self, f.name, f.metadata["choices"])
-        for name in ("content_weight", "style_weight", "tv_weight", "style_scale"):
+        for name in ("content_weight", "style_weight", "tv_weight", "style_scale", "temporal_weight"):
             _check_float(self, name)
         if not (0.0 < self.lr <= MAX_LR):
             raise ParamError("lr", f"must be a positive number up to {MAX_LR:g}, got {self.lr!r}")

@@ -32,7 +32,7 @@ import torch
 from . import images
 from .events import Cancelled, TilePass
 from .heap import release_freed_memory
-from .losses import Objective, Statistics, gram_matrix, total_variation
+from .losses import Objective, Statistics, gram_matrix
 from .regions import guided_gram
 from .optimize import autocast
 from .vgg import VGGFeatures
@@ -249,9 +249,9 @@ class TiledObjective:
             content_count=total.content_count,
         )
         # TV, a sum over neighbouring pixels, needs the whole image: a full-size copy, only when weighted.
-        image_01 = images.denormalize(x).requires_grad_(grad) if objective.tv_weight else None
+        image_01 = images.denormalize(x).requires_grad_(grad) if objective.needs_image else None
         with torch.set_grad_enabled(grad):
-            terms = objective.terms(leaves, total_variation(image_01, self.wrap) if image_01 is not None else None)
+            terms = objective.terms(leaves, objective.image_terms(image_01) if image_01 is not None else None)
             if grad:
                 terms["total"].backward()
         values = {k: float(v.detach()) for k, v in terms.items()}  # device sync
@@ -259,7 +259,7 @@ class TiledObjective:
             return values
 
         tv_grad = None
-        if image_01 is not None:  # TV's share, through denormalize (x * std + mean), in its own storage
+        if image_01 is not None:  # the pixel terms' share, through denormalize (x * std + mean), in its own storage
             tv_grad = image_01.grad.mul_(x.new_tensor(images.IMAGENET_STD).view(1, 3, 1, 1))
             del image_01  # the full-size copy is not needed in pass 2 (memory.py counts no such vector)
         release_freed_memory()  # between the passes: what pass 1 freed goes back before pass 2 allocates

@@ -57,7 +57,7 @@ class Header(_message.Message):
     def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., init_image: _Optional[_Union[ImageMeta, _Mapping]] = ..., style_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., style_source_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., result_depth: _Optional[int] = ...) -> None: ...
 
 class Params(_message.Message):
-    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "max_memory", "tile", "tileable")
+    __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "max_memory", "tile", "tileable", "temporal_weight")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     RESIZE_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class Params(_message.Message):
     MAX_MEMORY_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
     TILEABLE_FIELD_NUMBER: _ClassVar[int]
+    TEMPORAL_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     size: int
     resize: str
     scales: int
@@ -106,7 +107,8 @@ class Params(_message.Message):
     max_memory: float
     tile: int
     tileable: int
-    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., max_memory: _Optional[float] = ..., tile: _Optional[int] = ..., tileable: _Optional[int] = ...) -> None: ...
+    temporal_weight: float
+    def __init__(self, size: _Optional[int] = ..., resize: _Optional[str] = ..., scales: _Optional[int] = ..., min_scale: _Optional[int] = ..., steps: _Optional[int] = ..., coarse_steps: _Optional[int] = ..., optimizer: _Optional[str] = ..., lr: _Optional[float] = ..., average: _Optional[float] = ..., init: _Optional[str] = ..., clamp: _Optional[int] = ..., content_weight: _Optional[float] = ..., style_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., style_layer_weights: _Optional[_Iterable[float]] = ..., style_blend: _Optional[_Iterable[float]] = ..., style_scale: _Optional[float] = ..., pooling: _Optional[str] = ..., preserve_colors: _Optional[str] = ..., seed: _Optional[int] = ..., precision: _Optional[str] = ..., max_memory: _Optional[float] = ..., tile: _Optional[int] = ..., tileable: _Optional[int] = ..., temporal_weight: _Optional[float] = ...) -> None: ...
 
 class ImageMeta(_message.Message):
     __slots__ = ("format", "width", "height", "channels", "size_bytes", "depth")

@@ -27,7 +27,8 @@ from . import style_transfer_pb2 as pb
 # Header.init_image, and Info.devices; the GIMP plug-in asks for v1.2 before using them.
 # v1.3: region styles (Header.style_masks, style_source_masks), Params.tileable, and
 # images beyond 8 bits (ImageMeta.depth, Header.result_depth).
-CONTRACT_VERSION = "v1.3"
+# v1.4: Params.temporal_weight (sequences).
+CONTRACT_VERSION = "v1.4"
 
 SERVICE = "styletransfer.v1.StyleTransfer"
 STYLIZE = f"/{SERVICE}/Stylize"
