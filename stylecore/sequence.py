@@ -31,6 +31,21 @@ def frame_params(params: StyleParams) -> StyleParams:
     return params.replace(scales=1, init="image")
 
 
+def follow_inputs(previous_frame: np.ndarray, previous_result: np.ndarray, frame: np.ndarray
+                  ) -> tuple[np.ndarray, temporal.Temporal]:
+    """What a frame after the first starts from and is held to: the previous result
+    warped to `frame` ((H, W, 3) float32 in [0, 1], its init image) and the temporal
+    target. The one place both a local sequence and a server's frame job make them."""
+    if previous_frame.shape[:2] != frame.shape[:2] or previous_result.shape[:2] != frame.shape[:2]:
+        raise ValueError(f"the previous frame is {previous_frame.shape[1]}x{previous_frame.shape[0]} and its result "
+                         f"{previous_result.shape[1]}x{previous_result.shape[0]}; this frame is "
+                         f"{frame.shape[1]}x{frame.shape[0]}: a sequence's frames share one size")
+    rgb = to_unit(previous_result)
+    rgb = rgb[:, :, :3] if rgb.shape[2] >= 3 else np.repeat(rgb[:, :, :1], 3, axis=2)
+    follow = temporal.follow(previous_frame, frame, rgb)
+    return follow.target[0].permute(1, 2, 0).numpy(), follow
+
+
 def stylize_frames(
     engine,
     frames: Iterable[np.ndarray],
@@ -64,8 +79,7 @@ def stylize_frames(
         if prev_frame is None:
             run = engine.run(frame, styles, params, cancel, preview_every, device, budget)
         else:
-            follow = temporal.follow(prev_frame, frame, to_unit(prev_result)[:, :, :3])
-            warped = follow.target[0].permute(1, 2, 0).numpy()  # (H, W, 3) float32 in [0, 1]
+            warped, follow = follow_inputs(prev_frame, prev_result, frame)
             run = engine.run(frame, styles, later, cancel, preview_every, device, budget, init_image=warped,
                              temporal=follow)
         steps, result = 0, None

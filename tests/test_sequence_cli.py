@@ -107,3 +107,16 @@ def test_bad_input_is_a_clear_error(tmp_path, weights_file, style, capsys, make,
                  "--weights", weights_file, *FAST])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / output).exists()
+
+
+def test_a_sequence_through_a_server_is_the_local_one(tmp_path, weights_file, style, start_server):
+    """The same frames, locally and with --server: the same pixels (fp32)."""
+    server = start_server()
+    Image.fromarray(style).save(tmp_path / "style.png")
+    src = _gif(tmp_path / "a.gif")
+    common = [str(src), str(tmp_path / "style.png"), *FAST]
+    assert main(["sequence", *common, "-o", str(tmp_path / "local"), "--weights", weights_file]) == 0
+    assert main(["sequence", *common, "-o", str(tmp_path / "remote"), "--server", f"127.0.0.1:{server.port}"]) == 0
+    for i in range(3):
+        local = np.asarray(Image.open(frame_path(tmp_path / "local", i)))
+        assert np.array_equal(np.asarray(Image.open(frame_path(tmp_path / "remote", i))), local), i

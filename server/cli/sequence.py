@@ -37,7 +37,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-pixels", type=o.count(1), default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse frames with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--device", default=None, choices=DEVICES, help="where the engine runs (default: auto)")
+    p.add_argument("--device", default=None, choices=DEVICES,
+                   help="where the local engine runs (default: auto); with --server the server's own")
+    o.add_client_options(p, required=False)
     o.add_param_options(p)
     p.set_defaults(func=run)
 
@@ -75,12 +77,22 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"resuming after frame {start} of {clip.count} ({folder})", file=sys.stderr)
     if start < clip.count:
-        weights = load(args.weights, download=not args.no_download)
-        if not args.quiet:
-            print(f"weights: {weights.describe()}", file=sys.stderr)
+        if args.server:
+            if args.device:
+                raise UsageError("--device: a server runs on the device it was started with; leave --device out "
+                                 "with --server")
+            from .info import client
+
+            events = remote_frames(client(args), frames(start), styles, params, args.preset, clip.count, start,
+                                   previous)
+        else:
+            weights = load(args.weights, download=not args.no_download)
+            if not args.quiet:
+                print(f"weights: {weights.describe()}", file=sys.stderr)
+            events = stylize_frames(Engine(weights.model), frames(start), styles, params,
+                                    device=args.device or "auto", count=clip.count, first_index=start,
+                                    previous=previous)
         bar = ProgressBar(quiet=args.quiet)
-        events = stylize_frames(Engine(weights.model), frames(start), styles, params, device=args.device or "auto",
-                                count=clip.count, first_index=start, previous=previous)
         try:
             for event in events:
                 if isinstance(event, FrameStarted):
@@ -112,3 +124,27 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"wrote {output} ({clip.count} frames)", file=sys.stderr)
     return 0
+
+
+def remote_frames(remote, frames, styles, params, preset, count, first_index=0, previous=None):
+    """stylize_frames' events, each frame a job on a server (contract v1.4): a frame after
+    the first travels with the frame before it and that frame's result, and the server
+    warps and holds it as stylize_frames does (no flicker figure: the client computes no
+    flow)."""
+    import time
+
+    from stylecore import FrameDone, FrameStarted, Result
+
+    prev_frame, prev_result = previous if previous is not None else (None, None)
+    for index, frame in enumerate(frames, start=first_index):
+        yield FrameStarted(index, count)
+        t0, steps, result = time.perf_counter(), 0, None
+        for event in remote.stylize(frame, styles, params, preset=preset, previous_frame=prev_frame,
+                                    previous_result=prev_result):
+            if isinstance(event, Result):
+                result = event
+            else:
+                steps = getattr(event, "total_steps", steps)
+                yield event
+        yield FrameDone(index, result.image, result.losses, time.perf_counter() - t0, steps)
+        prev_frame, prev_result = frame, result.image

@@ -123,6 +123,8 @@ class Client:
         style_masks: Sequence[np.ndarray | bytes | None] = (),
         style_source_masks: Sequence[np.ndarray | bytes | None] = (),
         result_depth: int = 0,
+        previous_frame: np.ndarray | bytes | None = None,
+        previous_result: np.ndarray | bytes | None = None,
     ) -> Iterator:
         """Send images, each an (H, W, C) buffer (8 bits, 16 bits or float32) or an
         encoded file's bytes; yield Queued, Started, Progress, Preview, then Result.
@@ -130,7 +132,8 @@ class Client:
         `init_image` (with params.init "image"): the image to start from. style_masks:
         per style, a gray mask of the content's size (None: that style has none);
         style_source_masks: per style, which part of it to take. result_depth: the
-        result's bits per channel (0: the content's)."""
+        result's bits per channel (0: the content's). previous_frame, previous_result:
+        for a frame after the first of a sequence, the frame before it and its result."""
 
         def prepared(image, what: str) -> tuple[pb.ImageMeta, bytes]:
             meta = convert.encoded_meta(bytes(image)) if isinstance(image, (bytes, bytearray)) else None
@@ -148,6 +151,8 @@ class Client:
                       for i, m in enumerate(style_masks)]
         source_parts = [prepared(m, f"source mask of style {i + 1}") if m is not None else None
                         for i, m in enumerate(style_source_masks)]
+        previous = [prepared(m, what) if m is not None else None
+                    for m, what in ((previous_frame, "previous frame"), (previous_result, "previous result"))]
         base = get_preset(preset)
         header = wire.header(
             content_meta, [m for m, _ in style_parts], preset=preset,
@@ -156,10 +161,13 @@ class Client:
             init_image=init_part[0] if init_part else None,
             style_masks=[p[0] if p else None for p in mask_parts],
             style_source_masks=[p[0] if p else None for p in source_parts], result_depth=result_depth,
+            previous_frame=previous[0][0] if previous[0] else None,
+            previous_result=previous[1][0] if previous[1] else None,
         )
         # Upload order: wire.header_images.
         images = [content_bytes, *(d for _, d in style_parts), *([init_part[1]] if init_part else []),
-                  *(p[1] for p in mask_parts if p), *(p[1] for p in source_parts if p)]
+                  *(p[1] for p in mask_parts if p), *(p[1] for p in source_parts if p),
+                  *(p[1] for p in previous if p)]
         self._connect()
         call = self._stub.Stylize(wire.request_stream(header, images), metadata=self._metadata)
         decoder = convert.EventDecoder()

@@ -19,6 +19,7 @@ import torch
 
 from stylecore import memory, precision, sizes
 from stylecore.params import ParamError, StyleParams
+from stylecore.sequence import frame_params
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import wire
 
@@ -109,6 +110,16 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
     if header.HasField("init_image") != (params.init == "image"):
         raise Invalid("header.init_image", "an initial image goes with params.init 'image', and init 'image' needs "
                                            f"one; got init {params.init!r} and {'an' if header.HasField('init_image') else 'no'} image")
+    following = header.HasField("previous_frame")
+    if following != header.HasField("previous_result"):
+        given, missing = ("previous_frame", "previous_result") if following else ("previous_result", "previous_frame")
+        raise Invalid(f"header.{missing}", f"a frame after the first needs both the previous frame and its result; "
+                                           f"only header.{given} was given")
+    if following and header.HasField("init_image"):
+        raise Invalid("header.init_image", "a frame after the first starts from the previous result warped to it; "
+                                           "do not send an initial image with it")
+    if following:
+        params = frame_params(params)  # one scale, from the warped previous result (stylecore/sequence.py)
     known = list(dims) if dims is not None else [None] * len(metas)
     total = 0
     for i, (meta, name) in enumerate(zip(metas, names)):
@@ -168,7 +179,8 @@ def check(header: pb.Header, limits: Limits, dims: Sequence[Dims | None] | None 
         try:
             guided = sum(1 for m in header.style_masks if m.size_bytes) + (
                 0 < sum(1 for m in header.style_masks if m.size_bytes) < len(header.styles))  # + the background
-            levels = memory.plan_levels((content.height, content.width), styles, params, dtype, budget, 0, guided)
+            levels = memory.plan_levels((content.height, content.width), styles, params, dtype, budget, 0, guided,
+                                        following)
         except ParamError as e:
             raise TooLarge("header.params.size", f"{str(e).split(': ', 1)[1]} (max_job_bytes)") from None
         estimate += levels[-1].plan.estimate
@@ -184,6 +196,12 @@ def _check_masks(names: Sequence[str], known: Sequence[Dims | None]) -> None:
     that style's (as far as the sizes are known yet)."""
     index = {name: i for i, name in enumerate(names)}
     for i, name in enumerate(names):
+        if name in ("header.previous_frame", "header.previous_result"):
+            mask, image = known[i], known[0]
+            if mask is not None and image is not None and (mask.width, mask.height) != (image.width, image.height):
+                raise Invalid(f"{name}.width", f"is {mask.width}x{mask.height}; a sequence's frames share the "
+                                               f"content's size, {image.width}x{image.height}")
+            continue
         if not name.startswith("header.style_"):
             continue
         n = int(name[name.index("[") + 1:-1])

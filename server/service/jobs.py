@@ -41,6 +41,10 @@ class Job:
     style_masks: tuple[np.ndarray | None, ...] = ()  # per style: where it applies (regions), or None
     style_source_masks: tuple[np.ndarray | None, ...] = ()  # per style: which part of it to take, or None
     result_depth: int = 0  # bits per channel of the result; 0: the content's
+    # A frame after the first of a sequence (stylecore/sequence.py): the frame before it
+    # and its result, both the content's size; params are then already frame_params'.
+    previous_frame: np.ndarray | None = None
+    previous_result: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -84,10 +88,15 @@ def job_messages(engine, job: Job, device: str, cancel: Callable[[], bool], mode
     Progress, TilePass and Preview as they come, then the result in chunks and Done.
     `device_name`: what Started says instead of the engine's device (a worker's name).
     Raises the engine's exceptions (Cancelled within one step of `cancel()`)."""
+    init, follow = job.init_image, None
+    if job.previous_frame is not None:
+        from stylecore.sequence import follow_inputs
+
+        init, follow = follow_inputs(job.previous_frame, job.previous_result, job.content)
     events = engine.run(job.content, list(job.styles), job.params, cancel, job.preview_every,
                         device=device,  # the worker's, never the client's
-                        budget=job.budget, init_image=job.init_image, style_masks=job.style_masks,
-                        style_guides=job.style_source_masks)
+                        budget=job.budget, init_image=init, style_masks=job.style_masks,
+                        style_guides=job.style_source_masks, temporal=follow)
     with contextlib.closing(events):  # a job ended early (client gone, an error) leaves its level now, not at GC
         for event in events:
             if isinstance(event, Result):

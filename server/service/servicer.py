@@ -244,4 +244,4 @@ def _job(job_id: str, header: pb.Header, plan: admission.Plan, images: list, chu
     sources = masks("style_source_masks", [s.shape[:2] for s in styles])
     return Job(job_id, content, styles, named.get("header.init_image"), plan.params, header.preview_every,
                header.preview_max_side, header.result_format, chunk_bytes, plan.budget, style_masks, sources,
-               header.result_depth)
+               header.result_depth, named.get("header.previous_frame"), named.get("header.previous_result"))

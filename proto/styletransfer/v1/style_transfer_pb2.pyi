@@ -31,7 +31,7 @@ class StylizeRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[Header, _Mapping]] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
 
 class Header(_message.Message):
-    __slots__ = ("preset", "params", "preview_every", "preview_max_side", "result_format", "content", "styles", "init_image", "style_masks", "style_source_masks", "result_depth")
+    __slots__ = ("preset", "params", "preview_every", "preview_max_side", "result_format", "content", "styles", "init_image", "style_masks", "style_source_masks", "result_depth", "previous_frame", "previous_result")
     PRESET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,8 @@ class Header(_message.Message):
     STYLE_MASKS_FIELD_NUMBER: _ClassVar[int]
     STYLE_SOURCE_MASKS_FIELD_NUMBER: _ClassVar[int]
     RESULT_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FRAME_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_RESULT_FIELD_NUMBER: _ClassVar[int]
     preset: str
     params: Params
     preview_every: int
@@ -54,7 +56,9 @@ class Header(_message.Message):
     style_masks: _containers.RepeatedCompositeFieldContainer[ImageMeta]
     style_source_masks: _containers.RepeatedCompositeFieldContainer[ImageMeta]
     result_depth: int
-    def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., init_image: _Optional[_Union[ImageMeta, _Mapping]] = ..., style_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., style_source_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., result_depth: _Optional[int] = ...) -> None: ...
+    previous_frame: ImageMeta
+    previous_result: ImageMeta
+    def __init__(self, preset: _Optional[str] = ..., params: _Optional[_Union[Params, _Mapping]] = ..., preview_every: _Optional[int] = ..., preview_max_side: _Optional[int] = ..., result_format: _Optional[_Union[ImageFormat, str]] = ..., content: _Optional[_Union[ImageMeta, _Mapping]] = ..., styles: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., init_image: _Optional[_Union[ImageMeta, _Mapping]] = ..., style_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., style_source_masks: _Optional[_Iterable[_Union[ImageMeta, _Mapping]]] = ..., result_depth: _Optional[int] = ..., previous_frame: _Optional[_Union[ImageMeta, _Mapping]] = ..., previous_result: _Optional[_Union[ImageMeta, _Mapping]] = ...) -> None: ...
 
 class Params(_message.Message):
     __slots__ = ("size", "resize", "scales", "min_scale", "steps", "coarse_steps", "optimizer", "lr", "average", "init", "clamp", "content_weight", "style_weight", "tv_weight", "style_layer_weights", "style_blend", "style_scale", "pooling", "preserve_colors", "seed", "precision", "max_memory", "tile", "tileable", "temporal_weight")

@@ -27,7 +27,7 @@ from . import style_transfer_pb2 as pb
 # Header.init_image, and Info.devices; the GIMP plug-in asks for v1.2 before using them.
 # v1.3: region styles (Header.style_masks, style_source_masks), Params.tileable, and
 # images beyond 8 bits (ImageMeta.depth, Header.result_depth).
-# v1.4: Params.temporal_weight (sequences).
+# v1.4: sequences (Header.previous_frame, previous_result, Params.temporal_weight).
 CONTRACT_VERSION = "v1.4"
 
 SERVICE = "styletransfer.v1.StyleTransfer"
@@ -150,13 +150,17 @@ def depth_refusal(result_format: int, depth: int) -> str | None:
 def header_images(header: pb.Header) -> list[tuple[str, pb.ImageMeta]]:
     """(proto path, meta) of every image a Stylize call uploads, in upload order: the
     content, the styles, the initial image, the non-empty style masks, the non-empty
-    style source masks. A chunk's `image` is its index in this list."""
+    style source masks, the previous frame and its result. A chunk's `image` is its
+    index in this list."""
     images = [("header.content", header.content)]
     images += [(f"header.styles[{i}]", m) for i, m in enumerate(header.styles)]
     if header.HasField("init_image"):
         images.append(("header.init_image", header.init_image))
     for field in ("style_masks", "style_source_masks"):
         images += [(f"header.{field}[{i}]", m) for i, m in enumerate(getattr(header, field)) if m.size_bytes]
+    for field in ("previous_frame", "previous_result"):
+        if header.HasField(field):
+            images.append((f"header.{field}", getattr(header, field)))
     return images
 
 
@@ -200,7 +204,8 @@ def header(content: pb.ImageMeta, styles: Iterable[pb.ImageMeta], preset: str = 
            params: pb.Params | Mapping | None = None, preview_every: int = 0, preview_max_side: int = 0,
            result_format: int = pb.IMAGE_FORMAT_RAW, init_image: pb.ImageMeta | None = None,
            style_masks: Iterable[pb.ImageMeta | None] = (), style_source_masks: Iterable[pb.ImageMeta | None] = (),
-           result_depth: int = 0) -> pb.Header:
+           result_depth: int = 0, previous_frame: pb.ImageMeta | None = None,
+           previous_result: pb.ImageMeta | None = None) -> pb.Header:
     """The first message of a Stylize call. `params`: a Params message, or a mapping of
     the fields to set (the preset's value stands for every field not set). A None
     style mask is sent as the empty ImageMeta: that style has none."""
@@ -211,7 +216,7 @@ def header(content: pb.ImageMeta, styles: Iterable[pb.ImageMeta], preset: str = 
                      content=content, styles=list(styles), init_image=init_image,
                      style_masks=[m or pb.ImageMeta() for m in style_masks],
                      style_source_masks=[m or pb.ImageMeta() for m in style_source_masks],
-                     result_depth=result_depth)
+                     result_depth=result_depth, previous_frame=previous_frame, previous_result=previous_result)
 
 
 def request_stream(head: pb.Header, images: Iterable[bytes], chunk: int = CHUNK_BYTES) -> Iterator[pb.StylizeRequest]:
