@@ -556,3 +556,16 @@ def test_the_server_settings_are_stored_once_and_used_by_runs_in_real_gimp(root,
     assert status == "execution-error" and "Settings saved; the test failed" in message
     assert "No style-transfer server answers at 192.0.2.1:9" in message
     assert case["stored_after_down"] == "192.0.2.1:9"
+
+
+def test_an_animation_in_real_gimp(root, server, work):
+    """Three frames as layers: a new image of three stylized frames, their names (and so
+    their timing) kept, the source image unchanged."""
+    case = run_gimp(root, work, {"server": f"127.0.0.1:{server.port}", "cases": ["animation"]},
+                    "animation")["animation"]
+    assert "error" not in case, case.get("error")
+    assert case["status"] == "success", case["message"]
+    assert case["new_images"] == 1
+    assert case["names"] == ["Frame 3 (100ms)", "Frame 2 (100ms)", "Frame 1 (100ms)"]
+    assert all(case["changed"]) and case["frames_differ"] == 3
+    assert case["source_unchanged"]

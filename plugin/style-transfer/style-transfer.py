@@ -269,7 +269,7 @@ def open_dialog(procedure, config, title="Style Transfer"):
 # in expanders, closed.
 CREATIVE = ("style-file", "style-layer", "style2-file", "style2-layer", "style2-weight", "preset", "strength",
             "style-scale", "smoothness", "preserve-colors", "seed", "region", "region-layer", "region-channel",
-            "tileable")
+            "tileable", "animation")
 FRAMES = (("size-frame", "Size and memory", ("max-size", "full-resolution", "max-memory")),
           ("variations-frame", "Variations", ("variations", "vary", "vary-values")))
 EXPANDERS = (("advanced", "Advanced", ("init", "init-layer", "live-preview")),)
@@ -309,6 +309,12 @@ def run(procedure, run_mode, image, drawables, config, data):
         return fail(procedure, "Style Transfer works on layers (not groups, masks or channels): select one or more.")
     if run_mode == Gimp.RunMode.INTERACTIVE and not open_dialog(procedure, config):
         return cancelled(procedure)
+    if config.get_property("animation"):
+        try:
+            stylize_animation(run_mode, image, config)
+        except Failed as e:
+            return fail(procedure, str(e))
+        return success(procedure)
     # Every selected layer, each result above its source, one undo step; a layer the
     # server cannot take (too large, ...) is named and the others are still made.
     failures = []
@@ -532,6 +538,78 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
         Gimp.message("; ".join(f"Variation {i + 1} failed: {r}" for i, r in failed))
 
 
+def stylize_animation(run_mode, image, config):
+    """Animation: the image's layers are the frames, the bottom one first (GIMP's order
+    for GIF and WebP animations). Each frame after the first goes with the frame before
+    it and that frame's result, and the server holds it to that result warped along the
+    optical flow (Ruder et al. 2016), so the animation does not flicker. The result is a
+    new image, a copy of this one whose layers are the stylized frames (their names, and
+    so their timing, kept): File > Export As .gif or .webp makes the animation. This
+    image is not changed. Raises Failed."""
+    frames = [layer for layer in reversed(image.get_layers())]
+    if any(layer.is_group() for layer in frames):
+        raise Failed("Animation: the frames are the image's layers; put the frames at the top level (no groups).")
+    w, h = frames[0].get_width(), frames[0].get_height()
+    odd = [f.get_name() for f in frames if (f.get_width(), f.get_height()) != (w, h)]
+    if odd:
+        raise Failed(f"Animation: every frame must have the first frame's size, {w}x{h}; "
+                     f"{', '.join(odd)} differ.")
+    if config.get_property("region") != "everywhere" or config.get_property("variations") > 1 \
+            or config.get_property("vary") != "seed":
+        raise Failed("Animation: regions and variations are for single layers; set Style applies to: Everywhere "
+                     "and Variations: 1.")
+    try:
+        server = server_of(config, run_mode)
+        style = file_or_layer(config, "style-file", "style-layer", "style image")
+        if style is None:
+            raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
+        second = file_or_layer(config, "style2-file", "style2-layer", "second style image")
+        Gimp.progress_init("Style transfer: asking " + server.address)
+        local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
+        info = rpc.info(server)
+        rpc.needs_contract(info, jobs.SEQUENCE_REVISION, "animations", server.address)
+        preset_name = config.get_property("preset").strip() or "default"
+        params = jobs.job_params(config, info, preset_name, w, h, second is not None, server.address)
+        depth = jobs.transfer_depth(info, image_depth(image))
+        styles = [style[0]] + ([second[0]] if second else [])
+    except rpc.ServerError as e:
+        raise Failed(str(e)) from None
+    out = image.duplicate()  # the frames' names, order, offsets and modes: the animation's timing
+    targets = list(reversed(out.get_layers()))
+    previous = None
+    try:
+        for index, (frame, target) in enumerate(zip(frames, targets)):
+            pixels, channels = read_pixels(frame, 0, 0, w, h, depth)
+            job = rpc.Job(content=pixels, width=w, height=h, channels=channels, styles=styles, preset=preset_name,
+                          params=params, depth=depth, previous=previous)
+            progress = jobs.progress_for(info, preset_name, dict(params, scales=1) if previous else params)
+
+            def on_event(_, event, index=index, progress=progress):
+                text = progress.update(event)
+                if text:
+                    Gimp.progress_set_text(f"Frame {index + 1} of {len(frames)}: {text}")
+                if event.WhichOneof("event") in ("progress", "tile"):
+                    Gimp.progress_update((index + progress.fraction) / len(frames))
+
+            if index == 0:
+                jobs.check_limits(info, job, server.address)
+            (result,) = rpc.run_many(server, [job], on_event)
+            if isinstance(result, rpc.ServerError):
+                raise result
+            buffer = target.get_buffer()
+            buffer.set(Gegl.Rectangle.new(0, 0, w, h), pixel_format(target, depth)[0], result.pixels)
+            buffer.flush()
+            target.update(0, 0, w, h)
+            previous = ((pixels, w, h, channels, depth), (result.pixels, w, h, channels, depth))
+    except rpc.ServerError as e:
+        out.delete()  # a half-stylized copy would pass for a result
+        raise Failed(f"Frame {index + 1} of {len(frames)}: {e}") from None
+    Gimp.progress_end()
+    if run_mode == Gimp.RunMode.INTERACTIVE:
+        Gimp.Display.new(out)
+    Gimp.displays_flush()
+
+
 def add_result(image, source, parent, position, name, record, pixels, whole, area, depth):
     """A result layer: a copy of the source with `pixels` over `area` (x, y, w, h), whole
     or through the selection, carrying its record; inserted at `position` in `parent`."""
@@ -714,6 +792,10 @@ def add_arguments(procedure):
                                    "The channel that is the region (Style applies to: A channel)", True, flags)
     procedure.add_boolean_argument("tileable", "Til_eable",
                                    "Make the result tile seamlessly in both directions (a texture)", False, flags)
+    procedure.add_boolean_argument("animation", "_Animation (the layers are its frames)",
+                                   "Stylize every layer as a frame of an animation, the bottom one first, each "
+                                   "held to the one before so that nothing flickers; the result is a new image "
+                                   "with the same layers (export it as GIF or WebP)", False, flags)
     procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
                                    "Keep the layer's colours (luminance-only transfer)", False, flags)
     procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",

@@ -16,6 +16,7 @@ import style_transfer_rpc as rpc
 # v1.3 region masks, tileable results and images beyond 8 bits.
 FULL_RESOLUTION_REVISION = 2
 CREATIVE_REVISION = 3
+SEQUENCE_REVISION = 4  # contract v1.4: a frame after the first (Header.previous_frame, previous_result)
 
 
 def largest_side(limits, w, h):

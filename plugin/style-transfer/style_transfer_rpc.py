@@ -61,11 +61,15 @@ class Job:
     # Per style: where it applies, a raw gray buffer (bytes, width, height, 1, depth) of the
     # content's size, or None (that style styles what no mask covers). Contract v1.3.
     style_masks: list = field(default_factory=list)
+    # A frame after the first of an animation: (the frame before it, that frame's result),
+    # raw buffers like the content's. Contract v1.4.
+    previous: tuple | None = None
 
     def request_bytes(self) -> int:
         """The bytes the upload carries: what the server's max_request_bytes limits."""
         images = [self.content, *self.styles] + ([self.init_image] if self.init_image is not None else [])
         images += [m for m in self.style_masks if m is not None]
+        images += list(self.previous or ())
         return sum(len(image if isinstance(image, (bytes, bytearray)) else image[0]) for image in images)
 
 
@@ -155,10 +159,17 @@ def requests(job: Job):
         meta, data = _meta(mask, f"mask of style {i + 1}")
         masks.append(meta)
         blobs.append(data)
+    previous = []
+    for image, what in zip(job.previous or (), ("previous frame", "previous frame's result")):
+        meta, data = _meta(image, what)  # sent last: wire.header_images
+        previous.append(meta)
+        blobs.append(data)
     head = wire.header(metas[0], metas[1:], preset=job.preset, params=job.params,
                        preview_every=job.preview_every, preview_max_side=job.preview_max_side,
                        result_format=pb.IMAGE_FORMAT_RAW, init_image=init, style_masks=masks,
-                       result_depth=job.depth if job.depth != 8 else 0)
+                       result_depth=job.depth if job.depth != 8 else 0,
+                       previous_frame=previous[0] if previous else None,
+                       previous_result=previous[1] if previous else None)
     return wire.request_stream(head, blobs)
 
 

@@ -438,6 +438,42 @@ def case_server_settings():
     return out
 
 
+def case_animation():
+    """Three frames as layers (the bottom one first): a new image with the stylized
+    frames, names kept; this image unchanged."""
+    image = load(P["photo"])
+    try:
+        base = image.get_layers()[0]
+        w, h = base.get_width(), base.get_height()
+        names = ["Frame 1 (100ms)", "Frame 2 (100ms)", "Frame 3 (100ms)"]
+        base.set_name(names[0])
+        for i, name in enumerate(names[1:], start=1):
+            layer = Gimp.Layer.new_from_drawable(base, image)
+            image.insert_layer(layer, None, 0)  # on top: later frames above
+            layer.set_name(name)
+            layer.transform_translate(2 * i, 0)  # a pan...
+            layer.resize(w, h, 2 * i, 0)  # ...within the frame's own size and place
+        before = {l.get_name(): pixels(l)[0] for l in image.get_layers()}
+        known = set(i.get_id() for i in Gimp.get_images())
+        status, message = style_transfer(image, image.get_layers()[0], **{
+            "style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
+            "max-size": 40, "animation": True})
+        out = {"status": status, "message": message}
+        made = [i for i in Gimp.get_images() if i.get_id() not in known]
+        out["new_images"] = len(made)
+        if made:
+            layers = made[0].get_layers()
+            out["names"] = [l.get_name() for l in layers]
+            out["sizes"] = [[l.get_width(), l.get_height()] for l in layers]
+            out["changed"] = [pixels(l)[0] != before[l.get_name()] for l in layers]
+            out["frames_differ"] = len({pixels(l)[0] for l in layers})
+            made[0].delete()
+        out["source_unchanged"] = all(pixels(l)[0] == before[l.get_name()] for l in image.get_layers())
+        return out
+    finally:
+        image.delete()
+
+
 def case_init_without_layer():
     return on_photo(**{"server": P["server"], "preset": "draft", "max-size": 40, "init": "layer"})
 
