@@ -7,9 +7,12 @@ scale starts from the previous scale's result, upsampled.
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
+import hashlib
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,9 +75,32 @@ class Job:
 class Engine:
     """Holds the network (one copy per device) and runs jobs on it, one at a time."""
 
+    # Style Grams kept between jobs (LRU): a batch of photos, a sequence's frames and a
+    # run's variations share their style images and working sizes, and a style's Grams
+    # were 7% of a default job (docs/sequences.md, "Batches"). About 2.4 MB an entry.
+    STYLE_CACHE = 32
+
     def __init__(self, model: VGGFeatures):
         self._cpu_model = model
         self._placed: dict[torch.device, VGGFeatures] = {}
+        self._grams: collections.OrderedDict[tuple, dict[str, torch.Tensor]] = collections.OrderedDict()
+        self._grams_lock = threading.Lock()  # a server's workers share the engine
+        self.style_cache_hits = 0  # for tests and benchmarks
+
+    def _cached_grams(self, key: tuple, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """A style's Grams at one size, from the cache or `compute` (bit-identical: the
+        same inputs through the same code)."""
+        with self._grams_lock:
+            if key in self._grams:
+                self._grams.move_to_end(key)
+                self.style_cache_hits += 1
+                return self._grams[key]
+        grams = compute()
+        with self._grams_lock:
+            self._grams[key] = grams
+            while len(self._grams) > self.STYLE_CACHE:
+                self._grams.popitem(last=False)
+        return grams
 
     def network(self, device: torch.device) -> VGGFeatures:
         if device not in self._placed:
@@ -165,19 +191,27 @@ class Engine:
         grams = []  # per style image: {layer: (1, C, C) fp32, normalized}; style images never wrap
         for style, guide, style_plan in zip(job.styles, job.style_guides, level.style_plans):
             style_hw = sizes.style_size(style.height, style.width, size, params.style_scale)
-            s = _resize_input(style, style_hw, params)
-            if params.preserve_colors == "match":
-                s = images.match_colors(s, _resize_input(job.content, size, params))
-            s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
-            layer_guides = regions.guides(guide, style_hw, strides, device) if guide is not None else None
-            if style_plan.core:
-                grams.append(tiling.grams_whole(net, s, list(STYLE_LAYERS), params.pooling, job.dtype,
-                                                style_plan.core, cancel, layer_guides))
-            else:
+
+            def compute(style=style, guide=guide, style_plan=style_plan, style_hw=style_hw):
+                s = _resize_input(style, style_hw, params)
+                if params.preserve_colors == "match":
+                    s = images.match_colors(s, _resize_input(job.content, size, params))
+                s = images.normalize(s).to(device).contiguous(memory_format=torch.channels_last)
+                layer_guides = regions.guides(guide, style_hw, strides, device) if guide is not None else None
+                if style_plan.core:
+                    return tiling.grams_whole(net, s, list(STYLE_LAYERS), params.pooling, job.dtype,
+                                              style_plan.core, cancel, layer_guides)
                 with torch.no_grad(), autocast(device, job.dtype):
                     feats = net(s, STYLE_LAYERS, params.pooling)
-                grams.append({name: _style_gram(f.float(), layer_guides and layer_guides[name])  # exact
-                              for name, f in feats.items()})
+                return {name: _style_gram(f.float(), layer_guides and layer_guides[name])  # exact
+                        for name, f in feats.items()}
+
+            if params.preserve_colors == "match":  # the style's colours are the content's: nothing to share
+                grams.append(compute())
+            else:
+                key = (_digest(style.rgb), None if guide is None else _digest(guide), style_hw, params.resize,
+                       params.pooling, job.dtype, style_plan.core, str(device))
+                grams.append(self._cached_grams(key, compute))
         targets = [
             StyleTarget(
                 grams={name: blend_grams([grams[i][name] for i in region.styles], region.blend)
@@ -362,6 +396,11 @@ class Engine:
         else:
             rgb = torch.full((1, 3, *size), 0.5)
         return images.normalize(rgb).to(device)
+
+
+def _digest(t: torch.Tensor) -> bytes:
+    """What identifies an image's pixels in the style cache: a hash of its values."""
+    return hashlib.blake2b(t.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
 
 
 def _resize_input(image: images.SplitImage, size: tuple[int, int], params: StyleParams) -> torch.Tensor:

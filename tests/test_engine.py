@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stylecore import Cancelled, Preview, Progress, Result, Started, preset
+from stylecore import Cancelled, Engine, Preview, Progress, Result, Started, VGGFeatures, preset
 from stylecore.losses import gram_matrix
 from stylecore.params import ParamError
 
@@ -315,3 +315,18 @@ def test_a_level_hands_its_curvature_pairs_on_resized_to_the_next_level(engine, 
     assert torch.allclose(pairs[-1][0], images.resize(newest[0].view(1, 3, h, w), (2 * h, 2 * w)).reshape(-1))
     bigger = ImageOptimizer(images.resize(opt.current(), (2 * h, 2 * w)), opt.evaluate, params, curvature=pairs)
     assert len(bigger.lbfgs.curvature()) == 2
+
+
+def test_a_style_s_grams_are_shared_between_jobs_and_change_nothing(state_dict, content, style):
+    """The second job with the same style and sizes takes its Grams from the cache (one
+    hit per scale) and gives the pixels a fresh engine gives."""
+    params = preset("default").replace(size=48, scales=2, min_scale=32, coarse_steps=2, steps=2, precision="fp32")
+    shared = Engine(VGGFeatures.from_state_dict(state_dict))
+    *_, first = shared.run(content, [style], params)
+    assert shared.style_cache_hits == 0
+    *_, second = shared.run(content, [style], params.replace(seed=1))
+    assert shared.style_cache_hits == 2
+    *_, fresh = Engine(VGGFeatures.from_state_dict(state_dict)).run(content, [style], params.replace(seed=1))
+    assert np.array_equal(second.image, fresh.image)
+    *_, other = shared.run(content, [style[::-1].copy()], params)  # another style: computed
+    assert shared.style_cache_hits == 2

@@ -1,6 +1,7 @@
 """The `style-transfer` command: one module per sub-command, each with its parser.
 
     style-transfer stylize CONTENT STYLE [STYLE ...] -o OUT [--server HOST:PORT] [options]
+    style-transfer batch PHOTO [PHOTO ...] --style STYLE -o FOLDER [options]
     style-transfer sequence INPUT STYLE [STYLE ...] -o OUTPUT [options]
     style-transfer serve [--host 127.0.0.1] [--port PORT] [options]
     style-transfer info --server HOST:PORT
@@ -24,7 +25,7 @@ from styletransfer.v1 import wire
 
 from ..errors import UsageError
 from ..imageio import ImageError
-from . import gimp, info, presets, sequence, serve, stylize
+from . import batch, gimp, info, presets, sequence, serve, stylize
 from .options import EXIT_CANCELLED, EXIT_FAILED, EXIT_USAGE, Parser
 
 
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser.commands = sub  # main() lets the subcommand's parser report unknown options
-    for command in (stylize, sequence, serve, gimp, info, presets):
+    for command in (stylize, batch, sequence, serve, gimp, info, presets):
         command.add_parser(sub)
     return parser
 
