@@ -419,6 +419,25 @@ def plugin_version():
         return "?"
 
 
+def chosen_styles(config):
+    """(style, second style or None), each (data, name): a file or a layer of this image."""
+    style = file_or_layer(config, "style-file", "style-layer", "style image")
+    if style is None:
+        raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
+    return style, file_or_layer(config, "style2-file", "style2-layer", "second style image")
+
+
+def connect(server):
+    """What the server offers (GetInfo). Nothing answering on this machine: the plug-in
+    starts its own server first (and waits while VGG19 loads); a remote or secured one is
+    only connected to."""
+    Gimp.progress_init("Style transfer: asking " + server.address)
+    local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
+    info = rpc.info(server)
+    rpc.remember_presets(Gimp.directory(), info)
+    return info
+
+
 def stylize(procedure, run_mode, image, source, config, record=None, above=None):
     """One run: `source` with `config`'s settings (each variation one job), each result a
     new layer above it (or above `above`) that carries the record of how it was made.
@@ -435,17 +454,9 @@ def stylize(procedure, run_mode, image, source, config, record=None, above=None)
         raise Failed("The selection does not overlap the layer: nothing to stylize.")
     try:
         server = server_of(config, run_mode)
-        style = file_or_layer(config, "style-file", "style-layer", "style image")
-        if style is None:
-            raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
-        second = file_or_layer(config, "style2-file", "style2-layer", "second style image")
+        style, second = chosen_styles(config)
         init_image = start_image(config, source, x, y, w, h)
-        Gimp.progress_init("Style transfer: asking " + server.address)
-        # Nothing answering on this machine: the plug-in starts its own server (and waits
-        # while VGG19 loads); a remote or secured one is only connected to.
-        local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
-        info = rpc.info(server)
-        rpc.remember_presets(Gimp.directory(), info)
+        info = connect(server)
         preset_name = config.get_property("preset").strip() or "default"
         runs = jobs.variations(config)  # [{}] for one result; else each variation's settings
         jobs.check_seed_variations(config, info, preset_name, runs)
@@ -560,13 +571,8 @@ def stylize_animation(run_mode, image, config):
                      "and Variations: 1.")
     try:
         server = server_of(config, run_mode)
-        style = file_or_layer(config, "style-file", "style-layer", "style image")
-        if style is None:
-            raise rpc.ServerError("Choose a style image: a file, or another layer of this image.")
-        second = file_or_layer(config, "style2-file", "style2-layer", "second style image")
-        Gimp.progress_init("Style transfer: asking " + server.address)
-        local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
-        info = rpc.info(server)
+        style, second = chosen_styles(config)
+        info = connect(server)
         rpc.needs_contract(info, jobs.SEQUENCE_REVISION, "animations", server.address)
         preset_name = config.get_property("preset").strip() or "default"
         params = jobs.job_params(config, info, preset_name, w, h, second is not None, server.address)

@@ -11,11 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from stylecore.params import DEVICES
 
 from ..errors import UsageError
 from ..frames import IMAGES
-from ..imageio import DEFAULT_MAX_PIXELS, ImageError, read_image, shrink, write_image
+from ..imageio import ImageError, read_image, shrink, write_image
 from . import options as o
 
 
@@ -31,13 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--format", default="png", choices=("png", "jpg", "webp", "tif"),
                    help="the results' file type (default: png; 16-bit photos stay 16-bit in png and tif)")
     p.add_argument("--overwrite", action="store_true", help="stylize photos whose result exists already")
-    p.add_argument("--weights", help="VGG19 weights file (default: ${STYLE_TRANSFER_WEIGHTS} or torch hub's cache)")
-    p.add_argument("--no-download", action="store_true", help="never download the weights")
-    p.add_argument("--max-pixels", type=o.count(1), default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--device", default=None, choices=DEVICES,
-                   help="where the local engine runs (default: auto); with --server the server's own")
+    o.add_local_options(p, "images")
     o.add_client_options(p, required=False)
     o.add_param_options(p)
     p.set_defaults(func=run)

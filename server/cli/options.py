@@ -162,8 +162,21 @@ def show(v: object) -> str:
     return str(v)
 
 
-# A scale whose delivered objective ends more than this many times above where the
-# scale started has diverged (each scale is compared with its own start: the style
+def add_local_options(p: argparse.ArgumentParser, what: str = "images") -> None:
+    """What every command that may run the engine itself takes: the weights, the size
+    limit of what it reads, quiet, and the device."""
+    from stylecore.params import DEVICES
+
+    from ..imageio import DEFAULT_MAX_PIXELS
+
+    p.add_argument("--weights", help="VGG19 weights file (default: ${STYLE_TRANSFER_WEIGHTS} or torch hub's cache)")
+    p.add_argument("--no-download", action="store_true", help="never download the weights")
+    p.add_argument("--max-pixels", type=count(1), default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse {what} with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.add_argument("--device", default=None, choices=DEVICES,
+                   help="where the local engine runs (default: auto, CUDA when present); with --server the "
+                        "server's own")
 
 
 def add_client_options(p: argparse.ArgumentParser, required: bool) -> None:

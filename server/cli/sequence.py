@@ -10,11 +10,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from stylecore.params import DEVICES
 
 from ..errors import UsageError
 from ..frames import assemble, frame_path, frames_done, frames_folder, open_clip, output_kind, write_frame
-from ..imageio import DEFAULT_MAX_PIXELS, read_image, shrink
+from ..imageio import read_image, shrink
 from . import options as o
 
 
@@ -32,13 +31,7 @@ def add_parser(sub) -> None:
                    help="start from the first frame even where an earlier run of this command left frames")
     p.add_argument("--keep-frames", action="store_true",
                    help="keep OUTPUT.frames (the stylized frames as PNG files) after writing a video or animation")
-    p.add_argument("--weights", help="VGG19 weights file (default: ${STYLE_TRANSFER_WEIGHTS} or torch hub's cache)")
-    p.add_argument("--no-download", action="store_true", help="never download the weights")
-    p.add_argument("--max-pixels", type=o.count(1), default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse frames with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--device", default=None, choices=DEVICES,
-                   help="where the local engine runs (default: auto); with --server the server's own")
+    o.add_local_options(p, "frames")
     o.add_client_options(p, required=False)
     o.add_param_options(p)
     p.set_defaults(func=run)

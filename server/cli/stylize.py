@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stylecore.buffers import to_depth
-from stylecore.params import DEVICES
 
 from ..errors import UsageError
-from ..imageio import (DEFAULT_MAX_PIXELS, WRITABLE, ImageError, alpha_fits, check_output_path, format_code,
+from ..imageio import (WRITABLE, ImageError, alpha_fits, check_output_path, format_code,
                        read_image, shrink, write_image)
 from . import options as o
 from .info import client
@@ -40,19 +39,13 @@ def add_parser(sub) -> None:
     regions.add_argument("--output-depth", type=int, choices=(8, 16, 32), default=None,
                          help="bits per channel of the result: 8, 16 or 32 (float, TIFF only) (default: the "
                               "content's, as far as the output format holds it: a 16-bit PNG gives a 16-bit PNG)")
-    p.add_argument("--weights", help=f"VGG19 weights file (default: ${'{'}STYLE_TRANSFER_WEIGHTS{'}'} or torch hub's cache)")
-    p.add_argument("--no-download", action="store_true", help="never download the weights")
     p.add_argument("--init-image", metavar="FILE",
                    help="start from this image (an earlier result, or a run to continue), resized to each scale; "
                         "sets --init image")
     p.add_argument("--save-every", type=o.whole, default=0, metavar="N",
                    help="also write OUT.scaleS.stepNNNN.png every N steps (default: 0, none)")
     p.add_argument("--keep-size", action="store_true", help="output at the content's full size (work at --size, upscale)")
-    p.add_argument("--max-pixels", type=o.count(1), default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"refuse images with more pixels (default: {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--device", default=None, choices=DEVICES,
-                   help="where the local engine runs (default: auto, CUDA when present); with --server the server's own")
+    o.add_local_options(p)
     o.add_client_options(p, required=False)
     o.add_param_options(p)
     p.set_defaults(func=run)
