@@ -189,11 +189,8 @@ def install(plugins_dir: Path | None = None, command: list[str] | None = None, i
         _copy_package(name, vendor)
     command = command or server_command()
     local = {"command": command, "idle_exit": idle_exit, "weights": weights} if command else None
-    from stylecore.params import PRESETS  # torch-free: a client-only install has it too
-
-    # presets: the dialog's drop-down until a server has answered (style_transfer_rpc.known_presets).
     (staging / "install.json").write_text(json.dumps({"version": version(), "python": sys.executable,
-                                                      "server": local, "presets": list(PRESETS)}, indent=1))
+                                                      "server": local}, indent=1))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

@@ -549,35 +549,3 @@ def test_the_dialog_layout_shows_every_setting_once():
     # procedures' for scripts) and shown in the Server... dialog only.
     assert sorted(shown + list(layout["CONNECTION"])) == sorted(set(arguments))
     assert len(shown) == len(set(shown))
-
-
-# --- the preset drop-down: the names GIMP's choice is built from ---------------------------
-
-
-class _Info:
-    def __init__(self, *names):
-        self.presets = [type("Preset", (), {"name": n})() for n in names]
-
-
-@pytest.mark.parametrize("stored, installed, expected", [
-    ('{"presets": ["draft", "default", "mine"]}', True, ["default", "draft", "mine"]),  # the server's, default first
-    (None, True, ["default", "draft", "high", "full", "seed"]),                        # the installation's engine
-    ("{not json", True, ["default", "draft", "high", "full", "seed"]),                 # damaged: the next source
-    ('{"presets": []}', False, ["default"]),                                           # nothing usable anywhere
-    ('{"presets": [3, "x"]}', False, ["default"]),
-])
-def test_known_presets(plugin_dir, tmp_path, stored, installed, expected):
-    rpc = _rpc(plugin_dir)
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    if stored is not None:
-        (profile / rpc.PRESETS_FILE_NAME).write_text(stored)
-    here = plugin_dir if installed else tmp_path
-    assert rpc.known_presets(str(profile), str(here)) == expected
-
-
-def test_the_presets_a_server_answers_with_are_remembered(plugin_dir, tmp_path):
-    rpc = _rpc(plugin_dir)
-    rpc.remember_presets(str(tmp_path), _Info("default", "night"))
-    assert rpc.known_presets(str(tmp_path), str(tmp_path)) == ["default", "night"]
-    rpc.remember_presets(str(tmp_path / "no such folder"), _Info("x"))  # unwritable: nothing raised

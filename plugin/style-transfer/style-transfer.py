@@ -214,7 +214,6 @@ def run_server(procedure, run_mode, image, drawables, config, data):
         Gimp.progress_init("Style transfer: testing " + server.address)
         local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
         info = rpc.info(server)
-        rpc.remember_presets(Gimp.directory(), info)
     except rpc.ServerError as e:
         return fail(procedure, f"Settings saved; the test failed: {e}")
     weights = "verified" if info.model_verified else "UNVERIFIED: results are meaningless"
@@ -434,7 +433,6 @@ def connect(server):
     Gimp.progress_init("Style transfer: asking " + server.address)
     local.ensure(server, HERE, Gimp.directory(), Gimp.progress_set_text)
     info = rpc.info(server)
-    rpc.remember_presets(Gimp.directory(), info)
     return info
 
 
@@ -648,7 +646,6 @@ def server_summary(config):
             return (f"Starting the style-transfer server on {server.address} (this machine): the job starts when "
                     "it is ready; the server exits after a while unused.")
         info = rpc.info(server, timeout=3.0)
-        rpc.remember_presets(Gimp.directory(), info)
     except rpc.ServerError as e:
         return str(e)
     text = (f"Server {server.address}: {info.device} ({info.dtype}), presets "
@@ -743,13 +740,12 @@ def add_arguments(procedure):
     procedure.add_double_argument("style2-weight", "Second style's _weight",
                                   "Share of the second style in the blend (0: none, 1: only it)",
                                   0.0, 1.0, 0.5, flags)
-    presets = Gimp.Choice.new()
-    for index, name in enumerate(rpc.known_presets(Gimp.directory(), HERE)):
-        presets.add(name, index, name, "")
-    procedure.add_choice_argument("preset", "_Preset",
-                                  "One of the server's presets, which the server defines (the list is the "
-                                  "one the server last answered with; the dialog's server line and "
-                                  "style-transfer info show them)", presets, "default", flags)
+    # A string, not a drop-down: GIMP fixes a choice's list when the procedure is made,
+    # before any server is asked, and a script naming a preset only its server has
+    # (a custom one) would be refused by GIMP itself.
+    procedure.add_string_argument("preset", "_Preset",
+                                  "One of the server's presets, which the server defines (the dialog's "
+                                  "server line and style-transfer info list them)", "default", flags)
     procedure.add_double_argument("strength", "Style _strength", "Multiplies the preset's style weight",
                                   *jobs.RANGES["strength"], 1.0, flags)
     procedure.add_int_argument("max-size", "_Maximum size",

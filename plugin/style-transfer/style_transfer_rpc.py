@@ -463,38 +463,6 @@ def save_settings(profile: str, address: str, token_file: str, tls: bool, ca_fil
     os.replace(path + ".new", path)
 
 
-PRESETS_FILE_NAME = "style-transfer-presets.json"  # in the GIMP profile: the presets the last server offered
-
-
-def remember_presets(profile: str, info) -> None:
-    """Keeps the names of the presets `info` (GetInfo's answer) lists, for the dialog's
-    drop-down (GIMP builds a choice's list when the procedure is made, before any server
-    is asked). Nothing is lost if it cannot be written: the next dialog shows the older list."""
-    names = [p.name for p in info.presets]
-    path = os.path.join(profile, PRESETS_FILE_NAME)
-    try:
-        with open(path + ".new", "w", encoding="utf-8") as f:
-            json.dump({"presets": names}, f)
-        os.replace(path + ".new", path)
-    except OSError:
-        pass
-
-
-def known_presets(profile: str, plugin_dir: str) -> list[str]:
-    """The preset names for the dialog's drop-down: those the last server answered with
-    (remember_presets), else those of the installation the plug-in was installed from
-    (install.json), else the one every server has: "default" (first whenever present)."""
-    for path in (os.path.join(profile, PRESETS_FILE_NAME), os.path.join(plugin_dir, "install.json")):
-        try:
-            with open(path, encoding="utf-8") as f:
-                names = json.load(f).get("presets")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(names, list) and names and all(isinstance(n, str) and n for n in names):
-            return sorted(dict.fromkeys(names), key=lambda n: n != "default")
-    return ["default"]
-
-
 def stored_server(profile: str) -> Server:
     """The server Style Transfer Server... set (the defaults: this machine, no token, no TLS)."""
     stored = load_settings(profile)
