@@ -1,6 +1,6 @@
 """Sequences (issue 22): flicker, drift, convergence, time and memory.
 
-    .venv/bin/python bench/sequence_bench.py [--only 1,2,3] [--frames 10] [--long 100]
+    .venv/bin/python bench/sequence_bench.py [--only 1,2,3] [--frames 10] [--long 100] [--pan 30]
 
 A synthetic clip with known motion, so that flow errors do not hide the method's:
 scikit-image's coffee photo (resized to 1024 px wide) seen through a 512x288 window
@@ -33,6 +33,12 @@ VGG19 weights (bench/common.py). preset("default"), precision auto.
    style, the default preset: `style-transfer batch` against `stylize` of one photo (the
    median of three) and the start-up (a 32 px one-step stylize, median of three), each a whole
    process. Target: batch <= 10 x one photo - 9 x start-up.
+5. Sharpness under a slow pan (--pan N frames, default 30): the coffee photo panned by
+   half a pixel a frame (made at twice the size, shifted 1 px, then halved), so every
+   warp resamples between pixels, and a bilinear warp blurs a little each time. The
+   stylized texture's sharpness (mean Sobel gradient magnitude of the luma, away from
+   the edge the pan reveals) of frame N against frame 1's, for ours and without the
+   temporal term. No target in the issue: a ratio near 1 means no accumulated blur.
 """
 
 from __future__ import annotations
@@ -244,6 +250,38 @@ def part_batch(work: Path) -> None:
     line("batch of 10 / 10 x one", f"{ten / (10 * one):.2f}")
 
 
+def subpixel_pan(n: int) -> list[np.ndarray]:
+    """n frames (H, W, 3) uint8 of a window panning right by 0.5 px a frame."""
+    import cv2
+    from skimage import data
+
+    photo = Image.fromarray(data.coffee())
+    photo = np.asarray(photo.resize((2048, round(2048 * photo.height / photo.width)), Image.LANCZOS))
+    return [cv2.resize(photo[80:80 + 2 * H, i:i + 2 * W], (W, H), interpolation=cv2.INTER_AREA) for i in range(n)]
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude of the luma, 16 px from the edges and 40 px from the
+    right one (where the pan brings new content in)."""
+    import cv2
+
+    gray = image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gx, gy = cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1)
+    return float(np.sqrt(gx**2 + gy**2)[16:-16, 16:-40].mean())
+
+
+def part_sharpness(engine, n: int) -> None:
+    frames = subpixel_pan(n)
+    style = style_image()
+    params = preset("default")
+    print(f"5. sharpness under a slow pan: {n} frames of {W}x{H} panning 0.5 px a frame")
+    for name, weight in (("ours", params.temporal_weight), ("ours, weight 0", 0.0)):
+        done = [e.image for e in stylize_frames(engine, frames, [style], params.replace(temporal_weight=weight))
+                if isinstance(e, FrameDone)]
+        first, last = sharpness(done[0]), sharpness(done[-1])
+        line(f"{name}: sharpness of frame 1 / frame {n} / ratio", f"{first:.1f} / {last:.1f} / {last / first:.2f}")
+
+
 def _plain(losses: dict, params) -> float:
     return params.content_weight * losses["content"] + params.style_weight * losses["style"] + \
         params.tv_weight * losses.get("tv", 0.0)
@@ -254,10 +292,11 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated part numbers")
     ap.add_argument("--frames", type=int, default=10, help="part 1's clip length")
     ap.add_argument("--long", type=int, default=100, help="part 2's clip length")
+    ap.add_argument("--pan", type=int, default=30, help="part 5's clip length")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    parts = {int(p) for p in args.only.split(",")} if args.only else {1, 2, 3, 4}
+    parts = {int(p) for p in args.only.split(",")} if args.only else {1, 2, 3, 4, 5}
     print(f"machine: {machine()}")
     print("weights: seeded random VGG19 (bench/common.py; ImageNet weights cannot be downloaded here)")
     engine = bench_engine()
@@ -269,6 +308,8 @@ def main() -> int:
         part_drift(engine, args.long)
     if 4 in parts:
         part_batch(Path("/tmp/sequence_bench"))
+    if 5 in parts:
+        part_sharpness(engine, args.pan)
     return 0
 
 

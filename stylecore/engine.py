@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import heap, images, memory, regions, sizes, tiling
+from . import heap, images, memory, regions, sizes, temporal, tiling
 from .events import Cancelled, Event, Preview, Progress, Result, Started
 from .losses import Objective, StyleTarget, blend_grams, gram_matrix
 from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
@@ -322,8 +322,8 @@ class Engine:
                 # Each level after the first starts with the previous level's curvature pairs.
                 optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
                                           pair_dtype=level.plan.pair_dtype,
-                                          blocks=regions.blocks(job.regions, (h, w), job.device)
-                                          if params.optimizer == "lbfgs" else None)  # Adam has no memory
+                                          blocks=self._blocks(job, (h, w), objective) if params.optimizer == "lbfgs"
+                                          else None)  # Adam has no memory
                 del carried, x  # the optimizer holds its own copy of the image
                 for step in range(1, steps + 1):
                     if cancel():
@@ -379,6 +379,19 @@ class Engine:
             raise ValueError(f"image is {rgb.shape[-1]}x{rgb.shape[-2]}, the working size is {size[1]}x{size[0]}")
         evaluate = self.evaluator(job, self.objective(job, level), torch.float32, core=level.plan.core)
         return _drain(evaluate(images.normalize(rgb).to(job.device), grad=False))
+
+    @staticmethod
+    def _blocks(job: Job, size: tuple[int, int], objective: Objective) -> torch.Tensor | None:
+        """The pixel blocks L-BFGS keeps a memory each for at a working size (lbfgs.py):
+        a region job's (regions.blocks), each split where a frame's temporal term holds
+        its pixels and where it leaves them free (temporal.blocks); None: one memory."""
+        labels = regions.blocks(job.regions, size, job.device)
+        if objective.temporal is None or not objective.temporal_weight:
+            return labels
+        split = temporal.blocks(objective.temporal[1], labels)
+        if labels is None and int(split.min()) == int(split.max()):  # device sync: all held, or all free
+            return None
+        return split
 
     @staticmethod
     def _initial(job: Job, size: tuple[int, int]) -> torch.Tensor:

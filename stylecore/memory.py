@@ -55,8 +55,9 @@ SHORT_HISTORY = 8
 GUIDE_BYTES = 6
 GUIDED_VALUES = 122
 # A frame after the first of a sequence (temporal.py), per pixel of a scale: the warped
-# previous result (3 fp32 values) and its weight (1).
-TEMPORAL_BYTES = 16
+# previous result (3 fp32 values) and its weight (1), and L-BFGS's blocks (held and free
+# pixels, temporal.blocks): a label (1 byte) and, kept while small, their one-hot (2 fp32).
+TEMPORAL_BYTES = 25
 # A tileable job's network pads every convolution's input circularly into a copy,
 # which autograd keeps: peak growth of a 768x768 forward+backward measured 1.13x (fp32)
 # and 1.11x (bf16) that of the zero-padded network on CPU.

@@ -108,7 +108,7 @@ class StyleParams:
                 "wrap-around tiles and smoothness; working sides multiples of 16); 0: an ordinary image",
         "flag": True})  # the CLI's --tileable alone means 1
     temporal_weight: float = _f(
-        2e4, "sequences: weight of the temporal loss that holds each frame after the first to the previous "
+        5e3, "sequences: weight of the temporal loss that holds each frame after the first to the previous "
              "result warped along the optical flow (Ruder et al. 2016); 0 = frames stylized independently "
              "(still started from the previous result); single images: not used")
 

@@ -95,3 +95,18 @@ def start_server(engine):
     yield start_
     for running in started:
         running.shutdown(0)
+
+
+@pytest.fixture(scope="module")
+def server(start_server):
+    """A module's in-process server (a module needing other limits defines its own)."""
+    return start_server(max_queue=4)
+
+
+@pytest.fixture
+def client(server):
+    """A client of the module's `server`."""
+    from styleserver.client import Client
+
+    with Client(f"127.0.0.1:{server.port}") as c:
+        yield c

@@ -34,12 +34,6 @@ def server(start_server):
     return start_server(max_queue=4, max_pixels=20_000_000)
 
 
-@pytest.fixture
-def client(server):
-    with Client(f"127.0.0.1:{server.port}") as c:
-        yield c
-
-
 def events_of(client, content, styles, params=FAST, **kw):
     return list(client.stylize(content, styles, params, **kw))
 

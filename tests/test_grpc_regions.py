@@ -9,24 +9,13 @@ import pytest
 
 from stylecore import Result, preset
 from styleserver import convert
-from styleserver.client import Client, RemoteError
+from styleserver.client import RemoteError
 from styleserver.imageio import encode_image
 from styletransfer.v1 import style_transfer_pb2 as pb
 from styletransfer.v1 import style_transfer_pb2_grpc as pb_grpc
 from styletransfer.v1 import wire
 
 FAST = preset("default").replace(size=48, scales=1, steps=3)
-
-
-@pytest.fixture(scope="module")
-def server(start_server):
-    return start_server(max_queue=4)
-
-
-@pytest.fixture
-def client(server):
-    with Client(f"127.0.0.1:{server.port}") as c:
-        yield c
 
 
 def _half(content: np.ndarray) -> np.ndarray:

@@ -8,20 +8,9 @@ import numpy as np
 import pytest
 
 from stylecore import FrameDone, Result, preset, stylize_frames
-from styleserver.client import Client, RemoteError
+from styleserver.client import RemoteError
 
 FAST = preset("default").replace(size=48, scales=2, min_scale=32, coarse_steps=2, steps=3, precision="fp32")
-
-
-@pytest.fixture(scope="module")
-def server(start_server):
-    return start_server(max_queue=4)
-
-
-@pytest.fixture
-def client(server):
-    with Client(f"127.0.0.1:{server.port}") as c:
-        yield c
 
 
 def _frames(n: int = 2) -> list[np.ndarray]:
