@@ -58,10 +58,14 @@ def stylize_frames(
     first_index: int = 0,
     previous: tuple[np.ndarray, np.ndarray] | None = None,
     preview_every: int = 0,
+    style_masks: Sequence[np.ndarray | None] = (),
+    style_guides: Sequence[np.ndarray | None] = (),
 ) -> Iterator[Event]:
     """Yields, per frame: FrameStarted, the frame's own run's events, FrameDone.
 
     frames: (H, W, C) arrays of one size, any depth; count: how many, when known;
+    style_masks, style_guides: a style per region, as Engine.prepare takes them, the
+    same for every frame (the masks of the frames' size);
     first_index: the index of the first one in the whole sequence (resuming);
     previous: (the frame before the first, its result), to resume a sequence.
     Raises stylecore.Cancelled within a step of cancel() returning True (the frames
@@ -76,12 +80,13 @@ def stylize_frames(
             raise ValueError(f"frame {index + 1} is {frame.shape[1]}x{frame.shape[0]}, the frame before it "
                              f"{prev_frame.shape[1]}x{prev_frame.shape[0]}: a sequence's frames share one size")
         follow, warped = None, None
+        regions = dict(style_masks=style_masks, style_guides=style_guides)
         if prev_frame is None:
-            run = engine.run(frame, styles, params, cancel, preview_every, device, budget)
+            run = engine.run(frame, styles, params, cancel, preview_every, device, budget, **regions)
         else:
             warped, follow = follow_inputs(prev_frame, prev_result, frame)
             run = engine.run(frame, styles, later, cancel, preview_every, device, budget, init_image=warped,
-                             temporal=follow)
+                             temporal=follow, **regions)
         steps, result = 0, None
         for event in run:
             if isinstance(event, Started):

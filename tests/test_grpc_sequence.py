@@ -35,6 +35,22 @@ def test_a_frame_after_the_first_is_what_a_local_sequence_makes(client, engine, 
     assert np.array_equal(second.image, local[1])
 
 
+def test_a_masked_sequence_through_a_server_is_the_local_one(client, engine, style):
+    """The command line's --server path (one job a frame, the mask with each) gives the
+    frames stylize_frames gives with the same mask."""
+    from styleserver.cli.sequence import remote_frames
+
+    frames = _frames(3)
+    mask = np.zeros((36, 48, 1), np.uint8)
+    mask[:, :24] = 255
+    local = [e.image for e in stylize_frames(engine, frames, [style], FAST, style_masks=[mask])
+             if isinstance(e, FrameDone)]
+    remote = [e.image for e in remote_frames(client, frames, [style], FAST, "default", 3, masks=[mask])
+              if isinstance(e, FrameDone)]
+    assert all(np.array_equal(a, b) for a, b in zip(local, remote)) and len(remote) == 3
+    assert np.array_equal(local[2][:, 32:], frames[2][:, 32:])  # no mask there: the content kept
+
+
 @pytest.mark.parametrize("case, field", [
     ("frame without result", "header.previous_result"),
     ("result without frame", "header.previous_frame"),

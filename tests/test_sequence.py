@@ -242,3 +242,18 @@ def test_blocks_split_held_and_free_pixels(within, expected):
     weight = torch.tensor([[[[1.0, 0.0], [0.2, 0.7]]]])
     labels = T.blocks(weight, None if within is None else torch.tensor(within, dtype=torch.uint8))
     assert labels.dtype == torch.uint8 and labels.tolist() == expected
+
+
+def test_a_sequence_worked_tile_by_tile_holds_its_frames(engine, tiny):
+    """Full resolution's tiled path: the later frames' scale is worked in 32 px tiles,
+    and the temporal term still holds them (as test_the_temporal_loss_lowers_...)."""
+    from stylecore import Started
+
+    frames, tiled = _clip(3), tiny.replace(tile=32)
+
+    def run(weight):
+        events = _run(engine, frames, tiled.replace(temporal_weight=weight))
+        assert all(any(s.tiles) for s in events if isinstance(s, Started))
+        return sum(d.temporal_error for d in events if isinstance(d, FrameDone) and d.index)
+
+    assert run(tiled.temporal_weight) < 0.2 * run(0.0)

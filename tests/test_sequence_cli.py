@@ -120,3 +120,38 @@ def test_a_sequence_through_a_server_is_the_local_one(tmp_path, weights_file, st
     for i in range(3):
         local = np.asarray(Image.open(frame_path(tmp_path / "local", i)))
         assert np.array_equal(np.asarray(Image.open(frame_path(tmp_path / "remote", i))), local), i
+
+
+def _folder_and_style(tmp_path, n=2):
+    folder = tmp_path / "frames_in"
+    folder.mkdir()
+    for i, f in enumerate(_frames(n)):
+        Image.fromarray(f).save(folder / f"f{i}.png")
+    return folder
+
+
+def test_a_region_mask_styles_every_frame_there_and_keeps_the_rest(tmp_path, weights_file, style):
+    """One style, masked to the left half (every style masked: what no mask covers
+    keeps the content), the same mask for every frame."""
+    folder = _folder_and_style(tmp_path)
+    Image.fromarray(style).save(tmp_path / "style.png")
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, :32] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    assert main(["sequence", str(folder), str(tmp_path / "style.png"), "-o", str(out), "--style-mask",
+                 str(tmp_path / "mask.png"), "--weights", weights_file, "--size", "64", "--scales", "1", "--steps",
+                 "10", "--precision", "fp32", "-q"]) == 0
+    for i, frame in enumerate(_frames(2)):
+        result = np.asarray(Image.open(frame_path(out, i)))
+        assert np.array_equal(result[:, 40:], frame[:, 40:])  # kept, away from the soft border
+        assert np.abs(result[:, :24].astype(int) - frame[:, :24]).mean() > 2  # styled
+
+
+def test_a_mask_of_another_size_than_the_frames_is_refused(tmp_path, weights_file, style, capsys):
+    folder = _folder_and_style(tmp_path)
+    Image.fromarray(style).save(tmp_path / "style.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "mask.png")
+    code = main(["sequence", str(folder), str(tmp_path / "style.png"), "-o", str(tmp_path / "out"), "--style-mask",
+                 str(tmp_path / "mask.png"), "--weights", weights_file, *FAST])
+    assert code == 2 and "--style-mask" in capsys.readouterr().err and not (tmp_path / "out").exists()

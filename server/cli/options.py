@@ -179,6 +179,64 @@ def add_local_options(p: argparse.ArgumentParser, what: str = "images") -> None:
                         "server's own")
 
 
+def add_region_options(group, content: str = "CONTENT") -> None:
+    """A style per region: --style-mask, --background-style, --style-source-mask (read
+    with read_styles)."""
+    group.add_argument("--style-mask", action="append", default=[], metavar="MASK",
+                       help=f"a gray image of {content}'s size: where a STYLE applies (white), in part (gray) or "
+                            "not (black). Give it once per STYLE, in the STYLEs' order; STYLEs after the last mask "
+                            "style the rest (the background). With every STYLE masked, what no mask covers keeps "
+                            "the content")
+    group.add_argument("--background-style", action="append", default=[], metavar="IMAGE",
+                       help="a style for what no --style-mask covers (the same as a STYLE given after the masked "
+                            "ones)")
+    group.add_argument("--style-source-mask", action="append", default=[], metavar="MASK",
+                       help="a gray image of a STYLE's size: which part of that style image to take the style "
+                            "from; once per STYLE, in order (optional)")
+
+
+def style_inputs(args) -> list[tuple[str, str]]:
+    """The style images and masks the command line names, as (kind, path), after
+    checking that they add up (before anything is read)."""
+    style_paths = [*args.styles, *args.background_style]
+    for option, given, styles in (("--style-mask", args.style_mask, args.styles),
+                                  ("--style-source-mask", args.style_source_mask, style_paths)):
+        if len(given) > len(styles):
+            raise UsageError(f"{option}: given {len(given)} times for {len(styles)} style image(s); "
+                             "at most one per style, in order")
+    if args.background_style and not args.style_mask:
+        raise UsageError("--background-style: styles what no --style-mask covers; give --style-mask too")
+    return [*(("style", s) for s in style_paths), *(("mask", m) for m in args.style_mask + args.style_source_mask)]
+
+
+def read_styles(args, content_size: tuple[int, int]):
+    """(styles, masks, source masks) as arrays: every style image (the background ones
+    last), each --style-mask checked against the content's (h, w), each source mask
+    against its style's; UsageError naming the file that does not fit."""
+    from ..imageio import read_image
+
+    style_inputs(args)
+    styles = [read_image(p, args.max_pixels, "style") for p in [*args.styles, *args.background_style]]
+    masks = [read_mask(m, args.max_pixels, f"--style-mask {m}", content_size) for m in args.style_mask]
+    sources = [read_mask(m, args.max_pixels, f"--style-source-mask {m}", s.shape[:2])
+               for m, s in zip(args.style_source_mask, styles)]
+    return styles, masks, sources
+
+
+def read_mask(path: str, max_pixels: int, what: str, size) -> "np.ndarray":
+    """A mask file, checked before any work: gray (or equal colour channels), of its
+    image's size (h, w)."""
+    from stylecore.buffers import check_mask
+
+    from ..imageio import read_image
+
+    mask = read_image(path, max_pixels, what)
+    try:
+        return check_mask(mask, what, tuple(size))
+    except ValueError as e:
+        raise UsageError(f"{what}: {e}") from None
+
+
 def add_client_options(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--server", required=required, metavar="HOST:PORT",
                    help="use a style-transfer server instead of the local engine" if not required else

@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
                    help="start from the first frame even where an earlier run of this command left frames")
     p.add_argument("--keep-frames", action="store_true",
                    help="keep OUTPUT.frames (the stylized frames as PNG files) after writing a video or animation")
+    o.add_region_options(p.add_argument_group("regions (a style per region, from masks: the same for every frame)"),
+                         "INPUT's frames")
     o.add_local_options(p, "frames")
     o.add_client_options(p, required=False)
     o.add_param_options(p)
@@ -49,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if output.resolve() == Path(args.input).resolve():
         raise UsageError(f"output {output}: is the input; choose another output")
     clip = open_clip(args.input, args.max_pixels)
-    styles = [read_image(s, args.max_pixels, "style") for s in args.styles]
+    styles, masks, sources = o.read_styles(args, clip.size[::-1])
+    if params.size and params.resize == "longest":
+        masks = [shrink(m, params.size) for m in masks]  # as each frame is shrunk: same sides, same rounding
     folder = frames_folder(output)
     if args.restart and folder.is_dir():
         for i in range(frames_done(folder)):
@@ -77,14 +81,14 @@ def run(args: argparse.Namespace) -> int:
             from .info import client
 
             events = remote_frames(client(args), frames(start), styles, params, args.preset, clip.count, start,
-                                   previous)
+                                   previous, masks, sources)
         else:
             weights = load(args.weights, download=not args.no_download)
             if not args.quiet:
                 print(f"weights: {weights.describe()}", file=sys.stderr)
             events = stylize_frames(Engine(weights.model), frames(start), styles, params,
                                     device=args.device or "auto", count=clip.count, first_index=start,
-                                    previous=previous)
+                                    previous=previous, style_masks=masks, style_guides=sources)
         bar = ProgressBar(quiet=args.quiet)
         try:
             for event in events:
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def remote_frames(remote, frames, styles, params, preset, count, first_index=0, previous=None):
+def remote_frames(remote, frames, styles, params, preset, count, first_index=0, previous=None, masks=(), sources=()):
     """stylize_frames' events, each frame a job on a server (contract v1.4): a frame after
     the first travels with the frame before it and that frame's result, and the server
     warps and holds it as stylize_frames does (no flicker figure: the client computes no
@@ -133,7 +137,7 @@ def remote_frames(remote, frames, styles, params, preset, count, first_index=0, 
         yield FrameStarted(index, count)
         t0, steps, result = time.perf_counter(), 0, None
         for event in remote.stylize(frame, styles, params, preset=preset, previous_frame=prev_frame,
-                                    previous_result=prev_result):
+                                    previous_result=prev_result, style_masks=masks, style_source_masks=sources):
             if isinstance(event, Result):
                 result = event
             else:

@@ -25,17 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("styles", metavar="STYLE", nargs="+", help="style image(s); blend them with --style-blend")
     p.add_argument("-o", "--output", required=True, help="result file (.png, .jpg, .webp, .tif)")
     regions = p.add_argument_group("regions (a style per region, from masks) and depth")
-    regions.add_argument("--style-mask", action="append", default=[], metavar="MASK",
-                         help="a gray image of CONTENT's size: where a STYLE applies (white), in part (gray) or not "
-                              "(black). Give it once per STYLE, in the STYLEs' order; STYLEs after the last mask "
-                              "style the rest (the background). With every STYLE masked, what no mask covers keeps "
-                              "the content")
-    regions.add_argument("--background-style", action="append", default=[], metavar="IMAGE",
-                         help="a style for what no --style-mask covers (the same as a STYLE given after the masked "
-                              "ones)")
-    regions.add_argument("--style-source-mask", action="append", default=[], metavar="MASK",
-                         help="a gray image of a STYLE's size: which part of that style image to take the style "
-                              "from; once per STYLE, in order (optional)")
+    o.add_region_options(regions)
     regions.add_argument("--output-depth", type=int, choices=(8, 16, 32), default=None,
                          help="bits per channel of the result: 8, 16 or 32 (float, TIFF only) (default: the "
                               "content's, as far as the output format holds it: a 16-bit PNG gives a 16-bit PNG)")
@@ -118,22 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if args.save_every < 0:
         raise UsageError(f"--save-every: must not be negative, got {args.save_every}")
     output = check_output_path(args.output)
-    style_paths = [*args.styles, *args.background_style]
-    for option, given, styles in (("--style-mask", args.style_mask, args.styles),
-                                  ("--style-source-mask", args.style_source_mask, style_paths)):
-        if len(given) > len(styles):
-            raise UsageError(f"{option}: given {len(given)} times for {len(styles)} style image(s); "
-                             "at most one per style, in order")
-    if args.background_style and not args.style_mask:
-        raise UsageError("--background-style: styles what no --style-mask covers; give --style-mask too")
-    inputs = [("content", args.content), *(("style", s) for s in style_paths),
-              *(("mask", m) for m in args.style_mask + args.style_source_mask)]
+    inputs = [("content", args.content), *o.style_inputs(args)]
     refuse_output_that_is_an_input(output, inputs + ([("initial image", args.init_image)] if args.init_image else []))
     content = read_image(args.content, args.max_pixels, "content")
-    styles = [read_image(p, args.max_pixels, "style") for p in style_paths]
-    masks = [_read_mask(m, args.max_pixels, f"--style-mask {m}", content.shape[:2]) for m in args.style_mask]
-    sources = [_read_mask(m, args.max_pixels, f"--style-source-mask {m}", s.shape[:2])
-               for m, s in zip(args.style_source_mask, styles)]
+    styles, masks, sources = o.read_styles(args, content.shape[:2])
     depth = _output_depth(args, output, content)
     init = None
     if args.init_image:  # start from it (an earlier result, a run to continue): init "image"
@@ -193,18 +171,6 @@ def run(args: argparse.Namespace) -> int:
         bar.end_line()
         events.close()
     return 0
-
-
-def _read_mask(path: str, max_pixels: int, what: str, size) -> "np.ndarray":
-    """A mask file, checked before any work: gray (or equal colour channels), of its
-    image's size (h, w)."""
-    from stylecore.buffers import check_mask
-
-    mask = read_image(path, max_pixels, what)
-    try:
-        return check_mask(mask, what, tuple(size))
-    except ValueError as e:
-        raise UsageError(f"{what}: {e}") from None
 
 
 def _output_depth(args, output: Path, content) -> int:
