@@ -179,11 +179,11 @@ def add_local_options(p: argparse.ArgumentParser, what: str = "images") -> None:
                         "server's own")
 
 
-def add_region_options(group, content: str = "CONTENT") -> None:
+def add_region_options(group, size: str = "CONTENT's size") -> None:
     """A style per region: --style-mask, --background-style, --style-source-mask (read
     with read_styles)."""
     group.add_argument("--style-mask", action="append", default=[], metavar="MASK",
-                       help=f"a gray image of {content}'s size: where a STYLE applies (white), in part (gray) or "
+                       help=f"a gray image of {size}: where a STYLE applies (white), in part (gray) or "
                             "not (black). Give it once per STYLE, in the STYLEs' order; STYLEs after the last mask "
                             "style the rest (the background). With every STYLE masked, what no mask covers keeps "
                             "the content")

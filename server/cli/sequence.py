@@ -32,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-frames", action="store_true",
                    help="keep OUTPUT.frames (the stylized frames as PNG files) after writing a video or animation")
     o.add_region_options(p.add_argument_group("regions (a style per region, from masks: the same for every frame)"),
-                         "INPUT's frames")
+                         "the frames' size")
     o.add_local_options(p, "frames")
     o.add_client_options(p, required=False)
     o.add_param_options(p)
