@@ -389,7 +389,8 @@ class Engine:
         if objective.temporal is None or not objective.temporal_weight:
             return labels
         split = temporal.blocks(objective.temporal[1], labels)
-        if labels is None and int(split.min()) == int(split.max()):  # device sync: all held, or all free
+        low, high = split.aminmax()
+        if labels is None and int(low) == int(high):  # device sync: all held, or all free
             return None
         return split
 

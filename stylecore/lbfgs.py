@@ -125,6 +125,10 @@ class _Whole:
         return torch.maximum(-low, high)
 
 
+# The most the block one-hot matrices are kept in (_Blocks; memory.py counts them).
+ONEHOT_BYTES = 32 << 20
+
+
 class _Blocks:
     """The inner products of one L-BFGS memory per block of pixels.
 
@@ -141,7 +145,7 @@ class _Blocks:
     memory per region"). The matrices are kept while they take at most ONEHOT_BYTES
     (K·P·4 bytes: 4 MB for four blocks at 512²), otherwise rebuilt per piece."""
 
-    ONEHOT_BYTES = 32 << 20
+    ONEHOT_BYTES = ONEHOT_BYTES
 
     def __init__(self, labels: torch.Tensor, numel: int):
         self.labels = labels

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 
 from . import sizes
+from .lbfgs import ONEHOT_BYTES
 from .params import ParamError, StyleParams
 from .tiling import ALIGN, HALO
 
@@ -55,9 +56,9 @@ SHORT_HISTORY = 8
 GUIDE_BYTES = 6
 GUIDED_VALUES = 122
 # A frame after the first of a sequence (temporal.py), per pixel of a scale: the warped
-# previous result (3 fp32 values) and its weight (1), and L-BFGS's blocks (held and free
-# pixels, temporal.blocks): a label (1 byte) and, kept while small, their one-hot (2 fp32).
-TEMPORAL_BYTES = 25
+# previous result (3 fp32 values), its weight (1) and L-BFGS's block label (1 byte:
+# held or free pixels, temporal.blocks).
+TEMPORAL_BYTES = 17
 # A tileable job's network pads every convolution's input circularly into a copy,
 # which autograd keeps: peak growth of a 768x768 forward+backward measured 1.13x (fp32)
 # and 1.11x (bf16) that of the zero-padded network on CPU.
@@ -190,11 +191,16 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
     if guided:
         network += GUIDED_VALUES * (torch.finfo(dtype).bits // 8)
     guides = guided * GUIDE_BYTES + (TEMPORAL_BYTES if temporal else 0)  # per-pixel inputs beside the image
-    whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network + guides)
+    # L-BFGS's blocks (lbfgs.py): the regions' (each, the background, the border
+    # band), each split in held and free pixels for a frame; their one-hot is kept up to
+    # ONEHOT_BYTES, else made a piece at a time.
+    blocks = (guided + 2 if guided else 1) * (2 if temporal else 1)
+    onehot = min(blocks * pixels * 4, ONEHOT_BYTES) if blocks > 1 else 0
+    whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network + guides) + onehot
     if force_core is None and whole <= budget:
         return ScalePlan(None, MAX_HISTORY, whole)
     room = int(min(budget * TILED_SHARE, budget - TILED_RESERVE))  # what a tiled plan may use
-    image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8) + guides)
+    image_bytes = pixels * (VECTOR_BYTES + TARGET_VALUES * (torch.finfo(dtype).bits // 8) + guides) + onehot
 
     def tile_bytes(core: int) -> int:
         return min(core + 2 * HALO, size[0]) * min(core + 2 * HALO, size[1]) * network

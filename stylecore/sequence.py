@@ -72,6 +72,7 @@ def stylize_frames(
     done so far have been yielded)."""
     prev_frame, prev_result = previous if previous is not None else (None, None)
     later = frame_params(params)
+    regions = dict(style_masks=style_masks, style_guides=style_guides)
     index = first_index
     for frame in frames:
         yield FrameStarted(index, count)
@@ -80,7 +81,6 @@ def stylize_frames(
             raise ValueError(f"frame {index + 1} is {frame.shape[1]}x{frame.shape[0]}, the frame before it "
                              f"{prev_frame.shape[1]}x{prev_frame.shape[0]}: a sequence's frames share one size")
         follow, warped = None, None
-        regions = dict(style_masks=style_masks, style_guides=style_guides)
         if prev_frame is None:
             run = engine.run(frame, styles, params, cancel, preview_every, device, budget, **regions)
         else:

@@ -25,8 +25,9 @@ boundaries, 1 elsewhere. Where this departs from the paper, and why:
   weight near 10⁹ to hold a static background at all (docs/sequences.md, "Drift").
   Images are in [0, 1] (the paper: 0..255), so the weight is ours, chosen by
   measurement (docs/sequences.md, "The temporal weight").
-- Static pixels. Where zero motion explains the two frames as well as the estimated
-  flow does, the flow is taken as zero (`settle`): DIS leaks fractions of a pixel of
+- Static pixels. Where zero motion explains the two frames clearly better than the
+  estimated flow, or as well when that flow is under a quarter of a pixel, the flow is
+  taken as zero (`settle`): DIS leaks fractions of a pixel of
   motion onto a still background next to a moving object, and every warp along such a
   flow shifts (and, bilinear, blurs) the stylized background a little, frame after
   frame (docs/sequences.md, "Drift").
@@ -56,10 +57,11 @@ BOUNDARY_REL, BOUNDARY_ABS = 0.01, 0.002
 # (0..255) over a STATIC_WINDOW² neighbourhood, with zero motion (r0) and along the
 # estimated flow (rf). The flow is set to zero where r0 < rf - STATIC_TOLERANCE (zero
 # motion is clearly the better explanation: the flow leaked there from a moving object),
-# or where it is shorter than STATIC_FLOW px and r0 <= rf + STATIC_TOLERANCE (the
-# estimator's sub-pixel noise on a still, flat area). Longer flows over flat areas,
-# where both explain the frames equally (a pan across a clear sky), are kept.
-STATIC_WINDOW, STATIC_TOLERANCE, STATIC_FLOW = 5, 1.0, 0.25
+# or where it is shorter than STATIC_FLOW px and r0 <= rf + STATIC_SAME (zero motion
+# explains the frames as well, within rounding: the estimator's sub-pixel noise on a
+# still area). A slow pan over a smooth area (0.2 px a frame over 5 levels a pixel: r0
+# about 1) keeps its flow, and so does any longer flow over a flat area (a clear sky).
+STATIC_WINDOW, STATIC_TOLERANCE, STATIC_FLOW, STATIC_SAME = 5, 1.0, 0.25, 0.25
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def settle(flow: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarr
     still = cv2.blur(np.abs(s - t), box)  # r0
     moved = cv2.blur(np.abs(s - warp(t[..., None], flow)[..., 0]), box)  # rf
     short = (flow**2).sum(-1) < STATIC_FLOW**2
-    zero = (still < moved - STATIC_TOLERANCE) | (short & (still <= moved + STATIC_TOLERANCE))
+    zero = (still < moved - STATIC_TOLERANCE) | (short & (still <= moved + STATIC_SAME))
     out = flow.copy()
     out[zero] = 0
     return out
@@ -165,7 +167,7 @@ def blocks(weight: torch.Tensor, within: torch.Tensor | None = None) -> torch.Te
     blocks: a region job's), each of those split in two. L-BFGS keeps one memory per
     block (lbfgs.py): with one, the temporal term's stiff curvature on the held pixels
     sets the step scale γ for all, and the free ones, which start from whatever the
-    warp put there, barely move in a frame's few steps (docs/sequences.md, "Drift")."""
+    warp put there, barely move in a frame's few steps (docs/sequences.md, "The method")."""
     held = (weight.reshape(-1) >= 0.5).to(torch.uint8)
     return held if within is None else within * 2 + held
 

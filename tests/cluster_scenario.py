@@ -199,8 +199,14 @@ def main() -> int:
                 t.start()
             if not progressed.wait(60):
                 raise RuntimeError("no job made progress within 60 s")
-            pids = front.replica_pids()[seen_pids:]
-            victim = pids[0]
+            # The front's log is read by a thread: the line naming the job's replica may
+            # arrive after the job's first Progress on a loaded machine.
+            deadline = time.monotonic() + 30
+            while len(front.replica_pids()) <= seen_pids:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no job was logged on a replica within 30 s of its progress")
+                time.sleep(0.05)
+            victim = front.replica_pids()[seen_pids]
             os.kill(victim, signal.SIGKILL)
             t_kill = time.monotonic()
             for t in jobs:
