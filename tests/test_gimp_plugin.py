@@ -549,3 +549,22 @@ def test_the_dialog_layout_shows_every_setting_once():
     # procedures' for scripts) and shown in the Server... dialog only.
     assert sorted(shown + list(layout["CONNECTION"])) == sorted(set(arguments))
     assert len(shown) == len(set(shown))
+
+
+@pytest.mark.parametrize("offered, current, expected", [
+    (["default", "draft"], "draft", [("default", "default"), ("draft", "draft")]),
+    (["default", "mine"], "default", [("default", "default"), ("mine", "mine")]),  # the server's own
+    (["default"], "house", [("default", "default"), ("house", "house (not on this server)")]),
+    ([], "default", [("default", "default")]),  # no server answered: the value stays, unmarked
+])
+def test_the_preset_drop_down_lists_the_servers_presets(plugin_dir, offered, current, expected):
+    """The dialog's preset drop-down (style-transfer.py: organise) from the server's
+    presets; a value the server lacks is kept, marked, never silently replaced."""
+    assert _job(plugin_dir).preset_choices(offered, current) == expected
+
+
+def test_the_preset_drop_down_lists_a_real_servers_presets(plugin_dir, server_info):
+    from stylecore.params import PRESETS
+
+    names = [p.name for p in server_info.presets]
+    assert [n for n, _ in _job(plugin_dir).preset_choices(names, "default")] == list(PRESETS)

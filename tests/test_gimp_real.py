@@ -289,9 +289,15 @@ def test_killing_the_plugin_stops_the_job_at_once(root, server, work, content, s
 SHOTS = ("dialog", "result", "variations", "regions", "server")  # docs/gimp-NAME.png
 
 
-def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
+def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work, monkeypatch):
     """The full UI under Xvfb: libgimp 3.0 has no undo call, so Ctrl+Z is pressed
-    in the image window. Also screenshots the dialog (README's pictures)."""
+    in the image window. The dialog's preset drop-down lists the server's presets: the
+    server offers one of its own, which the keyboard picks. Also screenshots the dialog
+    (README's pictures)."""
+    from stylecore import params as core_params
+
+    # Last in the server's list (GetInfo), so End picks it; one scale of two steps.
+    monkeypatch.setitem(core_params.PRESETS, "tiny", core_params.PRESETS["draft"].replace(scales=1, steps=2))
     if root == ROOT and not Path(ROOT, "usr/bin/xvfb-run").exists():
         subprocess.run(["bash", str(HERE / "make_root.sh"), ROOT], check=True, timeout=900,
                        env=dict(os.environ, WITH_GUI="1"))
@@ -326,7 +332,8 @@ def test_one_undo_removes_the_result_and_the_dialog_opens(root, server, work):
     assert report["regions_status"] == "success"
     assert report["layers_after_regions"] == ["Background - style + style2 x1 (seed 1)", "Background"]  # one layer
     assert report["server_settings"] == "success"
-    assert report["dialog_status"] == "cancel"  # the dialog opened and Escape closed it
+    assert report["dialog_status"] == "success"  # the dialog opened, and OK ran it
+    assert report["dialog_preset"] == "tiny"  # with the preset picked from the server's list
     assert report["server_dialog_status"] == "cancel"
     for name in SHOTS:
         assert (work / "shots" / f"{name}.png").exists(), name

@@ -26,14 +26,17 @@ import style_transfer_rpc as rpc
 args = json.loads(sys.argv[2])
 server = rpc.Server(address=args["address"], token=args.get("token"), tls=args.get("tls", False))
 statuses = []
+ready_before = local.ready_info(server) is not None  # what the dialog asks each second while it starts
 t0 = time.monotonic()
 try:
     started = local.ensure(server, sys.argv[1], args["log_dir"], statuses.append, timeout=args.get("timeout", 120))
     info = rpc.info(server)
 except rpc.ServerError as e:
-    print(json.dumps({"error": str(e), "statuses": statuses})); sys.exit(0)
+    print(json.dumps({"error": str(e), "statuses": statuses, "ready_before": ready_before})); sys.exit(0)
+ready = local.ready_info(server)
 print(json.dumps({"started": started, "seconds": time.monotonic() - t0, "device": info.device,
-                  "statuses": statuses, "pid": local.starting(args["log_dir"])}))
+                  "statuses": statuses, "pid": local.starting(args["log_dir"]), "ready_before": ready_before,
+                  "ready_presets": [p.name for p in ready.presets] if ready else None}))
 """
 
 
@@ -88,6 +91,8 @@ def test_nothing_answering_on_this_machine_starts_a_server_that_exits_when_idle(
     assert "cpu" in out["device"].lower()
     pid = out["pid"]
     assert pid and health(address) == "SERVING"
+    # The dialog's poll: nothing before the start, the server's presets once it serves.
+    assert out["ready_before"] is False and out["ready_presets"][:2] == ["default", "draft"]
     # A second run finds it serving: nothing more is started.
     again = plugin(target, tmp_path, address)
     assert again.get("started") is False and again["pid"] == pid
@@ -107,7 +112,7 @@ def test_a_remote_or_secured_server_is_never_started(tmp_path, weights_file, add
     target = install(tmp_path, weights=weights_file)
     out = plugin(target, tmp_path, address.format(port=free_port()), timeout=5, **settings)
     assert "No style-transfer server answers" in out.get("error", ""), out
-    assert out["statuses"] == []
+    assert out["statuses"] == [] and out["ready_before"] is False
     assert not (tmp_path / "style-transfer-server.pid").exists()
     assert not (tmp_path / "style-transfer-server.log").exists()
 

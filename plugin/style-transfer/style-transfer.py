@@ -278,9 +278,31 @@ CONNECTION = ("server", "token", "token-file", "tls", "tls-ca-file")
 
 def organise(dialog, config):
     """Fills the dialog: the server's line (what it offers; the presets are its own),
-    the creative settings, frames, expanders."""
-    dialog.get_label("server-info", server_summary(config), False, False)
-    ids = ["server-info", *CREATIVE]
+    the creative settings with the preset as a drop-down of the server's presets,
+    frames, expanders."""
+    from gi.repository import GimpUi, Gtk
+
+    line, presets, starting = server_state()
+    label = dialog.get_label("server-info", line, False, False)
+    # GIMP lists a choice argument's values when the procedure is registered, before any
+    # server is asked, so "preset" stays a string and its drop-down is built here, bound
+    # to the same property (docs/gimp.md, "Options").
+    box = dialog.fill_box("creative-box", [f for f in CREATIVE if f != "preset"])
+    store = Gtk.ListStore(str, str)  # (name, label)
+    fill_presets(store, presets, config.get_property("preset"))
+    combo = GimpUi.prop_string_combo_box_new(config, "preset", store, 0, 1)
+    row = GimpUi.LabelStringWidget.new("_Preset", combo)
+    row.set_tooltip_text("The server's presets (Style Transfer Server... says which server)")
+    box.pack_start(row, False, False, 0)
+    box.reorder_child(row, CREATIVE.index("preset"))
+    row.show_all()
+    try:  # its label in the column of the others' (theirs share a size group of GIMP's)
+        column = Gtk.SizeGroup.new(Gtk.SizeGroupMode.HORIZONTAL)
+        column.add_widget(dialog.get_widget("strength", GObject.TYPE_NONE).get_label())
+        column.add_widget(row.get_label())
+    except Exception:  # noqa: BLE001 - only the alignment is lost
+        pass
+    ids = ["server-info", "creative-box"]
     for box_id, title, fields in FRAMES:
         dialog.fill_box(box_id + "-box", list(fields))
         dialog.get_label(box_id + "-title", title, False, False)
@@ -292,6 +314,37 @@ def organise(dialog, config):
         dialog.fill_expander(box_id, box_id + "-title", False, box_id + "-box")
         ids.append(box_id)
     dialog.fill(ids)
+    if starting is not None:  # the server this dialog started: its line and presets once it is ready
+        watch_start(dialog, starting, label, store, combo, config)
+
+
+def fill_presets(store, presets, current):
+    store.clear()
+    for name, text in jobs.preset_choices(presets or [], current):
+        store.append([name, text])
+
+
+def watch_start(dialog, server, label, store, combo, config):
+    """Asks the starting server every second, without blocking the dialog for long,
+    until it answers; then the line and the drop-down say what it offers."""
+    from gi.repository import GimpUi
+
+    state = {"source": None}
+
+    def poll():
+        info = local.ready_info(server)
+        if info is None:
+            return True
+        label.set_text(info_line(server, info))
+        current = config.get_property("preset")
+        fill_presets(store, [p.name for p in info.presets], current)  # clearing unsets the combo:
+        config.set_property("preset", current)  # the property and the combo are set back
+        GimpUi.StringComboBox.set_active(combo, current)
+        state["source"] = None
+        return False
+
+    state["source"] = GLib.timeout_add(1000, poll)
+    dialog.connect("destroy", lambda *_: state["source"] and GLib.source_remove(state["source"]))
 
 
 def cancelled(procedure):
@@ -636,18 +689,24 @@ def add_result(image, source, parent, position, name, record, pixels, whole, are
     return layer
 
 
-def server_summary(config):
-    """One line for the dialog: the server's device, presets and weights, or why it does not answer."""
+def server_state():
+    """The dialog's server line, the server's preset names (None when it does not answer),
+    and the server when this call started it (None otherwise)."""
     try:
         server = rpc.stored_server(Gimp.directory())
         if local.health(server) == "DOWN" and local.may_start(server):
             # Started now, so that VGG19 loads while the settings are chosen; OK waits for it.
             local.start(server, HERE, Gimp.directory())
             return (f"Starting the style-transfer server on {server.address} (this machine): the job starts when "
-                    "it is ready; the server exits after a while unused.")
+                    "it is ready; the server exits after a while unused."), None, server
         info = rpc.info(server, timeout=3.0)
     except rpc.ServerError as e:
-        return str(e)
+        return str(e), None, None
+    return info_line(server, info), [p.name for p in info.presets], None
+
+
+def info_line(server, info):
+    """One line for the dialog: the server's device, presets and weights."""
     text = (f"Server {server.address}: {info.device} ({info.dtype}), presets "
             f"{', '.join(p.name for p in info.presets)}")
     return text + ("" if info.model_verified else ". WARNING: UNVERIFIED weights: results are meaningless")
@@ -740,9 +799,10 @@ def add_arguments(procedure):
     procedure.add_double_argument("style2-weight", "Second style's _weight",
                                   "Share of the second style in the blend (0: none, 1: only it)",
                                   0.0, 1.0, 0.5, flags)
-    # A string, not a drop-down: GIMP fixes a choice's list when the procedure is made,
-    # before any server is asked, and a script naming a preset only its server has
-    # (a custom one) would be refused by GIMP itself.
+    # A string, not a Gimp.Choice: GIMP fixes a choice's list when the procedure is made,
+    # before any server is asked, and a script naming a preset only its server has (a
+    # custom one) would be refused by GIMP itself. The dialog shows it as a drop-down of
+    # the server's presets (organise).
     procedure.add_string_argument("preset", "_Preset",
                                   "One of the server's presets, which the server defines (the dialog's "
                                   "server line and style-transfer info list them)", "default", flags)
@@ -798,7 +858,7 @@ def add_arguments(procedure):
                                    "Stylize every layer as a frame of an animation, the bottom one first, each "
                                    "held to the one before so that nothing flickers; the result is a new image "
                                    "with the same layers (export it as GIF or WebP)", False, flags)
-    procedure.add_boolean_argument("preserve-colors", "_Preserve colours",
+    procedure.add_boolean_argument("preserve-colors", "Preserve colo_urs",
                                    "Keep the layer's colours (luminance-only transfer)", False, flags)
     procedure.add_int_argument("seed", "Random s_eed", "Same seed and settings give the same result",
                                0, 2**31 - 1, 0, flags)

@@ -39,6 +39,16 @@ def _where(w, h):
     return f"{w}x{h} = {w * h:,} pixels"
 
 
+def preset_choices(offered, current: str) -> list[tuple[str, str]]:
+    """The preset drop-down's (name, label) rows: the server's presets in its order, and
+    the current value when the server lacks it (a record from another server, a name
+    typed by a script), so that opening the dialog never changes it silently."""
+    rows = [(name, name) for name in offered]
+    if current and current not in offered:
+        rows.append((current, f"{current} (not on this server)" if offered else current))
+    return rows
+
+
 def job_params(config, info, preset_name, w, h, two_styles, address="the server"):
     """The fields to send: those the dialog sets, relative to the server's preset
     (strength multiplies its style weight; 0 means its own value elsewhere). Raises

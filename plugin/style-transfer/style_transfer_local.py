@@ -57,6 +57,18 @@ def health(server: rpc.Server, timeout: float = 2.0) -> str:
         return "DOWN"
 
 
+def ready_info(server: rpc.Server):
+    """The server's Info once it serves, None while it is down or still loading: quick
+    enough (half a second at most when nothing answers) for a dialog to ask every second
+    while a server it started loads."""
+    try:
+        if health(server, timeout=0.5) != "SERVING":
+            return None
+        return rpc.info(server, timeout=2.0)
+    except rpc.ServerError:
+        return None
+
+
 def launcher(plugin_dir: str) -> dict:
     """install.json's "server": {"command": [...], "idle_exit": s, "weights": path or None}.
     Raises ServerError saying how to record one."""

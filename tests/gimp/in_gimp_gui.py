@@ -3,8 +3,9 @@
 #    the result, presses Ctrl+Z once in the image window (xdotool) and records
 #    whether that one undo step removed the result layer.
 # 2. Variations (a group of three) and a result with a style per region: screenshots.
-# 3. Opens the plug-in's dialog and the server settings' dialog (interactive runs),
-#    screenshots each, presses Escape.
+# 3. Opens the plug-in's dialog (an interactive run), screenshots it, picks the server's
+#    last preset from the drop-down and presses OK; opens the server settings' dialog,
+#    screenshots it, presses Escape.
 # Screenshots are xwd files converted to PNG by GIMP itself. Parameters from PARAMS.
 import json
 import os
@@ -125,12 +126,20 @@ try:
         f'xdotool search --sync --onlyvisible --name "Style Transfer" > {OUT}/dialog.wid; '
         f'xdotool mousemove 4000 4000; sleep 3; '
         f'xwd -silent -id $(head -1 {OUT}/dialog.wid) -out {OUT}/dialog.xwd; '
-        f'xdotool windowfocus --sync $(head -1 {OUT}/dialog.wid) key Escape'])
+        # The preset drop-down (Alt+P) lists the server's presets: End picks the last,
+        # the test server's own "tiny"; Alt+O is OK.
+        f'xdotool windowfocus --sync $(head -1 {OUT}/dialog.wid) key alt+p; sleep 0.5; xdotool key End; '
+        f'sleep 0.5; xdotool key alt+o'])
     # The dialog as a user sees it: a style chosen, the test's server (which it then asks for its presets).
     report["dialog_status"] = style_transfer(
         image, image.get_layers()[0], Gimp.RunMode.INTERACTIVE,
-        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"]})
+        **{"style-file": Gio.File.new_for_path(P["style"]), "server": P["server"], "preset": "draft",
+           "max-size": 64})
     helper.wait(timeout=60)
+    made = image.get_layers()[0].get_parasite("style-transfer-record")
+    report["dialog_preset"] = json.loads(bytes(made.get_data()).decode())["preset"] if made else None
+    if made:
+        image.remove_layer(image.get_layers()[0])
 
     # The connection's own dialog (Filters > Artistic > Style Transfer Server...), as a user opens it.
     helper = subprocess.Popen(["sh", "-c",
