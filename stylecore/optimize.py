@@ -33,6 +33,13 @@ def autocast(device: torch.device, dtype: torch.dtype):
 # stalls"). The objective is a weighted sum of squares, bounded below by 0, as that
 # rule requires.
 STALL, PROGRESS = 4, 0.05
+# No quasi-Newton step moves the image by more than this root-mean-square, as a
+# fraction of the pixel range: an early curvature pair that underestimates the
+# curvature gives a step that moves the average pixel past the whole box, the box
+# flattens it, and a level can bounce between such steps to its end (docs/optimizer.md,
+# "A step no longer than the box"). A healthy first step measured 0.38. None: no cap
+# (bench/step_bench.py compares).
+MAX_STEP_RMS: float | None = 0.45
 
 
 def pixel_box(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,9 +63,12 @@ class ImageOptimizer:
         self.box = pixel_box(x.device) if params.clamp else None
         if params.optimizer == "lbfgs":
             lower, upper = self.box or (None, None)
+            # The box is in normalized units (per-channel std), so is the cap.
+            max_rms = (None if self.box is None or MAX_STEP_RMS is None
+                       else MAX_STEP_RMS * float((upper - lower).mean()))
             self.lbfgs: BoxLBFGS | None = BoxLBFGS(self.x, lower, upper, lr=params.lr, history=history,
                                                      pair_dtype=pair_dtype, stall=STALL, progress=PROGRESS,
-                                                     blocks=blocks)
+                                                     blocks=blocks, max_rms=max_rms)
             self.lbfgs.carry(list(curvature))
             self.adam = None
         else:

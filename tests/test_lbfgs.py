@@ -200,6 +200,28 @@ def test_carried_curvature_makes_the_first_step_a_quasi_newton_step():
     assert errors["carried"] < 0.05 * errors["cold"]
 
 
+@pytest.mark.parametrize("max_rms, capped", [(None, False), (1e9, False), (0.1, True)],
+                         ids=["no cap", "a cap that does not bind", "capped"])
+def test_a_quasi_newton_step_is_no_longer_than_max_rms(max_rms, capped):
+    """A pair (s, y = s/1000) claims curvature 1000 times too small: the inverse Hessian
+    is then 1000·I and the step −1000·g, far outside any box. `max_rms` scales such a
+    step down to that root-mean-square length, same direction; a shorter step is left
+    exactly as it is."""
+    start = torch.tensor([2.0, 2.0, -2.0], dtype=torch.float64)
+    g = A @ start - B
+    x = start.clone().requires_grad_(True)
+    opt = BoxLBFGS(x, None, None, max_rms=max_rms)
+    s = torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)
+    opt.carry([(s, s / 1000)])
+    opt.step(closure_for(x))
+    step = x.detach() - start
+    uncapped = -1000 * g
+    if capped:
+        assert torch.allclose(step, uncapped * 0.1 / (uncapped.norm() / math.sqrt(3)))
+    else:
+        assert torch.allclose(step, uncapped)
+
+
 def test_carry_skips_pairs_without_positive_curvature_and_keeps_the_newest():
     x = torch.zeros(2, dtype=torch.float64, requires_grad=True)
     opt = BoxLBFGS(x, None, None, history=2)
