@@ -416,6 +416,7 @@ def test_killing_the_plugin_mid_tile_stops_the_full_resolution_job(root, full_se
     sent.clear()
     gimp = run_gimp(root, work, dict(_full_params(server), big_photo=str(work / "big.png")), "fullres-kill",
                     background=True)
+    finished = False
     try:
         deadline = time.monotonic() + FULL_TIMEOUT / 2
         while not any(m.WhichOneof("event") == "tile" and m.tile.scale == 2 for _, m in list(sent)):
@@ -436,7 +437,10 @@ def test_killing_the_plugin_mid_tile_stops_the_full_resolution_job(root, full_se
         assert waited < 30  # the killed job ended within a tile or so
         tiles = [m.tile for _, m in sent if m.WhichOneof("event") == "tile" and m.tile.scale == 2]
         assert len(tiles) < 2 * tiles[0].tiles  # it did not run to the end
+        finished = True
     finally:
+        if not finished:
+            gimp.kill()  # a failed check leaves the job running: its own error, not a wait's, is reported
         gimp.wait(180)
 
 
