@@ -216,9 +216,7 @@ class Engine:
             StyleTarget(
                 grams={name: blend_grams([grams[i][name] for i in region.styles], region.blend)
                        for name in STYLE_LAYERS},
-                # The content layer's guide too: each region's share of the content term (losses.py).
-                guides=(regions.guides(region.mask, size, {**strides, CONTENT_LAYER: tiling.STRIDE[CONTENT_LAYER]},
-                                       device) if region.mask is not None else None),
+                guides=regions.guides(region.mask, size, strides, device) if region.mask is not None else None,
                 weight=region.weight,
             )
             for region in job.regions

@@ -11,7 +11,7 @@ see _Gram.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -21,10 +21,6 @@ from .temporal import temporal_loss
 
 # Positions per partial Gram when the activations are bf16 (see _Gram).
 ROWS = 512
-
-# The key of region r's part of the objective among a job's terms (r from 1), reported
-# for jobs of several regions (Objective.terms); the optimizer balances them.
-REGION = "region {}"
 
 
 class _Gram(torch.autograd.Function):
@@ -118,9 +114,8 @@ class StyleTarget:
     """What one region's style statistics are pulled toward (regions.py).
 
     grams: {style layer: (1, C, C) fp32, normalized: the region's styles' blended Grams}
-    guides: {style layer, and the content layer: (1, 1, h, w) fp32, the region's mask
-        at that layer's resolution over the whole image}, or None: the region is the
-        whole image
+    guides: {style layer: (1, 1, h, w) fp32, the region's mask at that layer's
+        resolution over the whole image}, or None: the region is the whole image
     weight: the region's share of the style term (λ_r)
     """
 
@@ -144,15 +139,12 @@ class Statistics:
     positions: {style layer: the number of positions summed (H·W of the whole image)}
     content_sq: fp32 scalar Σ (F - T)² over the content layer's elements
     content_count: the number of those elements (C·H·W of the whole image)
-    content_regions: {region: fp32 scalar Σ guide·(F - T)², detached}, for a job of
-        several regions only: each region's share of content_sq (see Objective.terms)
     """
 
     grams: dict[tuple[int, str], torch.Tensor]
     positions: dict[str, int]
     content_sq: torch.Tensor
     content_count: int
-    content_regions: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def add(self, other: "Statistics") -> "Statistics":
         return Statistics(
@@ -160,7 +152,6 @@ class Statistics:
             positions={k: n + other.positions[k] for k, n in self.positions.items()},
             content_sq=self.content_sq + other.content_sq,
             content_count=self.content_count + other.content_count,
-            content_regions={r: v + other.content_regions[r] for r, v in self.content_regions.items()},
         )
 
 
@@ -245,16 +236,7 @@ class Objective(torch.nn.Module):
                     grams[(r, name)] = guided_gram(f, guide)
         f = features[self.content_layer]
         content_sq = (f.float() - content_target.float()).pow(2).sum()
-        content_regions = {}
-        if len(self.style_targets) > 1:  # each region's share, for the balance only: no gradient
-            with torch.no_grad():
-                sq = (f.float() - content_target.float()).pow(2).sum(1, keepdim=True)  # (1, 1, h, w)
-                for r, target in enumerate(self.style_targets):
-                    guide = target.guides[self.content_layer]
-                    if where is not None:
-                        guide = guide[..., where[self.content_layer][0], where[self.content_layer][1]]
-                    content_regions[r] = (guide * sq).sum()
-        return Statistics(grams, positions, content_sq, f.numel(), content_regions)
+        return Statistics(grams, positions, content_sq, f.numel())
 
     def terms(self, stats: Statistics, pixels: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The scalar fp32 terms content, style, tv (and temporal, for a frame after the
@@ -273,23 +255,15 @@ class Objective(torch.nn.Module):
         area would, and a region that covers everything is the plain term exactly."""
         c = stats.content_sq / stats.content_count
         s = c.new_zeros(())
-        per_region = [c.new_zeros(()) for _ in self.style_targets]  # each region's style term
         for (r, name), gram in stats.grams.items():
             target = self.style_targets[r]
             n = self.masses[(r, name)] if target.guides is not None else stats.positions[name]
-            term = target.weight * self.style_layer_weights[name] * (
+            s = s + target.weight * self.style_layer_weights[name] * (
                 (gram / n - target.grams[name]).pow(2).mean() * (n / gram.shape[-1]))
-            s = s + term
-            per_region[r] = per_region[r] + term.detach()
         pixels = pixels or {}
         tv = pixels.get("tv", c.new_zeros(()))
         total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
         terms = {"content": c, "style": s, "tv": tv}
-        # Several regions: each one's part of the total (its style term and the content
-        # term over its guide), which the optimizer's acceptance balances (optimize.py).
-        for r, region_sq in stats.content_regions.items():
-            terms[REGION.format(r + 1)] = (self.content_weight * region_sq / stats.content_count
-                                          + self.style_weight * per_region[r])
         if self.temporal is not None:
             terms["temporal"] = pixels["temporal"]
             total = total + self.temporal_weight * pixels["temporal"]

@@ -6,7 +6,6 @@ precision the network runs in, and the iterate the scale delivers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Sequence
 
 import torch
@@ -14,7 +13,6 @@ import torch
 from . import images
 from .events import TilePass
 from .lbfgs import BoxLBFGS
-from .losses import REGION
 from .params import StyleParams
 
 # Evaluates the objective at an image x ((1, 3, h, w) normalized, a leaf): a generator
@@ -81,7 +79,6 @@ class ImageOptimizer:
         self.avg = torch.zeros_like(self.x) if params.average and params.optimizer == "adam" else None
         self.n = 0
         self.terms: dict[str, float] = {}  # the last evaluation's
-        self.balance: list[float] | None = None  # per region, set by the level's first evaluation
         self.best_terms: dict[str, float] = {}  # L-BFGS: the evaluation of the iterate delivered
 
     def step(self, where: tuple[int, int] = (0, 0)) -> Generator[TilePass, None, dict[str, float]]:
@@ -90,10 +87,9 @@ class ImageOptimizer:
         self.x.grad = None
         self.terms = yield from self.evaluate(self.x, where)
         if self.lbfgs is not None:
-            value = self.balanced(self.terms)
-            self.lbfgs.tell(value)
+            self.lbfgs.tell(self.terms["total"])
             self.x.grad = None  # L-BFGS left its direction there: free it (memory at full size)
-            if self.lbfgs.best is not None and self.lbfgs.best[0] == value:
+            if self.lbfgs.best is not None and self.lbfgs.best[0] == self.terms["total"]:
                 self.best_terms = self.terms
         else:
             self.adam.step()
@@ -104,25 +100,6 @@ class ImageOptimizer:
         if self.avg is not None:
             self.avg.mul_(self.params.average).add_(self.x.detach(), alpha=1 - self.params.average)
         return self.terms
-
-    def balanced(self, terms: dict[str, float]) -> float:
-        """The value L-BFGS accepts, rejects and keeps the best iterate by: the total,
-        with each region's part (a job of several regions: losses.REGION) scaled so that
-        at the level's first evaluation every region weighs the same, their mean.
-
-        Why: the gradient, and so each region's own L-BFGS memory (lbfgs.py), is the true
-        objective's; but the guard, the stall test and the best iterate look at one
-        number, and with the plain total a region whose loss is 50 times another's
-        decides them alone: its rises undo the other region's progress with its own
-        (docs/creative.md, "One memory per region"). Scaled per level, not per step:
-        the values compared within a level stay on one scale."""
-        parts = [terms[REGION.format(r)] for r in range(1, len(terms)) if REGION.format(r) in terms]
-        if len(parts) < 2:
-            return terms["total"]
-        if self.balance is None:
-            mean = sum(parts) / len(parts)
-            self.balance = [mean / p if p > 0 and math.isfinite(p) else 1.0 for p in parts]
-        return terms["total"] + sum((b - 1) * p for b, p in zip(self.balance, parts))
 
     def curvature_at(self, size: tuple[int, int], count: int, dtype: torch.dtype | None = None,
                      wrap: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:

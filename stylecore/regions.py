@@ -112,33 +112,24 @@ def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], d
 # gradients too; with its region's memory (larger steps where the region's own loss
 # is small) the other style leaked in as a halo. Measured (docs/creative.md, "One
 # memory per region"): 16, 32, 48, 64 px; 32 the only width that kept the halo
-# within target and both regions nearest their single-style runs. At most 1/BAND_PARTS
-# of the longer side: at a coarse level a 32 px band would be the whole image (64 px
-# wide at the default preset's first level), one memory shared by every region again.
+# within target and both regions nearest their single-style runs.
 BORDER_BAND = 32
-BAND_PARTS = 16
-
-
-def band_width(size: tuple[int, int]) -> int:
-    """The border band's width in px at a working size (h, w)."""
-    return max(1, min(BORDER_BAND, max(size) // BAND_PARTS))
 
 
 def blocks(regions: Sequence[Region], size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
     """(h·w,) uint8 on `device`: for each pixel at a working size (h, w), the region whose
     mask weighs most there, len(regions) where no region has any (pixels that keep
-    the content), len(regions) + 1 within band_width of a region's border; None for a
+    the content), len(regions) + 1 within BORDER_BAND of a region's border; None for a
     plain job (one region, everywhere). L-BFGS keeps one memory per block (lbfgs.py)."""
     if len(regions) == 1 and regions[0].mask is None:
         return None
     stack = torch.cat([images.resize(r.mask, size).clamp(0, 1) for r in regions], dim=1)  # (1, R, h, w)
     weight, label = stack.max(dim=1)
     label[weight <= 0] = len(regions)
-    # Pixels within band_width of another region form a block of their own.
+    # Pixels within BORDER_BAND of another region form a block of their own.
     # The window's mean, separably (a row pass, then a column pass: the same mean, as a
     # window clipped at the edge is still a rectangle; 0.85 s -> 0.03 s at 512² on CPU).
-    r = band_width(size)
-    k = 2 * r + 1
+    k, r = 2 * BORDER_BAND + 1, BORDER_BAND
     near = F.avg_pool2d(stack, (1, k), 1, (0, r), count_include_pad=False)
     near = F.avg_pool2d(near, (k, 1), 1, (r, 0), count_include_pad=False).amax(dim=1)
     label[(near < 0.999) & (weight > 0)] = len(regions) + 1

@@ -247,7 +247,6 @@ class TiledObjective:
             positions=total.positions,
             content_sq=total.content_sq.requires_grad_(grad),
             content_count=total.content_count,
-            content_regions=total.content_regions,
         )
         # TV, a sum over neighbouring pixels, needs the whole image: a full-size copy, only when weighted.
         image_01 = images.denormalize(x).requires_grad_(grad) if objective.needs_image else None

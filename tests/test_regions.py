@@ -129,7 +129,7 @@ def test_guided_grams_accumulate_over_tiles_exactly(engine, style, tileable):
     tiled_terms, tiled_grad, tiled_level = _terms_and_gradient(engine, photo, styles, params.replace(tile=64),
                                                                [soft])
     assert not whole_level.plan.tiled and tiled_level.plan.core == 64
-    for k in ("content", "style", "tv", "total", "region 1", "region 2"):
+    for k in ("content", "style", "tv", "total"):
         assert tiled_terms[k] == pytest.approx(whole_terms[k], rel=1e-4), k
     assert ((tiled_grad - whole_grad).norm() / whole_grad.norm()) < 1e-3
 
@@ -305,84 +305,16 @@ def test_masks_that_are_black_everywhere_are_a_named_error(engine, content, styl
         engine.prepare(content, [style], FAST, style_masks=[np.zeros((h, w, 1), np.uint8)])
 
 
-def test_the_regions_parts_add_up_to_the_total_without_tv(engine, content, style):
-    """Two masks that cover every pixel once: each region's part (its style term and the
-    content term over its guide) sums to the total less TV; a one-region job reports none."""
-    h, w = content.shape[:2]
-    params = FAST.replace(tv_weight=10.0)
-    terms = _evaluate_with_masks(engine, content, [style, style[::-1].copy()], params,
-                                 [_half_mask(h, w, True), _half_mask(h, w, False)])
-    parts = terms["region 1"] + terms["region 2"]
-    assert parts == pytest.approx(terms["total"] - params.tv_weight * terms["tv"], rel=1e-5)
-    assert terms["region 1"] > 0 and terms["region 2"] > 0
-    single = _evaluate_with_masks(engine, content, [style], params, [_half_mask(h, w, True)])
-    assert not any(k.startswith("region") for k in single)
-
-
 def test_blocks_label_each_region_and_the_band_between_them():
     left = torch.zeros(1, 1, 8, 128)
     left[..., :64] = 1
     job = regions.plan_regions([left, 1 - left], (0.5, 0.5))
     labels = regions.blocks(job, (8, 128), torch.device("cpu")).view(8, 128)
-    band = regions.band_width((8, 128))
-    assert band == 128 // regions.BAND_PARTS  # a coarse level's band: a sixteenth of the image
+    band = regions.BORDER_BAND
     assert (labels[:, : 64 - band] == 0).all()
     assert (labels[:, 64 + band:] == 1).all()
     assert (labels[:, 64 - band + 1:64 + band - 1] == len(job) + 1).all()  # len(job): pixels with no region
 
 
-@pytest.mark.parametrize("size, width", [((64, 64), 4), ((256, 128), 16), ((512, 512), 32), ((3000, 4000), 32)])
-def test_the_border_band_is_32_px_at_most_and_a_sixteenth_of_a_coarse_level(size, width):
-    assert regions.band_width(size) == width
-
-
 def test_a_plain_job_has_one_memory():
     assert regions.blocks(regions.plan_regions([None], (1.0,)), (8, 8), torch.device("cpu")) is None
-
-
-# --- the regions' balance ------------------------------------------------------------------
-
-
-def _scripted(values: list[dict[str, float]]):
-    """An evaluation that returns the next of `values` and a small gradient."""
-    queue = list(values)
-
-    def evaluate(x, where=(0, 0), grad=True):
-        yield from ()
-        x.grad = torch.full_like(x, 1e-3)
-        return queue.pop(0)
-
-    return evaluate
-
-
-BALANCE_CASES = {
-    # (first evaluation, second): the value L-BFGS is told for the second.
-    "one region: the total": ({"total": 10.0}, {"total": 4.0}, 4.0),
-    "equal regions: the total": ({"total": 2.0, "region 1": 1.0, "region 2": 1.0},
-                                 {"total": 1.5, "region 1": 0.5, "region 2": 1.0}, 1.5),
-    # The large region falls by 42 while the small one doubles: the plain total falls
-    # from 101 to 60, the balanced value rises (each region counts as 50.5 at the start).
-    "the small region doubles": ({"total": 101.0, "region 1": 1.0, "region 2": 100.0},
-                                 {"total": 60.0, "region 1": 2.0, "region 2": 58.0}, 101.0 + 50.5 - 50.5 * 0.42),
-}
-
-
-@pytest.mark.parametrize("first, second, told", BALANCE_CASES.values(), ids=BALANCE_CASES.keys())
-def test_lbfgs_is_told_the_balanced_value(first, second, told):
-    from stylecore import ImageOptimizer
-
-    opt = ImageOptimizer(torch.zeros(1, 3, 4, 4), _scripted([first, second]), FAST)
-    assert opt.balanced(first) == pytest.approx(first["total"])  # every region weighs its mean: the total
-    assert opt.balanced(second) == pytest.approx(told)
-
-
-def test_the_delivered_iterate_is_the_balanced_best_not_the_lowest_total():
-    from stylecore import ImageOptimizer
-
-    first = {"total": 101.0, "region 1": 1.0, "region 2": 100.0}
-    second = {"total": 60.0, "region 1": 2.0, "region 2": 58.0}  # total lower, balanced higher
-    opt = ImageOptimizer(torch.zeros(1, 3, 4, 4), _scripted([first, second]), FAST)
-    for _ in range(2):
-        for _ in opt.step():
-            pass
-    assert opt.delivered_terms == first
