@@ -139,7 +139,9 @@ def test_eight_concurrent_jobs_share_two_workers(two_workers, content, style):
     assert first[:2] == [0, 0] and first[2:] == sorted(first[2:]) and first[2] == 1
     for r in results:
         positions = [e.position for e in r if isinstance(e, Queued)]
-        assert positions == sorted(positions, reverse=True) and (not positions or positions[-1] == 1)
+        # The position is read when the waiting job wakes: two workers freed at once take
+        # the first two waiting jobs, so a job can start from position 2 (seen in CI).
+        assert positions == sorted(positions, reverse=True) and (not positions or positions[-1] <= 2)
     with Client(f"127.0.0.1:{two_workers.port}") as client:
         devices_ = client.info()["devices"]
     assert sum(int(d["jobs"]) for d in devices_) >= 8 and all(d["state"] == "idle" for d in devices_)
