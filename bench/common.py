@@ -20,15 +20,21 @@ def bench_images(longest: int | None = 400) -> tuple[np.ndarray, np.ndarray]:
     as the CLI does with --size, so results and objective share one size (None: at
     its own size, for the `seed` preset, which resizes as the notebook does). Style:
     a textured, colourful image (scikit-image's immunohistochemistry slide, 512x512)."""
-    from PIL import Image
     from skimage import data
 
     if longest is None:
         return data.coffee(), data.immunohistochemistry()
-    content = Image.fromarray(data.coffee())
-    k = longest / max(content.size)
-    content = content.resize((round(content.width * k), round(content.height * k)), Image.LANCZOS)
-    return np.asarray(content), data.immunohistochemistry()
+    return fit(data.coffee(), longest), data.immunohistochemistry()
+
+
+def fit(img: np.ndarray, longest: int) -> np.ndarray:
+    """img (H, W, C) uint8 resized (Lanczos) so that its longer side is `longest`, as the
+    CLI's --size does."""
+    from PIL import Image
+
+    k = longest / max(img.shape[:2])
+    h, w = round(img.shape[0] * k), round(img.shape[1] * k)
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.LANCZOS))
 
 
 def bench_engine() -> Engine:

@@ -73,20 +73,22 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-def clip(n: int, pan: int = 2, pan_frames: int | None = None):
+def clip(n: int, pan: int = 2, pan_frames: int | None = None, size: tuple[int, int] = (W, H)):
     """n frames (H, W, 3) uint8 and each frame's patch mask (H, W) bool; the window pans
-    `pan` px a frame for the first `pan_frames` frames (None: all), then stays."""
+    `pan` px a frame for the first `pan_frames` frames (None: all), then stays. size:
+    the window (W, H)."""
     from skimage import data
 
+    w, h = size
     photo = Image.fromarray(data.coffee())
     photo = np.asarray(photo.resize((1024, round(1024 * photo.height / photo.width)), Image.LANCZOS))
     patch = np.asarray(Image.fromarray(data.chelsea()[60:300, 80:320]).resize((72, 72), Image.LANCZOS))
     frames, masks = [], []
     for i in range(n):
         x0 = pan * min(i, pan_frames if pan_frames is not None else i)
-        f = photo[40:40 + H, x0:x0 + W].copy()
-        m = np.zeros((H, W), bool)
-        px, py = 40 + (6 * i) % (W - 120), 60 + (i % 120)
+        f = photo[40:40 + h, x0:x0 + w].copy()
+        m = np.zeros((h, w), bool)
+        px, py = 40 + (6 * i) % (w - 120), 60 + (i % 120)
         f[py:py + 72, px:px + 72] = patch
         m[py:py + 72, px:px + 72] = True
         frames.append(f)

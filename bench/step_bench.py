@@ -26,13 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import sequence_bench  # noqa: E402
-from common import bench_engine, machine  # noqa: E402
+from common import bench_engine, fit, machine  # noqa: E402
 
 import stylecore.optimize  # noqa: E402
 from stylecore import preset  # noqa: E402
@@ -48,18 +46,11 @@ def delivered(engine, content: np.ndarray, style: np.ndarray, params) -> float:
     return engine.evaluate(content, [style], params, result.image)["total"]
 
 
-def resized(img: np.ndarray, longest: int) -> np.ndarray:
-    k = longest / max(img.shape[:2])
-    h, w = round(img.shape[0] * k), round(img.shape[1] * k)
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.LANCZOS))
-
-
 def windows(engine, precision: str) -> list[float]:
     style = sequence_bench.style_image()
     out = []
     for w, h in WINDOWS:
-        sequence_bench.W, sequence_bench.H = w, h  # the clip's window, read when it is cut
-        frames, _ = sequence_bench.clip(1)
+        frames, _ = sequence_bench.clip(1, size=(w, h))
         out.append(delivered(engine, frames[0], style, preset("default").replace(size=w, precision=precision)))
     return out
 
@@ -72,16 +63,19 @@ def pairs(engine, precision: str) -> list[float]:
         return np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
 
     params = preset("default").replace(size=512, precision=precision)
-    return [delivered(engine, resized(rgb(c), 512), rgb(s), params) for c, s in PAIRS]
+    return [delivered(engine, fit(rgb(c), 512), rgb(s), params) for c, s in PAIRS]
 
 
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
+PARTS = {"windows": windows, "pairs": pairs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("windows", "pairs"))
+    ap.add_argument("--only", choices=tuple(PARTS))
     ap.add_argument("--caps", default=f"none,{stylecore.optimize.MAX_STEP_RMS}",
                     help="comma-separated MAX_STEP_RMS values to compare (none: no cap)")
     ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
@@ -99,7 +93,7 @@ def main() -> None:
         for cap in caps:
             stylecore.optimize.MAX_STEP_RMS = cap
             t0 = time.perf_counter()
-            rows.append(globals()[part](engine, args.precision))
+            rows.append(PARTS[part](engine, args.precision))
             print(f"  (cap {cap}: {time.perf_counter() - t0:.0f} s)", flush=True)
         for i, label in enumerate(labels):
             print(f"  {label:<40}" + "".join(f"{r[i]:>14.4g}" for r in rows))
