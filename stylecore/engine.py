@@ -22,7 +22,7 @@ import torch
 
 from . import heap, images, memory, regions, sizes, temporal, tiling
 from .events import Cancelled, Event, Preview, Progress, Result, Started
-from .losses import Objective, StyleTarget, blend_grams, gram_matrix
+from .losses import Objective, StyleTarget, as_floats, blend_grams, gram_matrix
 from .optimize import Evaluate, Evaluation, ImageOptimizer, autocast
 from .precision import resolve_dtype
 from .temporal import Temporal
@@ -188,6 +188,7 @@ class Engine:
                                      params.pooling, job.wrap)[CONTENT_LAYER].float()
         del c
         strides = {name: tiling.STRIDE[name] for name in STYLE_LAYERS}
+        labels = regions.labels(job.regions, size, device)  # None for a plain job
         grams = []  # per style image: {layer: (1, C, C) fp32, normalized}; style images never wrap
         for style, guide, style_plan in zip(job.styles, job.style_guides, level.style_plans):
             style_hw = sizes.style_size(style.height, style.width, size, params.style_scale)
@@ -216,10 +217,11 @@ class Engine:
             StyleTarget(
                 grams={name: blend_grams([grams[i][name] for i in region.styles], region.blend)
                        for name in STYLE_LAYERS},
-                guides=regions.guides(region.mask, size, strides, device) if region.mask is not None else None,
+                guides=regions.guides(region.mask, size, strides, device, labels == r, job.wrap)
+                if region.mask is not None else None,
                 weight=region.weight,
             )
-            for region in job.regions
+            for r, region in enumerate(job.regions)
         ]
         return Objective(
             content_layer=CONTENT_LAYER,
@@ -234,6 +236,7 @@ class Engine:
                 images.resize(job.temporal.target, size, job.wrap).clamp(0, 1).to(device),
                 images.resize(job.temporal.weight, size, job.wrap).clamp(0, 1).to(device)),
             temporal_weight=params.temporal_weight,
+            blocks=None if labels is None else labels.view(size),
         )
 
     def evaluator(self, job: Job, objective: Objective, dtype: torch.dtype | None = None, core: int | None = None,
@@ -258,7 +261,7 @@ class Engine:
                     terms["total"].backward()
                     # The gradient comes back in channels_last strides; L-BFGS flattens it.
                     x.grad = x.grad.contiguous()
-            return {k: float(v.detach()) for k, v in terms.items()}  # device sync
+            return as_floats(terms)  # device sync
 
         return evaluate
 
@@ -320,10 +323,9 @@ class Engine:
                 x = self._initial(job, (h, w)) if x is None else images.resize(x, (h, w), job.wrap)
                 evaluate = self.evaluator(job, objective, core=level.plan.core, cancel=cancel)
                 # Each level after the first starts with the previous level's curvature pairs.
+                blocks, groups = self._blocks(objective) if params.optimizer == "lbfgs" else (None, None)
                 optimize = ImageOptimizer(x, evaluate, params, history=level.plan.history, curvature=carried,
-                                          pair_dtype=level.plan.pair_dtype,
-                                          blocks=self._blocks(job, (h, w), objective) if params.optimizer == "lbfgs"
-                                          else None)  # Adam has no memory
+                                          pair_dtype=level.plan.pair_dtype, blocks=blocks, groups=groups)
                 del carried, x  # the optimizer holds its own copy of the image
                 for step in range(1, steps + 1):
                     if cancel():
@@ -347,11 +349,13 @@ class Engine:
                     if preview_every and step % preview_every == 0:
                         rgb = images.denormalize(optimize.current()).clamp(0, 1)
                         yield Preview(scale=index, step=step, image=_to_uint8_rgb(rgb))
+                if index == len(job.levels):  # the result's own terms (regions judged apart: optimize.py)
+                    delivered = yield from optimize.settle((index, steps))
                 x = optimize.current()
                 if index < len(job.levels):
                     following = job.levels[index]
                     carried = optimize.curvature_at(following.size, following.plan.history, following.plan.pair_dtype,
-                                                    job.wrap)
+                                                    job.wrap, regions.labels(job.regions, following.size, job.device))
                 del optimize, evaluate, objective  # a full-size scale's history and targets: free them now
 
         assert x is not None
@@ -378,21 +382,28 @@ class Engine:
         if tuple(rgb.shape[-2:]) != size:
             raise ValueError(f"image is {rgb.shape[-1]}x{rgb.shape[-2]}, the working size is {size[1]}x{size[0]}")
         evaluate = self.evaluator(job, self.objective(job, level), torch.float32, core=level.plan.core)
-        return _drain(evaluate(images.normalize(rgb).to(job.device), grad=False))
+        terms = _drain(evaluate(images.normalize(rgb).to(job.device), grad=False))
+        terms.pop("blocks", None)
+        return terms
 
     @staticmethod
-    def _blocks(job: Job, size: tuple[int, int], objective: Objective) -> torch.Tensor | None:
-        """The pixel blocks L-BFGS keeps a memory each for at a working size (lbfgs.py):
-        a region job's (regions.blocks), each split where a frame's temporal term holds
-        its pixels and where it leaves them free (temporal.blocks); None: one memory."""
-        labels = regions.blocks(job.regions, size, job.device)
+    def _blocks(objective: Objective) -> tuple[torch.Tensor | None, list[int] | None]:
+        """The pixel blocks L-BFGS keeps a memory each for at a level (lbfgs.py), and the
+        judge of each: a region job's labels (regions.labels), each region judged by its
+        own terms, each block split where a frame's temporal term holds its pixels and
+        where it leaves them free (temporal.blocks), both halves under their region's
+        judge; a plain frame's two blocks share one judge (groups None). (None, None):
+        one memory."""
+        labels = None if objective.blocks is None else objective.blocks.reshape(-1)
+        count = objective.block_count
+        groups = None if labels is None else list(range(count))
         if objective.temporal is None or not objective.temporal_weight:
-            return labels
+            return labels, groups
         split = temporal.blocks(objective.temporal[1], labels)
         low, high = split.aminmax()
         if labels is None and int(low) == int(high):  # device sync: all held, or all free
-            return None
-        return split
+            return None, None
+        return split, None if labels is None else [b // 2 for b in range(2 * count)]
 
     @staticmethod
     def _initial(job: Job, size: tuple[int, int]) -> torch.Tensor:

@@ -41,17 +41,23 @@ gradient, and the best point and its gradient, which are the previous ones (the 
 tensors) whenever the last accepted point is the best. The pairs can be kept in
 bf16 (`pair_dtype`): half the memory, for levels worked tile by tile.
 
-Regions (a job with a style per region, regions.py) can keep a memory each
-(`blocks`: a label per pixel): every inner product of the two-loop recursion, the
-curvature test and the initial scale γ are taken per block, so the recursion is that
-of K independent L-BFGS runs sharing one network evaluation (a block-diagonal
-inverse Hessian). With one shared memory, L-BFGS follows the total, and a region
-whose loss is 40 times another's sets γ and the corrections for both: the smaller
-one's steps stay too short (measured on one photo: its style loss 4.5 times a run of
-that region alone; 1.55 with one memory per region and one for the border band between
-them). The guard, the stall test and the box stay global: they look at the objective,
-which is one number, and over four photos that still holds the smaller region back
-(docs/creative.md, "One memory per region").
+Pixels can keep a memory per block (`blocks`: a label per pixel): every inner
+product of the two-loop recursion, the curvature test and the initial scale γ are
+taken per block, so the recursion is that of K independent L-BFGS runs sharing one
+network evaluation (a block-diagonal inverse Hessian). A frame of a sequence splits
+its pixels so (held and free ones, temporal.py); BoxLBFGS still judges the one total.
+
+A job with a style per region (regions.py) goes one step further: BlockLBFGS gives
+each region its own judge too (the guard, the best iterate, the stall test and the
+gradient step's length, `_Judge`), reading only that region's part of the objective,
+so that each region moves as a run of its own term would. With one judge the
+region whose loss is the larger (stripes against a photo-like style: 50 times the
+other's) decided every rejection and fresh start for both, and the smaller region's
+style loss ended 3.5-17.5 times that of a run of it alone on four photos (a memory per
+region alone, with a border band of its own: docs/creative.md, "What was tried in
+December"). Judging by parts is sound only where each part reads its own pixels:
+the regions' guides are the paper's "inside" channels for that reason (regions.py;
+docs/creative.md, "A region judged by its own terms").
 
 A quasi-Newton step is never longer than `max_rms` (root mean square): with no line
 search, a curvature pair that underestimates the curvature (an early one, measured
@@ -154,9 +160,10 @@ class _Blocks:
 
     ONEHOT_BYTES = ONEHOT_BYTES
 
-    def __init__(self, labels: torch.Tensor, numel: int):
+    def __init__(self, labels: torch.Tensor, numel: int, k: int | None = None):
+        """k: the number of blocks (default: the largest label + 1; a device sync)."""
         self.labels = labels
-        self.k = int(labels.max()) + 1  # device sync, once
+        self.k = int(labels.max()) + 1 if k is None else k
         self.channels = numel // labels.numel()
         self.piece = max(1, CHUNK // self.channels)
         self.kept = list(self._onehots()) if self.k * labels.numel() * 4 <= self.ONEHOT_BYTES else None
@@ -200,6 +207,13 @@ class _Blocks:
         for cols, onehot in self._pieces():
             q2[:, cols].mul_(self._coefficients(a, onehot, q.dtype))
 
+    def copy_where(self, dst: torch.Tensor, src: torch.Tensor, flags: torch.Tensor) -> None:
+        """dst = src in the blocks whose flag (K,) is 1, in place, a piece at a time."""
+        d2, s2 = dst.view(self.channels, -1), src.view(self.channels, -1)
+        for cols, onehot in self._pieces():
+            chosen = (flags.to(onehot.dtype) @ onehot) > 0.5  # (n,) this piece's pixels in flagged blocks
+            d2[:, cols] = torch.where(chosen, s2[:, cols], d2[:, cols])
+
     def absmax(self, g: torch.Tensor) -> torch.Tensor:
         g2 = g.view(self.channels, -1)
         top = torch.zeros(self.k, dtype=torch.float32, device=g.device)
@@ -211,6 +225,72 @@ class _Blocks:
 # A curvature pair whose sᵀy is not above this (in a block) would break positive
 # definiteness there: it is skipped (in that block).
 CURVATURE_MIN = 1e-10
+
+
+class _Judge:
+    """What one L-BFGS run decides from its objective's values alone: whether a point
+    is accepted, the best so far, when to start afresh, and how long a gradient step is
+    (the module doc says why each rule). BoxLBFGS has one; BlockLBFGS one per group of
+    blocks, each judging its own part of the objective."""
+
+    def __init__(self, first_step: float, rise: float, stall: int, progress: float):
+        self.rise, self.stall, self.progress = rise, stall, progress
+        self.best: float | None = None  # the best value so far
+        self.last: float | None = None  # the last value, or the best after going back to it
+        self.restart_step = first_step  # the next gradient step's largest change
+        self.rejected_in_a_row = 0
+        self.gradient_stepped = False  # the last move was a plain gradient step
+        self.window: list[tuple[float, bool]] = []  # since the last fresh start: (best after, rose) per evaluation
+
+    def verdict(self, value: float) -> str:
+        """The value at the current point -> "improved" or "accepted" (step on from here),
+        "retry" (back to the best, step again with the memory and the overshoot's pair),
+        "fresh" (back to the best, drop the memory, a shorter gradient step), "stalled"
+        (accepted, then back to the best afresh), or "undefined" (not finite at the
+        start: nothing to go back to)."""
+        finite = math.isfinite(value)
+        improved = finite and (self.best is None or value < self.best)
+        rose, self.last = self.last is not None and not value <= self.last, value
+        if improved:
+            if self.gradient_stepped and self.best is not None:
+                # A gradient step (no usable curvature pair) that improved: where the
+                # curvature is negative no pair is ever kept, and a fixed short step
+                # would crawl (measured: 0.5% per step in bf16). Lengthen the next.
+                self.restart_step *= 2
+        elif self.best is not None and (not finite or value > self.best + self.rise * abs(self.best)):
+            self.rejected_in_a_row += 1
+            if finite and self.rejected_in_a_row == 1:
+                return "retry"
+            self.restart_step /= 2
+            return "fresh"
+        elif not finite:
+            return "undefined"
+        self.rejected_in_a_row = 0
+        if improved:
+            self.best = value
+        self.gradient_stepped = False
+        if self._stalled(rose):
+            return "stalled"
+        return "improved" if improved else "accepted"
+
+    def back(self, fresh: bool) -> None:
+        """The run goes back to its best point (afresh: its memory dropped)."""
+        if fresh:
+            self.window.clear()
+        self.last = self.best  # the next evaluation's rise is counted from here
+
+    def _stalled(self, rose: bool) -> bool:
+        """Records this evaluation; True when the last `stall` of them rose at least once
+        and improved the best by less than `progress` (see the module doc)."""
+        if not self.stall:
+            return False
+        self.window.append((self.best, rose))
+        if len(self.window) > self.stall + 1:
+            del self.window[0]
+        if len(self.window) <= self.stall:
+            return False
+        before, now = self.window[0][0], self.best  # the best before and after the last `stall`
+        return any(r for _, r in self.window[1:]) and now > before - self.progress * abs(before)
 
 
 class BoxLBFGS:
@@ -228,6 +308,7 @@ class BoxLBFGS:
         progress: float = 0.05,
         blocks: torch.Tensor | None = None,
         max_rms: float | None = None,
+        block_count: int | None = None,
     ):
         """x: the leaf tensor to optimize, updated in place; lower/upper broadcast to it
         (None: unbounded).
@@ -241,7 +322,8 @@ class BoxLBFGS:
         for objectives that are bounded below by 0, as a sum of squares is: progress is
         measured against the best value itself.
         blocks: (h·w,) uint8, a block label per pixel of x (1, C, h, w): one memory per
-        block (see the module doc); None: one memory.
+        block (see the module doc); None: one memory. block_count: how many blocks
+        (default: the largest label + 1).
         max_rms: a quasi-Newton step longer than this (root mean square over x) is
         scaled down to it, same direction (see the module doc); None: no limit.
         After `tell`, x.grad holds the step's direction, not the gradient."""
@@ -249,7 +331,7 @@ class BoxLBFGS:
         self.lr, self.first_step, self.rise = lr, first_step, rise
         self.max_rms = max_rms
         self.pair_dtype = pair_dtype or x.dtype
-        self.ops = _Whole() if blocks is None else _Blocks(blocks.reshape(-1), x.numel())
+        self.ops = _Whole() if blocks is None else _Blocks(blocks.reshape(-1), x.numel(), block_count)
         # (s, y, 1/yᵀs, yᵀs/yᵀy): the last two per block ((K,); 0-dim with one memory),
         # 0 and NaN in a block where the pair's curvature is not positive.
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = deque(maxlen=history)
@@ -257,14 +339,15 @@ class BoxLBFGS:
         # The best evaluation so far: (loss, x, grad); x and grad flat copies, the same
         # tensors as self.prev when the last accepted point is the best.
         self.best: tuple[float, torch.Tensor, torch.Tensor] | None = None
-        self.restart_step = first_step
-        self.rejected_in_a_row = 0
-        self.rejections = 0  # in all; for tests and logs
-        self.gradient_stepped = False  # the last move was a plain gradient step
+        self.judge = _Judge(first_step, rise, stall, progress)
         self.stall, self.progress = stall, progress
-        self.window: list[tuple[float, bool]] = []  # since the last fresh start: (best after, rose) per evaluation
-        self.last_value: float | None = None
+        self.rejections = 0  # in all; for tests and logs
         self.fresh_starts = 0  # after a stall; for tests and logs
+
+    @property
+    def restart_step(self) -> float:
+        """The next gradient step's largest change (the judge's)."""
+        return self.judge.restart_step
 
     def curvature(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The curvature pairs (s, y) kept, oldest first: flat, in pair_dtype, not copies."""
@@ -292,46 +375,27 @@ class BoxLBFGS:
         instead of `step`.)"""
         x = self.x.detach().reshape(-1)
         g = self.x.grad.reshape(-1)  # a view: the direction is computed in its storage
-        finite = math.isfinite(value)
-        improved = finite and (self.best is None or value < self.best[0])
-        rose, self.last_value = self.last_value is not None and not value <= self.last_value, value
-        if improved:
-            if self.gradient_stepped and self.best is not None:
-                # A gradient step (no usable curvature pair) that improved: where the
-                # curvature is negative no pair is ever kept, and a fixed short step
-                # would crawl (measured: 0.5% per step in bf16). Lengthen the next.
-                self.restart_step *= 2
-        elif self.best is not None and (not finite or value > self.best[0] + self.rise * abs(self.best[0])):
-            self._reject(x, g, finite)
+        verdict = self.judge.verdict(value)
+        if verdict in ("retry", "fresh"):
+            self.rejections += 1
+            if verdict == "retry":
+                self._remember(x, g)  # the overshoot's pair: true curvature along that step
+            self._from_best(g, fresh=verdict == "fresh")
             return
-        elif not finite:
+        if verdict == "undefined":
             return  # not finite at the start: nothing to go back to; the caller sees it
-        self.rejected_in_a_row = 0
         self._remember(x, g)  # frees the previous point
+        improved = verdict == "improved"
         if improved:
             self.best = None  # free the old best before copying the new one
         self.prev = (x.clone(), g.clone())
         if improved:
             self.best = (value, *self.prev)  # the same tensors: neither is changed in place
-        self.gradient_stepped = False
-        if self._stalled(rose):
+        if verdict == "stalled":
             self.fresh_starts += 1
             self._from_best(g, fresh=True)
             return
         self._move(self._direction(g))
-
-    def _stalled(self, rose: bool) -> bool:
-        """Records this evaluation; True when the last `stall` of them rose at least once
-        and improved the best by less than `progress` (see the module doc)."""
-        if not self.stall:
-            return False
-        self.window.append((self.best[0], rose))
-        if len(self.window) > self.stall + 1:
-            del self.window[0]
-        if len(self.window) <= self.stall:
-            return False
-        before, now = self.window[0][0], self.best[0]  # the best before and after the last `stall`
-        return any(r for _, r in self.window[1:]) and now > before - self.progress * abs(before)
 
     def _remember(self, x: torch.Tensor, g: torch.Tensor) -> None:
         """The curvature pair of the step from self.prev to x; drops self.prev."""
@@ -354,30 +418,17 @@ class BoxLBFGS:
             gamma = torch.where(good, ys / yy.clamp_min(1e-30), torch.full_like(ys, math.nan))
             self.pairs.append((s, y, rho, gamma))
 
-    def _reject(self, x: torch.Tensor, g: torch.Tensor, finite: bool) -> None:
-        """Back to the best iterate; step again from there (see the module doc)."""
-        self.rejections += 1
-        self.rejected_in_a_row += 1
-        if finite and self.rejected_in_a_row == 1:
-            self._remember(x, g)  # the overshoot's pair: true curvature along that step
-            fresh = False
-        else:
-            self.restart_step /= 2
-            fresh = True
-        self._from_best(g, fresh)
-
     def _from_best(self, g: torch.Tensor, fresh: bool) -> None:
         """Back to the best iterate and a step from there: with the memory, or afresh
         (memory dropped, a gradient step of restart_step)."""
         if fresh:
             self.pairs.clear()
-            self.window.clear()
-        self.last_value = self.best[0]  # the next evaluation's rise is counted from here
+        self.judge.back(fresh)
         _, bx, bg = self.best
         self.x.copy_(bx.view_as(self.x))
         self.prev = (bx, bg)  # the best's own tensors: neither is changed in place
         g.copy_(bg)  # the direction is computed in the gradient's storage
-        self.gradient_stepped = False
+        self.judge.gradient_stepped = False
         self._move(self._gradient_step(g, self.restart_step) if fresh else self._direction(g))
 
     def _move(self, direction: torch.Tensor) -> None:
@@ -389,7 +440,7 @@ class BoxLBFGS:
     def _gradient_step(self, g: torch.Tensor, largest: float) -> torch.Tensor:
         """g becomes -g scaled so that no element moves by more than lr * largest, and
         in each block (one memory per block) the largest |g| moves that much."""
-        self.gradient_stepped = True
+        self.judge.gradient_stepped = True
         self.ops.mul_(g, -self.lr * largest / self.ops.absmax(g).clamp_min(1e-30))
         return g
 
@@ -425,3 +476,117 @@ class BoxLBFGS:
         for *_, older in reversed(self.pairs):
             gamma = torch.where(torch.isnan(gamma), older, gamma)
         return torch.where(torch.isnan(gamma), torch.nan_to_num(gamma, nan=math.inf).min(), gamma)
+
+
+class BlockLBFGS(BoxLBFGS):
+    """Several L-BFGS runs sharing one network evaluation: one per group of pixel
+    blocks, each judged by its own part of the objective (a region job's regions,
+    regions.py). Each group's judge (_Judge: the guard, the best, the stall test and the
+    gradient step's length) reads only its value; its blocks keep their own memories
+    (one per block, as BoxLBFGS with `blocks`) and their own step caps. On an
+    objective that is a sum of terms each of one group's pixels alone, every group
+    moves exactly as it would in a run of its term alone (tests/test_lbfgs.py).
+
+    Why (docs/creative.md, "A region judged by its own terms"): with one judge, the
+    region whose loss is the larger (a style of bold stripes against a photo-like one:
+    50 times the other by the end) decides every rejection and fresh start, and the
+    smaller region loses the steps it made whenever the larger one overshoots.
+
+    The delivered image is each group's best iterate in its own pixels: a point that
+    was never evaluated as a whole. It is close to one where the terms do not reach
+    across groups, which is what the regions' "inside" guides make so (regions.py).
+    Memory: the image and its gradient, the previous point and its gradient, and the
+    best point and its gradient, always separate (six image-sized vectors)."""
+
+    def __init__(self, x: torch.Tensor, lower: torch.Tensor | None, upper: torch.Tensor | None,
+                 blocks: torch.Tensor, groups: list[int], **kwargs):
+        """blocks: (h·w,) uint8, a label per pixel (0..len(groups)-1); groups[b]: the
+        judge of block b (0..J-1). `tell` takes J values. Other arguments: BoxLBFGS's."""
+        super().__init__(x, lower, upper, blocks=blocks, block_count=len(groups), **kwargs)
+        self.group_list = list(groups)
+        self.groups = torch.tensor(groups, device=x.device)  # (K,) long
+        self.judges = [_Judge(self.first_step, self.rise, self.stall, self.progress) for _ in range(max(groups) + 1)]
+        self.judge = None  # one per group instead
+        per_pixel = torch.bincount(blocks.reshape(-1).long(), minlength=len(groups)).float()
+        self.sizes = (per_pixel * (x.numel() // blocks.numel())).clamp_min(1)  # (K,) elements per block
+
+    def _flags(self, per_judge: list[bool]) -> torch.Tensor:
+        """(K,) fp32: 1 in the blocks of the judges flagged."""
+        return torch.tensor(per_judge, dtype=torch.float32, device=self.x.device)[self.groups]
+
+    @torch.no_grad()
+    def tell(self, values) -> None:  # type: ignore[override]
+        """values: each judge's part of the objective at x (their sum is the objective);
+        x.grad: the objective's gradient. Accepts or rejects each group's point, then
+        moves x."""
+        x = self.x.detach().reshape(-1)
+        g = self.x.grad.reshape(-1)  # a view: the direction is computed in its storage
+        verdicts = [judge.verdict(float(v)) for judge, v in zip(self.judges, values, strict=True)]
+        if "undefined" in verdicts:
+            return  # not finite at the start: nothing to go back to; the caller sees it
+        back = [v in ("retry", "fresh", "stalled") for v in verdicts]
+        fresh = [v in ("fresh", "stalled") for v in verdicts]
+        self.rejections += sum(v in ("retry", "fresh") for v in verdicts)
+        self.fresh_starts += verdicts.count("stalled")
+        # The pair of the step from the previous point, in every block: an accepted
+        # step's, or a rejected one's (the overshoot's true curvature); a fresh start
+        # drops it with the rest of its blocks' memory below.
+        self._remember(x, g)
+        if self.best is None:
+            best_x, best_g = x.clone(), g.clone()
+        else:
+            _, best_x, best_g = self.best
+            improved = self._flags([v == "improved" for v in verdicts])
+            self.ops.copy_where(best_x, x, improved)
+            self.ops.copy_where(best_g, g, improved)
+        self.best = (sum(judge.best for judge in self.judges), best_x, best_g)
+        if any(fresh):
+            self._forget(self._flags(fresh))
+        if any(back):
+            for judge, went_back, afresh in zip(self.judges, back, fresh):
+                if went_back:
+                    judge.back(afresh)
+            self.ops.copy_where(x, best_x, self._flags(back))
+            self.ops.copy_where(g, best_g, self._flags(back))
+        self.prev = (x.clone(), g.clone())
+        self._move(self._block_direction(g, self._flags(fresh) > 0))
+
+    def _forget(self, blocks: torch.Tensor) -> None:
+        """Drops the memory of the flagged blocks (K,): their rho 0 in every pair."""
+        kept = deque(maxlen=self.pairs.maxlen)
+        for s, y, rho, gamma in self.pairs:
+            rho = torch.where(blocks > 0, torch.zeros_like(rho), rho)
+            if bool((rho > 0).any()):
+                kept.append((s, y, rho, torch.where(blocks > 0, torch.full_like(gamma, math.nan), gamma)))
+        self.pairs = kept
+
+    def _block_direction(self, g: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+        """g becomes the step: in each block with a memory (and not starting afresh),
+        -H g by the two-loop recursion, capped at max_rms over that block; in the others
+        a gradient step whose largest change is its judge's restart_step. One recursion
+        for all: a block none of whose pairs is valid (rho 0) passes through it
+        unchanged, and its γ is replaced by the gradient step's scale."""
+        ops = self.ops
+        largest = torch.tensor([judge.restart_step for judge in self.judges], device=g.device)[self.groups]
+        gradient_scale = largest / ops.absmax(g).clamp_min(1e-30)  # (K,), before g changes
+        valid = (torch.stack([rho > 0 for _, _, rho, _ in self.pairs]).any(0) if self.pairs
+                 else torch.zeros_like(fresh))
+        gradient = fresh | ~valid  # (K,) bool
+        stepped = gradient.tolist()  # device sync
+        for j, judge in enumerate(self.judges):
+            judge.gradient_stepped = any(stepped[b] for b, group in enumerate(self.group_list) if group == j)
+        alphas = []
+        for s, y, rho, _ in reversed(self.pairs):
+            a = rho * ops.dot(s, g)
+            ops.addcmul_(g, y, a, value=-1)
+            alphas.append(a)
+        scale = self._scale() if self.pairs else torch.ones_like(gradient_scale)
+        ops.mul_(g, torch.where(gradient, gradient_scale, scale))
+        for (s, y, rho, _), a in zip(self.pairs, reversed(alphas)):
+            b = rho * ops.dot(y, g)
+            ops.addcmul_(g, s, a - b)
+        g.mul_(-self.lr)
+        if self.max_rms is not None:
+            rms = (ops.dot(g, g) / self.sizes).sqrt()
+            ops.mul_(g, torch.where(gradient, torch.ones_like(rms), (self.max_rms / rms.clamp_min(1e-30)).clamp(max=1.0)))
+        return g

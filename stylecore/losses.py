@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .regions import guided_gram
 from .temporal import temporal_loss
+from .vgg import stride
 
 
 # Positions per partial Gram when the activations are bf16 (see _Gram).
@@ -90,17 +92,59 @@ def gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
     return g / (h * w) if normalize else g
 
 
-def total_variation(image: torch.Tensor, wrap: bool = False) -> torch.Tensor:
+def as_floats(terms: Mapping[str, torch.Tensor]) -> dict:
+    """The terms as Python numbers: floats, and "blocks" a tuple of floats (a device sync)."""
+    return {k: float(v.detach()) if v.dim() == 0 else tuple(v.detach().tolist()) for k, v in terms.items()}
+
+
+def total_variation(image: torch.Tensor, wrap: bool = False, blocks: torch.Tensor | None = None,
+                    count: int = 0) -> torch.Tensor:
     """Mean squared difference of neighbouring pixels; 0 on a constant image.
     image: (B, 3, H, W). A smoothness prior (Mahendran & Vedaldi 2015), not in Gatys.
     wrap: the image is a torus (a tileable texture): the last row's neighbour is the
-    first row, and likewise for columns."""
+    first row, and likewise for columns.
+    blocks: (H, W) labels 0..count-1 (B = 1): the (count,) shares of the same number,
+    each difference counted in the block of its first pixel (the upper, the left)."""
     x = image.float()
+    if blocks is not None:
+        return _by_block(_differences(x, wrap), blocks, count)
     if wrap:
         return (x - x.roll(1, -2)).pow(2).mean() + (x - x.roll(1, -1)).pow(2).mean()
     dh = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() if x.shape[-2] > 1 else x.new_zeros(())
     dw = (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean() if x.shape[-1] > 1 else x.new_zeros(())
     return dh + dw
+
+
+def _differences(x: torch.Tensor, wrap: bool) -> torch.Tensor:
+    """(H, W): each pixel's squared differences to its lower and right neighbours, each
+    direction divided by its count of differences as total_variation's means are."""
+    h, w = x.shape[-2:]
+    out = x.new_zeros(h, w)
+    if wrap:
+        out += (x.roll(-1, -2) - x).pow(2).sum((0, 1)) / x.numel()
+        out += (x.roll(-1, -1) - x).pow(2).sum((0, 1)) / x.numel()
+        return out
+    if h > 1:
+        out[:-1] += (x[..., 1:, :] - x[..., :-1, :]).pow(2).sum((0, 1)) / x[..., 1:, :].numel()
+    if w > 1:
+        out[:, :-1] += (x[..., :, 1:] - x[..., :, :-1]).pow(2).sum((0, 1)) / x[..., :, 1:].numel()
+    return out
+
+
+def _by_block(values: torch.Tensor, blocks: torch.Tensor, count: int) -> torch.Tensor:
+    """(count,): the sums of `values` (H, W) over each block's pixels."""
+    return torch.bincount(blocks.reshape(-1).long(), weights=values.reshape(-1), minlength=count).float()
+
+
+def _shares(blocks: torch.Tensor, count: int, layer: str) -> torch.Tensor:
+    """(1, count, h, w): each position's share of each block's pixels at `layer`, a
+    block's indicator averaged over the position's footprint. blocks: (H, W) labels."""
+    s = stride(layer)
+    maps = []
+    for k in range(count):  # one (H, W) map at a time: no (count, H, W) temporary
+        m = (blocks == k).float()[None, None]
+        maps.append(F.avg_pool2d(m, s, s) if s > 1 else m)
+    return torch.cat(maps, dim=1)
 
 
 def blend_grams(grams: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
@@ -139,12 +183,15 @@ class Statistics:
     positions: {style layer: the number of positions summed (H·W of the whole image)}
     content_sq: fp32 scalar Σ (F - T)² over the content layer's elements
     content_count: the number of those elements (C·H·W of the whole image)
+    content_blocks: (K,) fp32, content_sq split by the objective's blocks (each
+        position's share of each block's pixels), or None without blocks
     """
 
     grams: dict[tuple[int, str], torch.Tensor]
     positions: dict[str, int]
     content_sq: torch.Tensor
     content_count: int
+    content_blocks: torch.Tensor | None = None
 
     def add(self, other: "Statistics") -> "Statistics":
         return Statistics(
@@ -152,6 +199,7 @@ class Statistics:
             positions={k: n + other.positions[k] for k, n in self.positions.items()},
             content_sq=self.content_sq + other.content_sq,
             content_count=self.content_count + other.content_count,
+            content_blocks=None if self.content_blocks is None else self.content_blocks + other.content_blocks,
         )
 
 
@@ -176,9 +224,13 @@ class Objective(torch.nn.Module):
         wrap: bool = False,
         temporal: tuple[torch.Tensor, torch.Tensor] | None = None,
         temporal_weight: float = 0.0,
+        blocks: torch.Tensor | None = None,
     ):
         """temporal: (target (1, 3, h, w), weight (1, 1, h, w)) at this level's size, for a
-        frame after the first of a sequence (temporal.py), weighted by temporal_weight."""
+        frame after the first of a sequence (temporal.py), weighted by temporal_weight.
+        blocks: (h, w) uint8 at this level's size, a region job's labels (regions.labels:
+        region r's pixels r, the pixels no region claims len(style_targets)): `terms`
+        then also gives each block's part of the total (see there)."""
         super().__init__()
         self.content_layer = content_layer
         self.content_target = content_target  # (1, C, H, W), detached
@@ -193,6 +245,10 @@ class Objective(torch.nn.Module):
         # {(region, layer): Σ guide} of the guided regions' whole-image guides; a region
         # with no mass at a layer (an empty mask) has no term there, and no Gram is taken.
         self.masses = {(r, k): n for r, t in enumerate(self.style_targets) for k, n in (t.masses() or {}).items()}
+        self.blocks = blocks
+        self.block_count = len(self.style_targets) + 1
+        # (1, K, h/8, w/8): each content-layer position's share of each block's pixels.
+        self.content_shares = None if blocks is None else _shares(blocks, self.block_count, content_layer)
 
     @property
     def needs_image(self) -> bool:
@@ -207,6 +263,13 @@ class Objective(torch.nn.Module):
             out["tv"] = total_variation(image, self.wrap)
         if self.temporal is not None:
             out["temporal"] = temporal_loss(image, *self.temporal)
+        if self.blocks is not None:  # each block's share of them, (K,) each (no gradient needed)
+            with torch.no_grad():
+                if self.tv_weight:
+                    out["tv blocks"] = total_variation(image.detach(), self.wrap, self.blocks, self.block_count)
+                if self.temporal is not None:
+                    out["temporal blocks"] = temporal_loss(image.detach(), *self.temporal, self.blocks,
+                                                           self.block_count)
         return out
 
     @property
@@ -235,8 +298,15 @@ class Objective(torch.nn.Module):
                         guide = guide[..., where[name][0], where[name][1]]
                     grams[(r, name)] = guided_gram(f, guide)
         f = features[self.content_layer]
-        content_sq = (f.float() - content_target.float()).pow(2).sum()
-        return Statistics(grams, positions, content_sq, f.numel())
+        sq = (f.float() - content_target.float()).pow(2)
+        blocks = None
+        if self.content_shares is not None:
+            shares = self.content_shares
+            if where is not None:
+                shares = shares[..., where[self.content_layer][0], where[self.content_layer][1]]
+            with torch.no_grad():
+                blocks = (sq.detach().sum(1, keepdim=True) * shares).sum((0, 2, 3))  # (K,)
+        return Statistics(grams, positions, sq.sum(), f.numel(), blocks)
 
     def terms(self, stats: Statistics, pixels: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """The scalar fp32 terms content, style, tv (and temporal, for a frame after the
@@ -255,11 +325,14 @@ class Objective(torch.nn.Module):
         area would, and a region that covers everything is the plain term exactly."""
         c = stats.content_sq / stats.content_count
         s = c.new_zeros(())
+        regions = [c.new_zeros(()) for _ in self.style_targets]  # each region's weighted style term
         for (r, name), gram in stats.grams.items():
             target = self.style_targets[r]
             n = self.masses[(r, name)] if target.guides is not None else stats.positions[name]
-            s = s + target.weight * self.style_layer_weights[name] * (
+            term = target.weight * self.style_layer_weights[name] * (
                 (gram / n - target.grams[name]).pow(2).mean() * (n / gram.shape[-1]))
+            s = s + term
+            regions[r] = regions[r] + term
         pixels = pixels or {}
         tv = pixels.get("tv", c.new_zeros(()))
         total = self.content_weight * c + self.style_weight * s + self.tv_weight * tv
@@ -267,6 +340,18 @@ class Objective(torch.nn.Module):
         if self.temporal is not None:
             terms["temporal"] = pixels["temporal"]
             total = total + self.temporal_weight * pixels["temporal"]
+        if self.blocks is not None:
+            # Each block's part of the total (they sum to it): its region's style term,
+            # and its share of the content, TV and temporal terms. L-BFGS judges each
+            # region by its own (lbfgs.py, BlockLBFGS).
+            with torch.no_grad():
+                parts = self.content_weight * stats.content_blocks / stats.content_count
+                parts[: len(regions)] += self.style_weight * torch.stack(regions).detach()
+                if "tv blocks" in pixels:
+                    parts += self.tv_weight * pixels["tv blocks"]
+                if "temporal blocks" in pixels:
+                    parts += self.temporal_weight * pixels["temporal blocks"]
+            terms["blocks"] = parts
         return {**terms, "total": total}
 
     def forward(self, features: Mapping[str, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -55,6 +55,9 @@ SHORT_HISTORY = 8
 # 122 values a pixel over conv1_1..conv5_1, in the network's dtype; GUIDED_VALUES).
 GUIDE_BYTES = 6
 GUIDED_VALUES = 122
+# And the block label of each pixel (1 byte: regions.labels), and, while the terms
+# are split by block, a per-pixel map of TV differences (4 bytes: losses.total_variation).
+LABEL_BYTES = 5
 # A frame after the first of a sequence (temporal.py), per pixel of a scale: the warped
 # previous result (3 fp32 values), its weight (1) and L-BFGS's block label (1 byte:
 # held or free pixels, temporal.blocks).
@@ -190,11 +193,11 @@ def plan_scale(size: tuple[int, int], dtype: torch.dtype, budget: int, force_cor
         network = int(network * WRAP_FACTOR)
     if guided:
         network += GUIDED_VALUES * (torch.finfo(dtype).bits // 8)
-    guides = guided * GUIDE_BYTES + (TEMPORAL_BYTES if temporal else 0)  # per-pixel inputs beside the image
-    # L-BFGS's blocks (lbfgs.py): the regions' (each, the background, the border
-    # band), each split in held and free pixels for a frame; their one-hot is kept up to
+    guides = guided * GUIDE_BYTES + (LABEL_BYTES if guided else 0) + (TEMPORAL_BYTES if temporal else 0)
+    # L-BFGS's blocks (lbfgs.py): the regions' (each, and the pixels no region claims),
+    # each split in held and free pixels for a frame; their one-hot is kept up to
     # ONEHOT_BYTES, else made a piece at a time.
-    blocks = (guided + 2 if guided else 1) * (2 if temporal else 1)
+    blocks = (guided + 1 if guided else 1) * (2 if temporal else 1)
     onehot = min(blocks * pixels * 4, ONEHOT_BYTES) if blocks > 1 else 0
     whole = pixels * (VECTOR_BYTES + TARGET_VALUES * 4 + MAX_HISTORY * PAIR_BYTES + network + guides) + onehot
     if force_core is None and whole <= budget:

@@ -14,12 +14,20 @@ that region's own style target. Where this departs from the paper, and why:
   paper leaves it unnormalised): a region's Gram is then a weighted *mean* of outer
   products, comparable with the style image's however large either region is, and an
   all-white mask gives exactly the plain Gram (tests/test_regions.py).
-- Propagation. The paper offers downsampling the channel to each layer's size, or
-  an eroded "inside" channel (only positions whose receptive field lies wholly
-  inside the region). We average the mask over each position's 2x2, 4x4, ...
-  pooling footprint (area averaging at the layer's stride). Erosion by conv5_1's
-  receptive radius (85 px) would leave a 170 px band along every border that no
-  region's conv5_1 statistics see: at 512 px a third of a half/half image.
+- Propagation: the paper's "inside" channels. A position of a layer counts for a
+  region only where its receptive field (vgg.receptive_radius: conv3_1 12 px,
+  conv5_1 78 px) holds none of another region's pixels (each pixel belongs to the
+  region whose mask weighs most there, `labels`); there the guide is the mask
+  averaged over the position's pooling footprint (soft masks blend). So no region's
+  statistics read another region's pixels, and each region's term is a function of
+  its own pixels: L-BFGS can then judge each region by its own term (lbfgs.py,
+  BlockLBFGS) and a two-region run follows each region's single-style run
+  (docs/creative.md, "A region judged by its own terms"). The cost: within 78 px of
+  a border only the shallower layers' positions count, and a region narrower than
+  a layer's receptive field gets no term at that layer (at the coarse levels of a
+  64 px first scale, conv4_1 and conv5_1 see none of a half/half split). Plain
+  averaging (until December 2026) let the stripes' half of a two-region job reach
+  into the other half's deep-layer statistics: 6.4 times its single-style loss.
 - Regions without a style. Pixels that no mask covers (and no background style)
   get only the content loss, and the result is composited with the content there
   through the masks' coverage (engine.py), so they keep the content exactly.
@@ -41,6 +49,7 @@ import torch.nn.functional as F
 from . import images
 from .buffers import check_mask, to_unit
 from .params import ParamError
+from .vgg import receptive_radius
 
 
 @dataclass(frozen=True)
@@ -98,42 +107,54 @@ def coverage(masks: Sequence[torch.Tensor | None]) -> torch.Tensor:
     return total.clamp(0, 1)  # type: ignore[union-attr]
 
 
-def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], device: torch.device
-           ) -> dict[str, torch.Tensor]:
-    """A mask resized to a working size (h, w), then averaged over each layer's pooling
-    footprint: {layer: (1, 1, h // s, w // s) fp32 on `device`}, the sizes max pooling
-    gives (it floors odd sides, as avg_pool2d does)."""
-    m = images.resize(mask, size).clamp(0, 1).to(device)
-    return {name: (m if s == 1 else F.avg_pool2d(m, s, s)) for name, s in strides.items()}
-
-
-# The band along region borders that gets an L-BFGS memory of its own (px at the
-# working size). There a region's pixels are pulled by the other region's deep-layer
-# gradients too; with its region's memory (larger steps where the region's own loss
-# is small) the other style leaked in as a halo. Measured (docs/creative.md, "One
-# memory per region"): 16, 32, 48, 64 px; 32 the only width that kept the halo
-# within target and both regions nearest their single-style runs.
-BORDER_BAND = 32
-
-
-def blocks(regions: Sequence[Region], size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
+def labels(regions: Sequence[Region], size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
     """(h·w,) uint8 on `device`: for each pixel at a working size (h, w), the region whose
-    mask weighs most there, len(regions) where no region has any (pixels that keep
-    the content), len(regions) + 1 within BORDER_BAND of a region's border; None for a
-    plain job (one region, everywhere). L-BFGS keeps one memory per block (lbfgs.py)."""
+    mask weighs most there (ties: the first), len(regions) where no region has any (pixels
+    that keep the content); None for a plain job (one region, everywhere). A region's
+    guides see only its own pixels (`guides`), and L-BFGS judges each label's pixels by
+    that region's terms (lbfgs.py, BlockLBFGS)."""
     if len(regions) == 1 and regions[0].mask is None:
         return None
-    stack = torch.cat([images.resize(r.mask, size).clamp(0, 1) for r in regions], dim=1)  # (1, R, h, w)
+    stack = torch.cat([images.resize(r.mask, size).clamp(0, 1) if r.mask is not None
+                       else torch.ones(1, 1, *size) for r in regions], dim=1)  # (1, R, h, w)
     weight, label = stack.max(dim=1)
     label[weight <= 0] = len(regions)
-    # Pixels within BORDER_BAND of another region form a block of their own.
-    # The window's mean, separably (a row pass, then a column pass: the same mean, as a
-    # window clipped at the edge is still a rectangle; 0.85 s -> 0.03 s at 512² on CPU).
-    k, r = 2 * BORDER_BAND + 1, BORDER_BAND
-    near = F.avg_pool2d(stack, (1, k), 1, (0, r), count_include_pad=False)
-    near = F.avg_pool2d(near, (k, 1), 1, (r, 0), count_include_pad=False).amax(dim=1)
-    label[(near < 0.999) & (weight > 0)] = len(regions) + 1
     return label.to(torch.uint8).reshape(-1).to(device)
+
+
+def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], device: torch.device,
+           own: torch.Tensor | None = None, wrap: bool = False) -> dict[str, torch.Tensor]:
+    """A mask resized to a working size (h, w), then averaged over each layer's pooling
+    footprint: {layer: (1, 1, h // s, w // s) fp32 on `device`}, the sizes max pooling
+    gives (it floors odd sides, as avg_pool2d does).
+    own: (h·w,) bool, the region's own pixels (labels == its index): a position whose
+    receptive field reaches any other pixel gets 0 (the paper's "inside" channel; see
+    the module doc), the receptive field wrapping around the edges when `wrap`.
+    None: no erosion (a style image's own guide, which selects statistics to take)."""
+    m = images.resize(mask, size).clamp(0, 1).to(device)
+    out = {}
+    for name, s in strides.items():
+        g = m if s == 1 else F.avg_pool2d(m, s, s)
+        if own is not None:
+            # Any other pixel in a position's footprint, then within its receptive
+            # radius, counted in positions of this layer (max pooling of an indicator).
+            other = (~own.to(device)).reshape(1, 1, *size).float()
+            other = other if s == 1 else F.max_pool2d(other, s, s)
+            g = g * (1 - _dilate(other, -(-receptive_radius(name) // s), wrap))
+        out[name] = g
+    return out
+
+
+def _dilate(m: torch.Tensor, r: int, wrap: bool) -> torch.Tensor:
+    """The largest value within r positions of each (a (2r+1)² window), m (1, 1, h, w);
+    across the edges on a torus, however many times r goes round (coarse levels)."""
+    if not wrap:
+        return F.max_pool2d(m, 2 * r + 1, 1, r)
+    h, w = m.shape[-2:]
+    ny, nx = -(-r // h), -(-r // w)
+    tiled = m.repeat(1, 1, 2 * ny + 1, 2 * nx + 1)  # the torus unrolled far enough each way
+    tiled = tiled[..., ny * h - r: (ny + 1) * h + r, nx * w - r: (nx + 1) * w + r]
+    return F.max_pool2d(tiled, 2 * r + 1, 1)
 
 
 def guided_gram(features: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:

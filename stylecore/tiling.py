@@ -32,15 +32,15 @@ import torch
 from . import images
 from .events import Cancelled, TilePass
 from .heap import release_freed_memory
-from .losses import Objective, Statistics, gram_matrix
+from .losses import Objective, Statistics, as_floats, gram_matrix
 from .regions import guided_gram
 from .optimize import autocast
-from .vgg import VGGFeatures
+from .vgg import VGGFeatures, stride
 
 ALIGN = 16  # four 2x2 poolings before conv5_1
 HALO = 96  # >= conv5_1's receptive radius (85 px), a multiple of ALIGN
 # Each layer's stride relative to the input (pooling halves the resolution).
-STRIDE = {"conv1_1": 1, "conv2_1": 2, "conv3_1": 4, "conv4_1": 8, "conv4_2": 8, "conv5_1": 16}
+STRIDE = {name: stride(name) for name in ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1")}
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,7 @@ class TiledObjective:
             positions=total.positions,
             content_sq=total.content_sq.requires_grad_(grad),
             content_count=total.content_count,
+            content_blocks=total.content_blocks,
         )
         # TV, a sum over neighbouring pixels, needs the whole image: a full-size copy, only when weighted.
         image_01 = images.denormalize(x).requires_grad_(grad) if objective.needs_image else None
@@ -254,7 +255,7 @@ class TiledObjective:
             terms = objective.terms(leaves, objective.image_terms(image_01) if image_01 is not None else None)
             if grad:
                 terms["total"].backward()
-        values = {k: float(v.detach()) for k, v in terms.items()}  # device sync
+        values = as_floats(terms)  # device sync
         if not grad:
             return values
 

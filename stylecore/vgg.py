@@ -48,6 +48,25 @@ LAYER_NAMES = [name for name, _ in _TABLE]  # 37 names; LAYER_NAMES[21] == "conv
 CONV_INDICES = [i for i, n in enumerate(LAYER_NAMES) if n.startswith("conv")]
 
 
+def stride(layer: str) -> int:
+    """The input pixels between neighbouring positions of `layer`: 2 per pool before it."""
+    return 2 ** sum(name.startswith("pool") for name in LAYER_NAMES[: LAYER_NAMES.index(layer)])
+
+
+def receptive_radius(layer: str) -> int:
+    """How far (px of the input) a position's activation at `layer` reads from its own
+    pixels: half its receptive field, rounded up (conv1_1 1, conv2_1 5, conv3_1 12,
+    conv4_1 34, conv5_1 78). Each 3x3 convolution widens the field by 2 of its input's
+    strides, each 2x2 pool by 1 and doubles the stride."""
+    size, stride = 1, 1
+    for name in LAYER_NAMES[: LAYER_NAMES.index(layer) + 1]:
+        if name.startswith("conv"):
+            size += 2 * stride
+        elif name.startswith("pool"):
+            size, stride = size + stride, stride * 2
+    return size // 2
+
+
 class VGGFeatures(nn.Module):
     """VGG19 features truncated after `last_layer`; frozen; returns named activations.
 

@@ -342,3 +342,70 @@ def test_block_products_are_the_sums_over_each_blocks_pixels(monkeypatch, kept, 
     top = ops.absmax(b.float())
     expected_top = torch.stack([b.float().abs().view(channels, -1).amax(0)[labels == k].max() for k in range(3)])
     assert torch.equal(top, expected_top)
+
+
+# --- one judge per group of blocks (BlockLBFGS) -----------------------------------------------
+
+
+def _wavy_run(optimizer: str, scale: float, steps: int = 60) -> tuple[list[torch.Tensor], object]:
+    """A box-bounded, non-convex objective of an (1, 3, 8, 8) image that is a sum of two
+    terms, one of the left 4 columns' pixels, one of the right ones' (times `scale`): the
+    left half's iterates at every step, and the optimizer. The rise limit is low so that
+    the run rejects points and starts afresh (both counted by the caller)."""
+    gen = torch.Generator().manual_seed(0)
+    target, start = torch.rand(1, 3, 8, 8, generator=gen), torch.rand(1, 3, 8, 8, generator=gen)
+    labels = torch.zeros(8, 8, dtype=torch.uint8)
+    labels[:, 4:] = 1
+    right = labels.float()
+    x = start.clone().requires_grad_(True)
+    options = dict(history=100, stall=4, progress=0.05, max_rms=0.3, rise=0.2)
+    box = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    opt = (lbfgs.BlockLBFGS(x, *box, labels.reshape(-1), [0, 1], **options) if optimizer == "judged"
+           else BoxLBFGS(x, *box, blocks=labels.reshape(-1), **options))
+    left_half = []
+    for _ in range(steps):
+        x.grad = None
+        with torch.enable_grad():
+            d, wave = (x - target) ** 2, 0.2 * torch.sin(9 * x)
+            left, right_term = ((d + wave) * (1 - right)).pow(2).sum(), scale * ((d - wave) * right).pow(2).sum()
+            (left + right_term).backward()
+        left, right_term = float(left.detach()), float(right_term.detach())
+        opt.tell([left, right_term] if optimizer == "judged" else left + right_term)
+        left_half.append(x.detach()[..., :4].clone())
+    return left_half, opt
+
+
+def test_judged_blocks_move_as_their_terms_alone():
+    """Each group's judge reads only its term: the left half's iterates do not change,
+    bit for bit, when the right half's term is 10⁴ times larger (through rejections and
+    fresh starts of both; with a history long enough that no pair is evicted, since the
+    memory's pairs are shared)."""
+    small, opt_small = _wavy_run("judged", 1.0)
+    large, opt_large = _wavy_run("judged", 1e4)
+    assert opt_small.rejections > 0 and opt_small.fresh_starts > 0  # the rules were exercised
+    assert all(torch.equal(a, b) for a, b in zip(small, large))
+
+
+def test_one_judge_is_what_judged_blocks_are_for():
+    """The same with one judge (memories per block, the total judged): the right half's
+    scale changes the left half's path (the check above can fail)."""
+    small, _ = _wavy_run("one judge", 1.0)
+    large, _ = _wavy_run("one judge", 1e4)
+    assert not all(torch.equal(a, b) for a, b in zip(small, large))
+
+
+def test_judged_blocks_deliver_each_groups_best():
+    """The delivered image holds, in each group's pixels, that group's best point; its
+    value is the sum of the groups' bests."""
+    _, opt = _wavy_run("judged", 1.0, steps=30)
+    assert opt.best[0] == pytest.approx(sum(judge.best for judge in opt.judges))
+    assert all(judge.best is not None and math.isfinite(judge.best) for judge in opt.judges)
+
+
+def test_copy_where_copies_the_flagged_blocks_only():
+    labels = torch.tensor([0, 2, 1, 1, 0, 2], dtype=torch.uint8)
+    ops = lbfgs._Blocks(labels, 2 * labels.numel())
+    dst, src = torch.zeros(12), torch.arange(12, dtype=torch.float32)
+    ops.copy_where(dst, src, torch.tensor([0.0, 1.0, 1.0]))
+    chosen = (labels != 0).repeat(2)
+    assert torch.equal(dst, torch.where(chosen, src, torch.zeros(12)))

@@ -13,6 +13,7 @@ from stylecore.losses import gram_matrix, total_variation
 from stylecore.params import STYLE_LAYERS
 from stylecore.regions import guided_gram, mask_tensor, plan_regions
 from stylecore.tiling import STRIDE, plan
+from stylecore.vgg import receptive_radius
 
 FAST = preset("default").replace(size=64, scales=1, steps=3, precision="fp32")
 
@@ -305,16 +306,85 @@ def test_masks_that_are_black_everywhere_are_a_named_error(engine, content, styl
         engine.prepare(content, [style], FAST, style_masks=[np.zeros((h, w, 1), np.uint8)])
 
 
-def test_blocks_label_each_region_and_the_band_between_them():
+def test_labels_give_each_pixel_the_region_whose_mask_weighs_most():
     left = torch.zeros(1, 1, 8, 128)
     left[..., :64] = 1
+    soft = torch.zeros(1, 1, 8, 128)
+    soft[..., 32:96] = 0.5  # half of the left region's middle and half of the unclaimed right
+    job = regions.plan_regions([left, soft], (0.5, 0.5))
+    labels = regions.labels(job, (8, 128), torch.device("cpu")).view(8, 128)
+    assert (labels[:, :64] == 0).all()
+    assert (labels[:, 64:96] == 1).all()
+    assert (labels[:, 96:] == len(job)).all()  # len(job): pixels no region claims
+
+
+@pytest.mark.parametrize("layer", ["conv1_1", "conv3_1", "conv5_1"])
+def test_inside_guides_drop_the_positions_that_see_another_region(layer):
+    """Left and right halves of 512 px: a position of the left region's guide is 0 where
+    its receptive field (footprint plus radius) reaches the right half, 1 elsewhere."""
+    left = torch.zeros(1, 1, 16, 512)
+    left[..., :256] = 1
     job = regions.plan_regions([left, 1 - left], (0.5, 0.5))
-    labels = regions.blocks(job, (8, 128), torch.device("cpu")).view(8, 128)
-    band = regions.BORDER_BAND
-    assert (labels[:, : 64 - band] == 0).all()
-    assert (labels[:, 64 + band:] == 1).all()
-    assert (labels[:, 64 - band + 1:64 + band - 1] == len(job) + 1).all()  # len(job): pixels with no region
+    own = regions.labels(job, (16, 512), torch.device("cpu")) == 0
+    s = STRIDE[layer]
+    guide = regions.guides(left, (16, 512), {layer: s}, torch.device("cpu"), own)[layer][0, 0, 0]
+    reach = -(-receptive_radius(layer) // s)  # positions
+    last = 256 // s - 1 - reach  # the last position whose field stays left of column 256
+    assert (guide[: last + 1] == 1).all() and (guide[last + 1:] == 0).all()
+
+
+def test_inside_guides_wrap_around_a_tileable_image():
+    """A region in the middle third: with wrap, its positions near the image's left edge
+    see the right edge's pixels (another region's) and are dropped; without, kept."""
+    middle = torch.zeros(1, 1, 4, 96)
+    middle[..., 8:88] = 1
+    job = regions.plan_regions([middle], (1.0,))
+    own = regions.labels(job, (4, 96), torch.device("cpu")) == 0
+    flat = regions.guides(middle, (4, 96), {"conv2_1": 2}, torch.device("cpu"), own)["conv2_1"][0, 0, 0]
+    torus = regions.guides(middle, (4, 96), {"conv2_1": 2}, torch.device("cpu"), own, wrap=True)["conv2_1"][0, 0, 0]
+    assert torch.equal(flat, torus)  # the region does not touch the edges: 8 px > conv2_1's reach either way
+    whole = torch.ones(1, 1, 4, 96)
+    whole[..., :4] = 0
+    own = regions.labels(regions.plan_regions([whole], (1.0,)), (4, 96), torch.device("cpu")) == 0
+    flat = regions.guides(whole, (4, 96), {"conv2_1": 2}, torch.device("cpu"), own)["conv2_1"][0, 0, 0]
+    torus = regions.guides(whole, (4, 96), {"conv2_1": 2}, torch.device("cpu"), own, wrap=True)["conv2_1"][0, 0, 0]
+    assert float(flat[-1]) == 1 and float(torus[-1]) == 0  # the right edge's field reaches columns 0..3 on a torus
+
+
+def _returned(evaluation):
+    """What an evaluation (a generator of tile events) returns: its terms."""
+    while True:
+        try:
+            next(evaluation)
+        except StopIteration as stop:
+            return stop.value
+
+
+def test_a_regions_terms_do_not_read_another_regions_pixels(engine, style):
+    """The point of the inside guides: the left region's part of the objective is the
+    same whatever the right half holds (to rounding), so each region can be judged by
+    its own part (lbfgs.BlockLBFGS)."""
+    rng = np.random.default_rng(3)
+    photo = rng.integers(0, 256, (64, 256, 3), dtype=np.uint8)
+    left = np.zeros((64, 256, 1), np.uint8)
+    left[:, :128] = 255
+    params = preset("default").replace(size=0, scales=1, steps=1, precision="fp32", tv_weight=0.0,
+                                       content_weight=0.0)
+    job = engine.prepare(photo, [style, style[:, ::-1].copy()], params, style_masks=[left, 255 - left])
+    objective = engine.objective(job, job.levels[-1])
+    evaluate = engine.evaluator(job, objective)
+    other = photo.copy()
+    other[:, 128:] = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    parts = []
+    for image in (photo, other):
+        x = images.normalize(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)
+        parts.append(_returned(evaluate(x, grad=False))["blocks"])
+    assert parts[0][0] == pytest.approx(parts[1][0], rel=1e-5)  # the left region's part
+    assert parts[0][1] != pytest.approx(parts[1][1], rel=1e-2)  # the right one's moved (the check can fail)
+    assert sum(parts[0]) == pytest.approx(_returned(evaluate(
+        images.normalize(torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255), grad=False))["total"],
+        rel=1e-5)
 
 
 def test_a_plain_job_has_one_memory():
-    assert regions.blocks(regions.plan_regions([None], (1.0,)), (8, 8), torch.device("cpu")) is None
+    assert regions.labels(regions.plan_regions([None], (1.0,)), (8, 8), torch.device("cpu")) is None
