@@ -241,6 +241,7 @@ class _Judge:
         self.rejected_in_a_row = 0
         self.gradient_stepped = False  # the last move was a plain gradient step
         self.window: list[tuple[float, bool]] = []  # since the last fresh start: (best after, rose) per evaluation
+        self.improved = False  # the last value was a new best (also when it then "stalled")
 
     def verdict(self, value: float) -> str:
         """The value at the current point -> "improved" or "accepted" (step on from here),
@@ -250,6 +251,7 @@ class _Judge:
         start: nothing to go back to)."""
         finite = math.isfinite(value)
         improved = finite and (self.best is None or value < self.best)
+        self.improved = False
         rose, self.last = self.last is not None and not value <= self.last, value
         if improved:
             if self.gradient_stepped and self.best is not None:
@@ -268,6 +270,7 @@ class _Judge:
         self.rejected_in_a_row = 0
         if improved:
             self.best = value
+            self.improved = True  # the caller keeps this point as the best, whatever the verdict
         self.gradient_stepped = False
         if self._stalled(rose):
             return "stalled"
@@ -385,7 +388,7 @@ class BoxLBFGS:
         if verdict == "undefined":
             return  # not finite at the start: nothing to go back to; the caller sees it
         self._remember(x, g)  # frees the previous point
-        improved = verdict == "improved"
+        improved = self.judge.improved  # also when the run then stalled: it starts afresh from here
         if improved:
             self.best = None  # free the old best before copying the new one
         self.prev = (x.clone(), g.clone())
@@ -521,7 +524,12 @@ class BlockLBFGS(BoxLBFGS):
         moves x."""
         x = self.x.detach().reshape(-1)
         g = self.x.grad.reshape(-1)  # a view: the direction is computed in its storage
-        verdicts = [judge.verdict(float(v)) for judge, v in zip(self.judges, values, strict=True)]
+        values = [float(v) for v in values]
+        if not math.isfinite(sum(values)) or not bool(torch.isfinite(g.sum())):  # device sync
+            # One part not finite usually makes the whole gradient NaN (a guided Gram's
+            # backward takes 0·inf where its guide is 0): no region may keep this point.
+            values = [math.nan] * len(values)
+        verdicts = [judge.verdict(v) for judge, v in zip(self.judges, values, strict=True)]
         if "undefined" in verdicts:
             return  # not finite at the start: nothing to go back to; the caller sees it
         back = [v in ("retry", "fresh", "stalled") for v in verdicts]
@@ -536,7 +544,7 @@ class BlockLBFGS(BoxLBFGS):
             best_x, best_g = x.clone(), g.clone()
         else:
             _, best_x, best_g = self.best
-            improved = self._flags([v == "improved" for v in verdicts])
+            improved = self._flags([judge.improved for judge in self.judges])
             self.ops.copy_where(best_x, x, improved)
             self.ops.copy_where(best_g, g, improved)
         self.best = (sum(judge.best for judge in self.judges), best_x, best_g)

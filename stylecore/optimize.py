@@ -134,20 +134,31 @@ class ImageOptimizer:
             return []
         shape, dtype = self.x.shape, dtype or torch.float32
 
-        apart = isinstance(self.lbfgs, BlockLBFGS) and labels is not None
-        here = self.lbfgs.ops.labels.view(1, 1, *shape[-2:]) if apart else None
-        there = labels.view(1, 1, *size) if apart else None
+        if not isinstance(self.lbfgs, BlockLBFGS) or labels is None:
+            def resized(v: torch.Tensor) -> torch.Tensor:
+                return images.resize(v.float().view(shape), size, wrap).reshape(-1).to(dtype)
 
-        def resized(v: torch.Tensor) -> torch.Tensor:
-            v = v.float().view(shape)
-            if not apart:
-                return images.resize(v, size, wrap).reshape(-1).to(dtype)
+            return [(resized(s), resized(y)) for s, y in self.lbfgs.curvature()[-count:]]
+        lbfgs = self.lbfgs
+        # Each memory block's region (a frame's blocks split each region in two), here
+        # and at the next size.
+        here = lbfgs.groups[lbfgs.ops.labels.long()].view(1, 1, *shape[-2:])
+        there = labels.view(1, 1, *size)
+
+        def apart(v: torch.Tensor, valid: list[bool]) -> torch.Tensor:
             out = torch.zeros(*shape[:2], *size, device=v.device)
-            for k in range(self.lbfgs.ops.k):  # one region at a time: (1, 3, h, w) temporaries
-                out += images.resize(v * (here == k), size, wrap) * (there == k)
+            for k, keep in enumerate(valid):  # one region at a time: (1, 3, h, w) temporaries
+                if keep:
+                    out += images.resize(v.float().view(shape) * (here == k), size, wrap) * (there == k)
             return out.reshape(-1).to(dtype)
 
-        return [(resized(s), resized(y)) for s, y in self.lbfgs.curvature()[-count:]]
+        carried = []
+        for s, y, rho, _ in list(lbfgs.pairs)[-count:]:
+            # A region whose memory was dropped (a fresh start) carries none of this pair.
+            valid = [bool(v) for v in torch.zeros(len(lbfgs.judges), device=rho.device).index_add_(
+                0, lbfgs.groups, (rho > 0).float()).gt(0).tolist()]  # device sync
+            carried.append((apart(s, valid), apart(y, valid)))
+        return carried
 
     @property
     def delivered_terms(self) -> dict[str, float]:

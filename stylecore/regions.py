@@ -139,8 +139,10 @@ def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], d
             # Any other pixel in a position's footprint, then within its receptive
             # radius, counted in positions of this layer (max pooling of an indicator).
             other = (~own.to(device)).reshape(1, 1, *size).float()
-            other = other if s == 1 else F.max_pool2d(other, s, s)
-            g = g * (1 - _dilate(other, -(-receptive_radius(name) // s), wrap))
+            # ceil_mode: the last rows and columns of a side that s does not divide are
+            # read by the network's fields too, though no position's footprint holds them.
+            other = other if s == 1 else F.max_pool2d(other, s, s, ceil_mode=True)
+            g = g * (1 - _dilate(other, -(-receptive_radius(name) // s), wrap)[..., : g.shape[-2], : g.shape[-1]])
         out[name] = g
     return out
 
@@ -151,6 +153,8 @@ def _dilate(m: torch.Tensor, r: int, wrap: bool) -> torch.Tensor:
     if not wrap:
         return F.max_pool2d(m, 2 * r + 1, 1, r)
     h, w = m.shape[-2:]
+    if r <= min(h, w):  # once round at most: a padded copy (1 + 2r/h times m, not 9 times)
+        return F.max_pool2d(F.pad(m, (r, r, r, r), mode="circular"), 2 * r + 1, 1)
     ny, nx = -(-r // h), -(-r // w)
     tiled = m.repeat(1, 1, 2 * ny + 1, 2 * nx + 1)  # the torus unrolled far enough each way
     tiled = tiled[..., ny * h - r: (ny + 1) * h + r, nx * w - r: (nx + 1) * w + r]

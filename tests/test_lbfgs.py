@@ -150,6 +150,36 @@ def test_a_stalled_run_starts_afresh_from_its_best(values, fresh):
         assert float(torch.dot(move, grad) / (move.norm() * grad.norm())) == pytest.approx(-1.0)
 
 
+def test_a_run_that_stalls_on_a_new_best_starts_afresh_from_that_point():
+    """The evaluation that completes a stall can itself be the best so far (the best
+    crept down by 0.3% with a rise on the way): it is kept, and the fresh start is from it."""
+    x = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    opt = BoxLBFGS(x, None, None, first_step=0.5, stall=4, progress=0.05)
+    values = [100.0, 101.0, 99.9, 99.8, 99.7]
+    closure = reported(x, values)
+    for _ in values[:-1]:
+        opt.step(closure)
+    last = x.detach().clone()
+    opt.step(closure)
+    assert opt.fresh_starts == 1
+    assert opt.best[0] == 99.7 and torch.equal(opt.best[1], last)
+
+
+def test_a_part_that_is_not_finite_is_rejected_in_every_region():
+    """One region's part not finite (its gradient then NaN everywhere): no region keeps
+    the point, and every region goes back to its best."""
+    x = torch.zeros(1, 1, 1, 2, requires_grad=True)
+    opt = lbfgs.BlockLBFGS(x, None, None, torch.tensor([0, 1], dtype=torch.uint8), [0, 1], first_step=0.5)
+    x.grad = torch.ones_like(x)
+    opt.tell([1.0, 1.0])
+    start = opt.best[1].clone()
+    x.grad = torch.full_like(x, math.nan)
+    opt.tell([0.5, math.inf])
+    assert opt.rejections == 2 and torch.equal(opt.best[1], start)
+    assert [judge.best for judge in opt.judges] == [1.0, 1.0]
+    assert bool(torch.isfinite(x).all())
+
+
 def test_stall_is_off_by_default():
     x = torch.ones(3, dtype=torch.float64, requires_grad=True)
     opt = BoxLBFGS(x, None, None, first_step=0.5)

@@ -333,6 +333,17 @@ def test_inside_guides_drop_the_positions_that_see_another_region(layer):
     assert (guide[: last + 1] == 1).all() and (guide[last + 1:] == 0).all()
 
 
+def test_inside_guides_see_the_rows_a_stride_leaves_over():
+    """100 rows at conv5_1's stride 16: rows 96..99 belong to no position's footprint,
+    but the fields of the last positions read them; another region there drops them."""
+    top = torch.ones(1, 1, 100, 32)
+    top[..., 96:, :] = 0
+    job = regions.plan_regions([top, 1 - top], (0.5, 0.5))
+    own = regions.labels(job, (100, 32), torch.device("cpu")) == 0
+    guide = regions.guides(top, (100, 32), {"conv5_1": 16}, torch.device("cpu"), own)["conv5_1"][0, 0]
+    assert guide.shape[0] == 6 and (guide[-1] == 0).all()
+
+
 def test_inside_guides_wrap_around_a_tileable_image():
     """A region in the middle third: with wrap, its positions near the image's left edge
     see the right edge's pixels (another region's) and are dropped; without, kept."""
