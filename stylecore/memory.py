@@ -56,8 +56,9 @@ SHORT_HISTORY = 8
 GUIDE_BYTES = 6
 GUIDED_VALUES = 122
 # And the block label of each pixel (1 byte: regions.labels), and, while the terms
-# are split by block, a per-pixel map of TV differences (4 bytes: losses.total_variation).
-LABEL_BYTES = 5
+# are split by block, the TV differences' temporaries (two 3-channel fp32 maps: 24
+# bytes; losses.total_variation with blocks).
+LABEL_BYTES = 25
 # A frame after the first of a sequence (temporal.py), per pixel of a scale: the warped
 # previous result (3 fp32 values), its weight (1) and L-BFGS's block label (1 byte:
 # held or free pixels, temporal.blocks).
