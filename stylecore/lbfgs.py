@@ -451,7 +451,17 @@ class BoxLBFGS:
         """g becomes -H g, by the two-loop recursion (Nocedal & Wright, algorithm 7.4)."""
         if not self.pairs:
             return self._gradient_step(g, self.restart_step)
-        ops, q = self.ops, g
+        q = self._two_loop(g, self._scale())
+        if self.max_rms is not None:
+            # vector_norm reduces without an image-sized temporary; no device sync.
+            rms = torch.linalg.vector_norm(q) / math.sqrt(q.numel())
+            q.mul_((self.max_rms / rms.clamp_min(1e-30)).clamp(max=1.0))
+        return q
+
+    def _two_loop(self, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """q becomes -lr H q by the two-loop recursion (Nocedal & Wright, algorithm 7.4),
+        in place, the initial inverse Hessian `scale` (0-dim, or (K,) per block)."""
+        ops = self.ops
         alphas = []
         # Scalars stay tensors, 0-dim or (K,) (addcmul_ broadcasts them): no device sync
         # per pair. A block where a pair's curvature is not positive has rho 0 there:
@@ -460,16 +470,11 @@ class BoxLBFGS:
             a = rho * ops.dot(s, q)
             ops.addcmul_(q, y, a, value=-1)
             alphas.append(a)
-        ops.mul_(q, self._scale())
+        ops.mul_(q, scale)
         for (s, y, rho, _), a in zip(self.pairs, reversed(alphas)):
             b = rho * ops.dot(y, q)
             ops.addcmul_(q, s, a - b)
-        q.mul_(-self.lr)
-        if self.max_rms is not None:
-            # vector_norm reduces without an image-sized temporary; no device sync.
-            rms = torch.linalg.vector_norm(q) / math.sqrt(q.numel())
-            q.mul_((self.max_rms / rms.clamp_min(1e-30)).clamp(max=1.0))
-        return q
+        return q.mul_(-self.lr)
 
     def _scale(self) -> torch.Tensor:
         """The initial Hessian scale γ = sᵀy / yᵀy of the newest pair (per block: the
@@ -583,17 +588,8 @@ class BlockLBFGS(BoxLBFGS):
         stepped = gradient.tolist()  # device sync
         for j, judge in enumerate(self.judges):
             judge.gradient_stepped = any(stepped[b] for b, group in enumerate(self.group_list) if group == j)
-        alphas = []
-        for s, y, rho, _ in reversed(self.pairs):
-            a = rho * ops.dot(s, g)
-            ops.addcmul_(g, y, a, value=-1)
-            alphas.append(a)
         scale = self._scale() if self.pairs else torch.ones_like(gradient_scale)
-        ops.mul_(g, torch.where(gradient, gradient_scale, scale))
-        for (s, y, rho, _), a in zip(self.pairs, reversed(alphas)):
-            b = rho * ops.dot(y, g)
-            ops.addcmul_(g, s, a - b)
-        g.mul_(-self.lr)
+        self._two_loop(g, torch.where(gradient, gradient_scale, scale))
         if self.max_rms is not None:
             rms = (ops.dot(g, g) / self.sizes).sqrt()
             ops.mul_(g, torch.where(gradient, torch.ones_like(rms), (self.max_rms / rms.clamp_min(1e-30)).clamp(max=1.0)))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .regions import guided_gram
-from .temporal import temporal_loss
+from .temporal import temporal_loss, temporal_map
 from .vgg import stride
 
 
@@ -268,8 +268,8 @@ class Objective(torch.nn.Module):
                 if self.tv_weight:
                     out["tv blocks"] = total_variation(image.detach(), self.wrap, self.blocks, self.block_count)
                 if self.temporal is not None:
-                    out["temporal blocks"] = temporal_loss(image.detach(), *self.temporal, self.blocks,
-                                                           self.block_count)
+                    out["temporal blocks"] = _by_block(temporal_map(image.detach(), *self.temporal), self.blocks,
+                                                       self.block_count)
         return out
 
     @property

@@ -132,17 +132,17 @@ def guides(mask: torch.Tensor, size: tuple[int, int], strides: dict[str, int], d
     the module doc), the receptive field wrapping around the edges when `wrap`.
     None: no erosion (a style image's own guide, which selects statistics to take)."""
     m = images.resize(mask, size).clamp(0, 1).to(device)
+    other = None if own is None else (~own.to(device)).reshape(1, 1, *size).float()  # 1: another region's pixel
     out = {}
     for name, s in strides.items():
         g = m if s == 1 else F.avg_pool2d(m, s, s)
-        if own is not None:
+        if other is not None:
             # Any other pixel in a position's footprint, then within its receptive
             # radius, counted in positions of this layer (max pooling of an indicator).
-            other = (~own.to(device)).reshape(1, 1, *size).float()
             # ceil_mode: the last rows and columns of a side that s does not divide are
             # read by the network's fields too, though no position's footprint holds them.
-            other = other if s == 1 else F.max_pool2d(other, s, s, ceil_mode=True)
-            g = g * (1 - _dilate(other, -(-receptive_radius(name) // s), wrap)[..., : g.shape[-2], : g.shape[-1]])
+            near = other if s == 1 else F.max_pool2d(other, s, s, ceil_mode=True)
+            g = g * (1 - _dilate(near, -(-receptive_radius(name) // s), wrap)[..., : g.shape[-2], : g.shape[-1]])
         out[name] = g
     return out
 

@@ -180,13 +180,18 @@ def temporal_error(result: np.ndarray, warped_previous: np.ndarray, weight: np.n
     return float((d * weight).sum() / max(float(weight.sum()) * result.shape[-1], 1.0))
 
 
-def temporal_loss(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
-                  blocks: torch.Tensor | None = None, count: int = 0) -> torch.Tensor:
+def temporal_loss(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """(1/C) Σ c (x - ω)², summed over the pixels (see the module doc): image and target
-    (1, C, h, w) in [0, 1], weight (1, 1, h, w). blocks: (h, w) labels 0..count-1: the
-    (count,) sums over each block's pixels instead."""
-    per_pixel = weight * (image.float() - target).pow(2)
-    if blocks is None:
-        return per_pixel.sum() / image.shape[1]
-    return torch.bincount(blocks.reshape(-1).long(), weights=per_pixel.sum((0, 1)).reshape(-1) / image.shape[1],
-                          minlength=count).float()
+    (1, C, h, w) in [0, 1], weight (1, 1, h, w)."""
+    return _weighted(image, target, weight).sum() / image.shape[1]
+
+
+def temporal_map(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """temporal_loss's terms per pixel, (h, w): their sum is temporal_loss (split by a
+    region job's blocks, losses.py)."""
+    return _weighted(image, target, weight).sum((0, 1)) / image.shape[1]
+
+
+def _weighted(image: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """c (x - ω)², (1, C, h, w)."""
+    return weight * (image.float() - target).pow(2)

@@ -58,12 +58,12 @@ def receptive_radius(layer: str) -> int:
     pixels: half its receptive field, rounded up (conv1_1 1, conv2_1 5, conv3_1 12,
     conv4_1 34, conv5_1 78). Each 3x3 convolution widens the field by 2 of its input's
     strides, each 2x2 pool by 1 and doubles the stride."""
-    size, stride = 1, 1
+    size, step = 1, 1  # the field's width and the input pixels between positions so far
     for name in LAYER_NAMES[: LAYER_NAMES.index(layer) + 1]:
         if name.startswith("conv"):
-            size += 2 * stride
+            size += 2 * step
         elif name.startswith("pool"):
-            size, stride = size + stride, stride * 2
+            size, step = size + step, step * 2
     return size // 2
 
 
